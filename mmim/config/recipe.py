@@ -1,0 +1,216 @@
+"""The recipe schema: one fully expanded YAML file per recipe, validated against dataclasses.
+
+Components (tokenizer, masker, ...) are named by their registered names and take their own
+options; those are checked against the component's constructor when the recipe is loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mmim.config.typed import ConfigError, from_dict, to_dict
+from mmim.trunk.encoder import EncoderConfig
+
+Component = dict[str, Any]  # {"name": registered name, **options}
+
+
+@dataclass
+class Provenance:
+    """Where a recipe comes from and what the paper reports for it."""
+
+    paper: str = ""
+    url: str = ""
+    table: str = ""
+    metric: str = ""
+    reported: float | None = None
+    notes: str = ""
+
+
+@dataclass
+class StreamConfig:
+    """One named token stream and the components in its slots."""
+
+    tokenizer: Component
+    masker: Component
+    target: Component
+    loss: Component
+    decoder: Component
+    weight: float = 1.0
+    input_key: str | None = None  # batch key holding the stream's raw input (default: stream name)
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderConfig
+    streams: dict[str, StreamConfig]
+    pool: Literal["mean", "cls"] = "mean"  # how eval pools encoder features
+
+
+@dataclass
+class DataConfig:
+    dataset: Component
+    batch_size: int = 64  # per process
+    num_workers: int = 0
+    skip_corrupt: bool = False
+    drop_last: bool = True
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adamw"] = "adamw"
+    base_lr: float = 1.5e-4  # lr = base_lr * effective_batch_size / 256 unless lr is given
+    lr: float | None = None
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    fused: bool | None = None  # None: fused where the device supports it
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 1
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    max_steps: int | None = None  # stop early (smoke tests); the schedule still spans ``epochs``
+
+
+@dataclass
+class TrainConfig:
+    effective_batch_size: int | None = None  # None: batch_size * world size (no accumulation)
+    grad_clip: float | None = None
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    device: str = "auto"
+    log_every: int = 10
+    checkpoint_every: int = 0  # optimizer steps; 0 = at the end of each epoch only
+    keep_checkpoints: int = 2
+    out_dir: str = "runs/{name}"
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    protocols: list[Literal["linear", "knn"]] = field(default_factory=lambda: ["linear", "knn"])
+    dataset: Component | None = None  # labelled data; default: data.dataset without augmentation
+    train_split: str = "train"
+    test_split: str = "test"
+    after_train: bool = True
+    compare_random_init: bool = True
+    batch_size: int = 256
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    linear_epochs: int = 100
+    linear_lr: float = 1e-3
+    linear_weight_decay: float = 1e-4
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    description: str = ""
+    modality: str = ""
+    provenance: Provenance = field(default_factory=Provenance)
+    seed: int = 0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: str = ""  # file the recipe was read from (filled in by the loader)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=1e-3"`` -> ``(["optim", "lr"], 0.001)``; the value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    parsed = yaml.safe_load(value) if value else ""
+    if isinstance(parsed, str) and parsed.strip().lower() in ("nan", "inf", "-inf"):
+        parsed = float(parsed)
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with dotted ``key=value`` overrides applied."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a mapping")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Safe-load a recipe file; errors name the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"recipe file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "", check_components: bool = True) -> Recipe:
+    """Validate ``data`` into a :class:`Recipe`; component names and options are checked too."""
+    data = {k: v for k, v in data.items() if k != "source"}
+    recipe: Recipe = from_dict(Recipe, data, "", source)
+    recipe.source = source
+    recipe.model.encoder.resolved()
+    if check_components:
+        check_recipe_components(recipe)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, check_components: bool = True) -> Recipe:
+    """Read, override and validate a recipe file."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    return recipe_from_dict(data, str(path), check_components)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe as plain data (what is saved as ``config.yaml`` in a run)."""
+    return to_dict(recipe)
+
+
+# Options that the model builder supplies to each kind of component.
+CONTEXT = {
+    "tokenizer": ("embed_dim",),
+    "masker": (),
+    "target": (),
+    "loss": (),
+    "decoder": ("encoder_dim", "out_dim", "position"),
+    "dataset": ("split", "augment"),
+}
+
+
+def check_recipe_components(recipe: Recipe) -> None:
+    """Resolve every component name and check its options without building anything."""
+    from mmim.registry import RegistryError, check_options
+
+    prefix = f"{recipe.source}: " if recipe.source else ""
+    try:
+        for sname, stream in recipe.model.streams.items():
+            for kind in ("tokenizer", "masker", "target", "loss", "decoder"):
+                check_options(kind, getattr(stream, kind), CONTEXT[kind], where=f"{prefix}model.streams.{sname}.{kind}")
+        check_options("dataset", recipe.data.dataset, CONTEXT["dataset"], where=f"{prefix}data.dataset")
+        if recipe.eval.dataset is not None:
+            check_options("dataset", recipe.eval.dataset, CONTEXT["dataset"], where=f"{prefix}eval.dataset")
+    except RegistryError as err:
+        raise ConfigError(str(err)) from err

@@ -1,0 +1,106 @@
+"""The five plug points of a masked model: Tokenizer, Masker, Target, Loss, Decoder.
+
+Every method in the family is the same loop::
+
+    raw batch ─► Tokenizer ─► Masker ─► encoder on visible tokens ─► Decoder ─► Loss(pred, Target)
+
+Plugins subclass these and register them by name (see :mod:`mmim.registry`). The core never
+looks inside a stream: what a pixel, a frame, a point or a mel bin is lives in the plugins.
+
+Each class also offers a small ``example_*`` hook so the conformance kit
+(:mod:`mmim.testing.conformance`) can exercise any registered component without special cases.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+from mmim.types import Layout, LossOutput, Prediction, StreamMask, Tokens
+
+
+class Tokenizer(nn.Module, ABC):
+    """Turns a raw batch of one modality into :class:`~mmim.types.Tokens`.
+
+    Subclasses take ``embed_dim`` (the encoder width, injected by the model builder) as their
+    first constructor argument; every other argument needs a default.
+    """
+
+    embed_dim: int
+
+    @abstractmethod
+    def forward(self, x: Tensor) -> Tokens:
+        """``x``: the stream's raw batch (modality specific) -> tokens ``(B, L, D)``."""
+
+    @property
+    @abstractmethod
+    def content_dim(self) -> int:
+        """``C``: size of one token's raw content (``Tokens.content.shape[-1]``)."""
+
+    @abstractmethod
+    def position_embedding(self, dim: int) -> nn.Module:
+        """A module mapping a :class:`Layout` to positions ``(1 or B, L, dim)``; used by decoders."""
+
+    @abstractmethod
+    def example_input(self, batch_size: int, generator: torch.Generator) -> Tensor:
+        """A valid raw batch for this tokenizer's configuration (used by the conformance kit)."""
+
+    def content_to_raw(self, content: Tensor, layout: Layout) -> Tensor:
+        """Inverse of the content layout (e.g. unpatchify), for visualisation. Optional."""
+        raise NotImplementedError(f"{type(self).__name__} cannot map token content back to raw input")
+
+
+class Masker(ABC):
+    """Chooses visible and masked tokens of one stream; every random choice uses ``generator``."""
+
+    @abstractmethod
+    def __call__(self, layout: Layout, generator: torch.Generator) -> StreamMask:
+        """Return a mask with the same visible count for every sample of ``layout.batch_size``."""
+
+    @classmethod
+    def example_layout(cls) -> Layout:
+        """A layout this masker supports (conformance kit)."""
+        return Layout(batch_size=3, grid=(6, 8))
+
+
+class Target(nn.Module, ABC):
+    """Computes the per-token regression/classification target of one stream (outside the trunk)."""
+
+    @abstractmethod
+    def forward(self, raw: Tensor, tokens: Tokens) -> Tensor:
+        """``raw`` batch and its ``tokens`` -> target ``(B, L, C_t)`` for every token."""
+
+    def dim(self, tokenizer: Tokenizer) -> int:
+        """``C_t``: the size of one token's target, for sizing the decoder head."""
+        return tokenizer.content_dim
+
+
+class Loss(nn.Module, ABC):
+    """Compares predictions with targets on the predicted tokens."""
+
+    @abstractmethod
+    def forward(self, pred: Tensor, target: Tensor) -> LossOutput:
+        """``pred`` and ``target`` ``(B, n, C)`` -> scalar loss and named parts."""
+
+
+class Decoder(nn.Module, ABC):
+    """Predicts token targets from the encoded visible tokens of one stream.
+
+    Subclasses take ``encoder_dim``, ``out_dim`` and ``position`` as their first arguments;
+    ``position(dim)`` is the stream tokenizer's :meth:`Tokenizer.position_embedding`, which the
+    decoder calls with its own width to get its position module.
+    """
+
+    @abstractmethod
+    def forward(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout) -> Prediction:
+        """Args:
+            prefix: ``(B, P, D_enc)`` encoded prefix tokens (cls/global tokens; ``P`` may be 0).
+            visible: ``(B, Lv, D_enc)`` encoded visible tokens, in ``mask.visible`` order.
+            mask: the stream's mask.
+            layout: the stream's layout.
+
+        Returns:
+            predictions with the token indices they refer to.
+        """

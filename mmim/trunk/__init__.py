@@ -1,0 +1,1 @@
+"""The shared transformer trunk: ViT encoder, position tables."""
