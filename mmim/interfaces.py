@@ -76,6 +76,13 @@ class Target(nn.Module, ABC):
         """``C_t``: the size of one token's target, for sizing the decoder head."""
         return tokenizer.content_dim
 
+    def example_inputs(self, generator: torch.Generator) -> tuple[Tensor, Tokens]:
+        """A valid ``(raw, tokens)`` pair for this target (conformance kit). The default gives
+        tokens ``(2, 12, 8)`` with content ``(2, 12, 10)`` on a ``(3, 4)`` grid."""
+        layout = Layout(batch_size=2, grid=(3, 4))
+        content = torch.randn(2, 12, 10, generator=generator)
+        return content, Tokens(torch.randn(2, 12, 8, generator=generator), torch.zeros(1, 12, 8), content, layout)
+
 
 class Loss(nn.Module, ABC):
     """Compares predictions with targets on the predicted tokens."""

@@ -1,0 +1,3 @@
+from mmim.cli import main
+
+raise SystemExit(main())

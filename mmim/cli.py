@@ -1,0 +1,168 @@
+"""``mmim`` command line: train, eval, recipes, plugins."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from mmim import __version__
+
+log = logging.getLogger("mmim")
+
+USAGE = """examples:
+  mmim train --modality image                 the image plugin's default recipe on its embedded data
+  mmim train recipes/image/mae_vit_b16_in1k.yaml data.dataset.root=/data/imagenet optim.base_lr=1.5e-4
+  mmim train --resume runs/mae_fashion_mnist  continue a run exactly where it stopped
+  torchrun --nproc-per-node 8 -m mmim train RECIPE
+  mmim eval runs/mae_fashion_mnist            linear probe and k-NN of a trained encoder
+  mmim recipes | mmim plugins
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmim", description="Masked modeling across modalities.", epilog=USAGE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"mmim {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a recipe")
+    t.add_argument("args", nargs="*", help="[RECIPE] [key=value ...]: a recipe file or name, then overrides")
+    t.add_argument("--modality", help="run the default recipe of the plugin serving this modality")
+    t.add_argument("--resume", nargs="?", const=True, default=False,
+                   help="continue from the newest checkpoint of the run directory (or of the given run dir/file)")
+    e = sub.add_parser("eval", help="linear probe / k-NN of a trained run")
+    e.add_argument("run", help="run directory or checkpoint file")
+    e.add_argument("overrides", nargs="*", help="key=value overrides of the saved recipe (e.g. eval.knn_k=10)")
+    e.add_argument("--no-baseline", action="store_true", help="skip the random-init comparison")
+    r = sub.add_parser("recipes", help="list recipes with their provenance")
+    r.add_argument("--modality", help="only recipes of this modality")
+    sub.add_parser("plugins", help="list installed plugins, their components and status")
+    return p
+
+
+def _split_train_args(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    recipe = None
+    overrides = list(args.args)
+    if overrides and "=" not in overrides[0]:
+        recipe = overrides.pop(0)
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise SystemExit(f"mmim train: expected key=value overrides after the recipe, got {bad}")
+    return recipe, overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mmim.config.recipe import load_recipe
+    from mmim.engine.trainer import Trainer
+    from mmim.eval.protocols import evaluate_with_baseline, format_results
+    from mmim.recipes_catalog import default_recipe, find_recipe
+
+    recipe_arg, overrides = _split_train_args(args)
+    resume = args.resume
+    if recipe_arg is None and args.modality is None and isinstance(resume, str):
+        run_dir = Path(resume)
+        saved = run_dir / "config.yaml"
+        if not saved.exists():
+            raise FileNotFoundError(f"--resume {run_dir}: no config.yaml in that run directory")
+        path = saved
+        overrides = [f"train.out_dir={run_dir}", *overrides]
+        resume = True
+    elif recipe_arg is not None and args.modality is not None:
+        raise SystemExit("mmim train: give a recipe or --modality, not both")
+    elif recipe_arg is not None:
+        path = find_recipe(recipe_arg)
+    elif args.modality is not None:
+        path = default_recipe(args.modality)
+    else:
+        raise SystemExit("mmim train: give a recipe (file or name) or --modality MODALITY")
+    recipe = load_recipe(path, overrides)
+    if not recipe.modality and args.modality:
+        recipe.modality = args.modality
+    log.info("recipe %s (%s)", recipe.name, path)
+    trainer = Trainer(recipe, resume=resume)
+    log.info("run directory %s; %d steps/epoch, %d steps, effective batch %d (%d x %d accumulation x %d processes), "
+             "peak lr %.3g, %s on %s", trainer.run_dir, trainer.steps_per_epoch, trainer.total_steps,
+             trainer.effective_batch, recipe.data.batch_size, trainer.accum, trainer.rt.world_size, trainer.peak_lr,
+             trainer.rt.precision, trainer.rt.device)
+    summary = trainer.fit()
+    if trainer.rt.is_main:
+        print(f"trained {summary['steps']} steps in {summary['seconds']:.1f}s, final loss {summary['final_loss']:.4f}, "
+              f"{summary['samples_per_s']:.1f} samples/s, {summary['skipped']} corrupt samples skipped")
+        if recipe.eval.after_train:
+            results = evaluate_with_baseline(trainer.model, recipe, trainer.rt.device)
+            (trainer.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+            print(format_results(results))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from mmim.config.recipe import apply_overrides, recipe_from_dict
+    from mmim.engine.checkpoint import load_checkpoint
+    from mmim.eval.protocols import evaluate_with_baseline, format_results
+    from mmim.model import build_model
+
+    state = load_checkpoint(args.run)
+    recipe = recipe_from_dict(apply_overrides(state["recipe"], args.overrides), source=str(args.run))
+    if args.no_baseline:
+        recipe.eval.compare_random_init = False
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(recipe.model, recipe.source)
+    model.load_state_dict(state["model"])
+    results = evaluate_with_baseline(model.to(device), recipe, device)
+    print(format_results(results))
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from mmim.config.recipe import read_yaml
+    from mmim.recipes_catalog import catalog, provenance_line
+
+    for entry in catalog():
+        modality = read_yaml(entry.path).get("modality", "")
+        if args.modality and modality != args.modality:
+            continue
+        print(f"{entry.name:<32} {modality:<12} {provenance_line(entry.path)}")
+        print(f"{'':<32} {'':<12} {entry.path} ({entry.origin})")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from mmim import registry
+
+    for info in registry.discover():
+        print(f"{info.name} {info.version} [{info.distribution}] {info.status}")
+        if info.plugin:
+            if info.plugin.modality:
+                print(f"  modality: {info.plugin.modality}")
+            for kind, names in info.plugin.components.items():
+                print(f"  {kind}: {', '.join(names)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come before or after flags
+    if extra and args.command in ("train", "eval") and all("=" in e and not e.startswith("-") for e in extra):
+        (args.args if args.command == "train" else args.overrides).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(level=logging.INFO, format="mmim: %(message)s", stream=sys.stderr)
+    command = {"train": cmd_train, "eval": cmd_eval, "recipes": cmd_recipes, "plugins": cmd_plugins}[args.command]
+    if args.debug:
+        return command(args)
+    from mmim.config.typed import ConfigError
+    from mmim.data.errors import DataError
+    from mmim.registry import RegistryError
+
+    try:
+        return command(args)
+    except (ConfigError, RegistryError, DataError, FileNotFoundError, FileExistsError, ValueError, KeyError,
+            RuntimeError) as err:
+        print(f"mmim {args.command}: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, (ConfigError, RegistryError, FileNotFoundError, FileExistsError)) else 1

@@ -1,0 +1,112 @@
+"""Seeded, resumable, distributed sampling and collation with counted skips.
+
+Every sample's augmentation randomness comes from a seed derived from ``(run seed, epoch,
+index)``: the sampler yields ``(index, sample_seed)`` pairs and :class:`SeededDataset` runs the
+underlying ``__getitem__`` under that seed. The same sample therefore gets the same crop on
+any number of workers or processes, and a resumed run sees exactly the batches it would have.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from mmim.data.errors import CorruptSampleError
+
+log = logging.getLogger(__name__)
+_MASK63 = (1 << 63) - 1
+SKIPPED_KEY = "_skipped"
+
+
+def mix_seed(*values: int) -> int:
+    """Deterministic 63-bit mix of integers (splitmix64 steps)."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & _MASK63
+
+
+class ResumableSampler(Sampler[tuple[int, int]]):
+    """Per-epoch permutation, sharded over ranks, that can start in the middle of an epoch.
+
+    Yields ``(index, sample_seed)``. Each rank gets ``len(dataset) // world_size`` samples per
+    epoch (the remainder is dropped so every rank runs the same number of steps).
+
+    Args:
+        num_samples: dataset size.
+        seed: run seed.
+        shuffle: permute per epoch (else keep order).
+        rank, world_size: this process's shard.
+    """
+
+    def __init__(self, num_samples: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+        self.num_samples, self.seed, self.shuffle = num_samples, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.per_rank = num_samples // world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch and skip its first ``start`` samples of this rank."""
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+            order = torch.randperm(self.num_samples, generator=g)
+        else:
+            order = torch.arange(self.num_samples)
+        mine = order[self.rank : self.per_rank * self.world_size : self.world_size]
+        for idx in mine[self.start :].tolist():
+            yield idx, mix_seed(self.seed, self.epoch, idx, 1)
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset: ``ds[(index, seed)]`` runs ``ds.dataset[index]`` under ``torch.manual_seed(seed)``.
+
+    A :class:`CorruptSampleError` becomes ``None`` (later counted by :func:`collate_skipping`)
+    when ``skip_corrupt`` is set and propagates otherwise.
+    """
+
+    def __init__(self, dataset: Dataset, skip_corrupt: bool = False) -> None:
+        self.dataset, self.skip_corrupt = dataset, skip_corrupt
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            try:
+                return self.dataset[index]
+            except CorruptSampleError as err:
+                if not self.skip_corrupt:
+                    raise
+                log.warning("skipping corrupt sample %s", err)
+                return None
+
+
+def collate_skipping(samples: Sequence[Any]) -> dict[str, Any]:
+    """Collate dict samples, dropping ``None`` (skipped) ones; ``batch["_skipped"]`` counts them."""
+    kept = [s for s in samples if s is not None]
+    batch = default_collate(kept) if kept else {}
+    batch[SKIPPED_KEY] = len(samples) - len(kept)
+    return batch
+
+
+def make_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, num_workers: int = 0,
+                skip_corrupt: bool = False, drop_last: bool = True, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over ``SeededDataset(dataset)`` driven by ``sampler``."""
+    return DataLoader(
+        SeededDataset(dataset, skip_corrupt), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+        collate_fn=collate_skipping, drop_last=drop_last, pin_memory=pin_memory,
+        persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None,
+    )

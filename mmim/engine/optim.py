@@ -1,0 +1,31 @@
+"""AdamW with parameter groups: no weight decay on norms, biases, positions, mask/cls tokens."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmim.config.recipe import OptimConfig
+
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "global_tokens", "modality_embed")
+
+
+def no_weight_decay(name: str, param: nn.Parameter) -> bool:
+    """True for 1-D parameters (norm gains, biases) and position/cls/mask-token tensors."""
+    leaf = name.rsplit(".", 1)[-1]
+    return param.ndim <= 1 or name.endswith(".bias") or leaf in NO_DECAY_NAMES
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: decayed and not decayed (frozen parameters are left out)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if no_weight_decay(name, param) else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over :func:`param_groups`; fused kernels on CUDA unless ``cfg.fused`` says otherwise."""
+    fused = cfg.fused if cfg.fused is not None else device.type == "cuda"
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=cfg.betas, eps=cfg.eps, fused=fused)

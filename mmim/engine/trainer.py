@@ -1,0 +1,235 @@
+"""One training loop for every method and modality.
+
+Each optimizer step ``s`` draws its masks from ``Generator(mix_seed(seed, s, micro))`` and
+seeds the global RNG (drop-path) the same way, and the data order is a pure function of
+``(seed, epoch)``; so a resumed run repeats the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from mmim import registry
+from mmim.config.recipe import Recipe, recipe_to_dict
+from mmim.data.loading import SKIPPED_KEY, ResumableSampler, make_loader, mix_seed
+from mmim.engine import checkpoint as ckpt
+from mmim.engine.metrics import MetricsWriter
+from mmim.engine.optim import build_optimizer
+from mmim.engine.progress import Progress
+from mmim.engine.runtime import Runtime, setup_runtime
+from mmim.engine.schedule import lr_at, scaled_lr
+from mmim.model import MaskedModel, build_model
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def run_dir_for(recipe: Recipe) -> Path:
+    return Path(recipe.train.out_dir.format(name=recipe.name))
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class Trainer:
+    """Trains ``recipe``'s model on its dataset; see :meth:`fit`.
+
+    Args:
+        recipe: a validated recipe.
+        resume: ``True`` to continue from the newest checkpoint of the run directory, or a
+            checkpoint path; ``False`` to start fresh (the run directory must hold no checkpoint).
+    """
+
+    def __init__(self, recipe: Recipe, resume: bool | str = False, runtime: Runtime | None = None) -> None:
+        self.recipe = recipe
+        self.rt = runtime or setup_runtime(recipe.train.device, recipe.train.precision)
+        self.run_dir = run_dir_for(recipe)
+        data, train = recipe.data, recipe.train
+        torch.manual_seed(recipe.seed)
+        self.model: MaskedModel = build_model(recipe.model, recipe.source).to(self.rt.device)
+        self.dataset = registry.build("dataset", data.dataset, where="data.dataset", split="train", augment=True)
+        world = self.rt.world_size
+        self.effective_batch = train.effective_batch_size or data.batch_size * world
+        if self.effective_batch % (data.batch_size * world):
+            raise ValueError(
+                f"train.effective_batch_size={self.effective_batch} is not a multiple of "
+                f"data.batch_size ({data.batch_size}) x processes ({world})"
+            )
+        self.accum = self.effective_batch // (data.batch_size * world)
+        self.sampler = ResumableSampler(len(self.dataset), recipe.seed, rank=self.rt.rank, world_size=world)
+        self.steps_per_epoch = self.sampler.per_rank // data.batch_size // self.accum
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"the dataset has {len(self.dataset)} samples, fewer than one optimizer step needs "
+                f"({self.effective_batch}); lower data.batch_size or train.effective_batch_size"
+            )
+        self.total_steps = recipe.schedule.epochs * self.steps_per_epoch
+        self.warmup_steps = round(recipe.schedule.warmup_epochs * self.steps_per_epoch)
+        self.peak_lr = recipe.optim.lr if recipe.optim.lr is not None else scaled_lr(recipe.optim.base_lr, self.effective_batch)
+        self.optimizer = build_optimizer(self.model, recipe.optim, self.peak_lr, self.rt.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.rt.precision == "fp16" else None
+        self.step = 0
+        self.skipped = 0
+        self._prepare_run_dir(resume)
+        self.ddp = DistributedDataParallel(self.model) if self.rt.distributed else None
+
+    # ------------------------------------------------------------------ state
+    def _prepare_run_dir(self, resume: bool | str) -> None:
+        existing = ckpt.latest_checkpoint(self.run_dir) if self.run_dir.exists() else None
+        if resume:
+            path = Path(resume) if isinstance(resume, str) else existing
+            if path is None:
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}")
+            self.load_state(ckpt.load_checkpoint(path, map_location=self.rt.device))
+            log.info("resumed from %s at step %d", path, self.step)
+        elif existing is not None:
+            raise FileExistsError(
+                f"{self.run_dir} already holds checkpoints ({existing.name}); pass --resume to continue it "
+                f"or choose another train.out_dir"
+            )
+        if self.rt.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(recipe_to_dict(self.recipe), sort_keys=False))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"step": self.step, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                          "peak_lr": self.peak_lr},
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+            "rng": ckpt.rng_state(),
+            "data": {"micro_batches_done": self.step * self.accum, "skipped": self.skipped},
+            "step": self.step,
+            "recipe": recipe_to_dict(self.recipe),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.skipped = int(state["data"].get("skipped", 0))
+
+    def save(self) -> Path | None:
+        path = None
+        if self.rt.is_main:
+            path = ckpt.save_atomic(self.state_dict(), self.run_dir / f"ckpt-{self.step:08d}.pt")
+            ckpt.prune_checkpoints(self.run_dir, self.recipe.train.keep_checkpoints)
+        if self.rt.distributed:
+            torch.distributed.barrier()
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def _micro_batches(self, start: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        data = self.recipe.data
+        per_epoch = self.steps_per_epoch * self.accum
+        epoch, offset = divmod(start, per_epoch)
+        while True:
+            self.sampler.set_epoch(epoch, offset * data.batch_size)
+            loader = make_loader(self.dataset, self.sampler, data.batch_size, data.num_workers, data.skip_corrupt,
+                                 data.drop_last, pin_memory=self.rt.device.type == "cuda")
+            for i, batch in enumerate(loader, start=offset):
+                if i >= per_epoch:
+                    break
+                yield epoch, batch
+            epoch, offset = epoch + 1, 0
+
+    def _train_step(self, batches: Iterator[tuple[int, dict[str, Any]]]) -> tuple[float, int, dict[str, float], int]:
+        """One optimizer step over ``accum`` micro-batches -> (loss, samples, parts, epoch)."""
+        net: nn.Module = self.ddp or self.model
+        seed, lr = self.recipe.seed, lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr,
+                                          self.recipe.schedule.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total, samples, parts, epoch = 0.0, 0, {}, 0
+        for micro in range(self.accum):
+            epoch, batch = next(batches)
+            self.skipped += int(batch.pop(SKIPPED_KEY, 0))
+            if not batch:
+                continue
+            batch = to_device(batch, self.rt.device)
+            torch.manual_seed(mix_seed(seed, self.step, micro, 3))
+            gen = torch.Generator().manual_seed(mix_seed(seed, self.step, micro, 2))
+            no_sync = self.ddp is not None and micro < self.accum - 1
+            with self.ddp.no_sync() if no_sync else contextlib.nullcontext():
+                with self.rt.autocast():
+                    out = net(batch, generator=gen)
+                loss = out.loss
+                if not torch.isfinite(loss):
+                    last = ckpt.latest_checkpoint(self.run_dir)
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({loss.item()}) at step {self.step} (epoch {epoch}, micro-batch {micro}); "
+                        f"last good checkpoint: {last or 'none yet'}"
+                    )
+                scaled = loss / self.accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            total += loss.item() / self.accum
+            samples += next(iter(out.tokens.values())).embeddings.shape[0] * self.rt.world_size
+            for k, v in out.parts.items():
+                parts[k] = parts.get(k, 0.0) + v / self.accum
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.recipe.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        parts["lr"] = lr
+        return total, samples, parts, epoch
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the end of the schedule (or ``schedule.max_steps``) and return a summary."""
+        cfg, sched = self.recipe.train, self.recipe.schedule
+        stop = min(self.total_steps, sched.max_steps) if sched.max_steps is not None else self.total_steps
+        metrics = MetricsWriter(self.run_dir, cfg.tensorboard, enabled=self.rt.is_main)
+        progress = Progress(stop, self.step, enabled=self.rt.is_main and cfg.progress)
+        batches = self._micro_batches(self.step * self.accum)
+        self.model.train()
+        window_loss, window_samples, window_start, last_loss = 0.0, 0, time.perf_counter(), math.nan
+        window_steps, start_time, total_samples = 0, time.perf_counter(), 0
+        try:
+            while self.step < stop:
+                loss, samples, parts, epoch = self._train_step(batches)
+                window_loss, window_samples, window_steps = window_loss + loss, window_samples + samples, window_steps + 1
+                total_samples += samples
+                last_loss = loss
+                if self.step % cfg.log_every == 0 or self.step == stop:
+                    elapsed = time.perf_counter() - window_start
+                    record = {"epoch": epoch, "loss": window_loss / window_steps,
+                              "samples_per_s": window_samples / max(elapsed, 1e-9), "skipped": self.skipped, **parts}
+                    metrics.write(record, self.step)
+                    progress.update(self.step, record)
+                    window_loss, window_samples, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
+                end_of_epoch = self.step % self.steps_per_epoch == 0
+                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or end_of_epoch or self.step == stop:
+                    self.save()
+        finally:
+            progress.close()
+            metrics.close()
+        elapsed = time.perf_counter() - start_time
+        return {"run_dir": str(self.run_dir), "steps": self.step, "total_steps": self.total_steps,
+                "final_loss": last_loss, "samples_per_s": total_samples / max(elapsed, 1e-9),
+                "skipped": self.skipped, "seconds": elapsed}
+

@@ -1,0 +1,31 @@
+"""Extract frozen, pooled encoder features of a labelled dataset."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from mmim.data.loading import collate_skipping
+from mmim.model import MaskedModel
+
+_LABEL_KEY = "label"
+
+
+@torch.no_grad()
+def extract_features(model: MaskedModel, dataset: Dataset, batch_size: int = 256, pool: str = "mean",
+                     device: torch.device | str = "cpu", num_workers: int = 0) -> tuple[Tensor, Tensor]:
+    """Features ``(N, D)`` float32 and labels ``(N,)`` int64, in dataset order, every token visible."""
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_skipping)
+    feats, labels = [], []
+    for batch in loader:
+        if _LABEL_KEY not in batch:
+            raise KeyError(f"evaluation needs labelled samples (a {_LABEL_KEY!r} key); the dataset gives {sorted(batch)}")
+        inputs = {k: v.to(device) for k, v in batch.items() if isinstance(v, Tensor)}
+        feats.append(model.features(inputs, pool=pool).float().cpu())
+        labels.append(torch.as_tensor(batch[_LABEL_KEY]).long().reshape(-1))
+    model.train(was_training)
+    return torch.cat(feats), torch.cat(labels)

@@ -1,0 +1,1 @@
+"""Test helpers that plugin authors can use: the conformance kit."""

@@ -1,0 +1,123 @@
+"""Conformance kit: contract checks every registered component must pass.
+
+The main test suite runs these over every tokenizer, masker, target, loss and decoder of every
+installed plugin (``tests/test_conformance.py``), so a new component is tested for free. Each
+check builds the component with its default options and uses its ``example_*`` hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmim import registry
+from mmim.components.random_masker import RandomMasker
+from mmim.trunk.position import FixedPositionTable, sincos_1d
+from mmim.types import Layout, Prediction, StreamMask, Tokens
+
+EMBED_DIM = 32
+
+
+def _finite(x: Tensor, what: str) -> None:
+    assert torch.isfinite(x).all(), f"{what} has non-finite values"
+
+
+def _grad_reached(module: nn.Module, what: str) -> None:
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    if params:
+        missing = [n for n, p in params if p.grad is None]
+        assert len(missing) < len(params), f"{what}: no gradient reached any parameter"
+
+
+def check_tokenizer(name: str) -> None:
+    tok = registry.build("tokenizer", {"name": name}, embed_dim=EMBED_DIM)
+    x = tok.example_input(2, torch.Generator().manual_seed(0))
+    out: Tokens = tok(x)
+    b, length, d = out.embeddings.shape
+    assert (b, d) == (2, EMBED_DIM), f"embeddings {tuple(out.embeddings.shape)}, expected (2, L, {EMBED_DIM})"
+    assert out.layout.num_tokens == length and out.layout.batch_size == 2, "layout disagrees with the embeddings"
+    assert out.pos.shape[0] in (1, b) and out.pos.shape[1:] == (length, d), f"pos {tuple(out.pos.shape)}"
+    if out.content is not None:
+        assert out.content.shape == (b, length, tok.content_dim), f"content {tuple(out.content.shape)}"
+        _finite(out.content, "content")
+    _finite(out.embeddings, "embeddings")
+    again = tok(x)
+    assert torch.equal(again.embeddings, out.embeddings), "tokenizer is not deterministic"
+    pos = tok.position_embedding(16)(out.layout)
+    assert pos.shape[0] in (1, b) and pos.shape[1:] == (length, 16), f"position_embedding(16) gave {tuple(pos.shape)}"
+    (out.embeddings.square().mean() + out.pos.float().square().mean() * 0).backward()
+    _grad_reached(tok, f"tokenizer {name}")
+
+
+def check_masker(name: str) -> None:
+    masker = registry.build("masker", {"name": name})
+    layout: Layout = masker.example_layout()
+    m1: StreamMask = masker(layout, torch.Generator().manual_seed(0))
+    m2: StreamMask = masker(layout, torch.Generator().manual_seed(0))
+    assert torch.equal(m1.visible, m2.visible) and torch.equal(m1.masked, m2.masked), "not deterministic under a fixed generator"
+    assert m1.visible.dtype == torch.int64 and m1.masked.dtype == torch.int64, "indices must be int64"
+    assert m1.visible.shape[0] == layout.batch_size, "batch size"
+    assert m1.num_tokens == layout.num_tokens, f"visible + masked = {m1.num_tokens}, layout has {layout.num_tokens}"
+    assert m1.visible.shape[1] > 0 and m1.masked.shape[1] > 0, "needs both visible and masked tokens"
+    everything = torch.sort(torch.cat([m1.visible, m1.masked], 1), 1).values
+    expected = torch.arange(layout.num_tokens).expand(layout.batch_size, -1)
+    assert torch.equal(everything, expected), "visible and masked must partition the tokens of every sample"
+    others = [masker(layout, torch.Generator().manual_seed(s)).masked for s in range(1, 6)]
+    assert any(not torch.equal(torch.sort(o, 1).values, torch.sort(m1.masked, 1).values) for o in others), \
+        "masks do not depend on the generator"
+
+
+def check_target(name: str) -> None:
+    target = registry.build("target", {"name": name})
+    raw, tokens = target.example_inputs(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = target(raw, tokens)
+        again = target(raw, tokens)
+    assert out.shape[:2] == tokens.embeddings.shape[:2], f"target {tuple(out.shape)} vs tokens {tuple(tokens.embeddings.shape)}"
+    _finite(out, "target")
+    assert torch.equal(out, again), "target is not deterministic"
+
+
+def check_loss(name: str) -> None:
+    loss_fn = registry.build("loss", {"name": name})
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(2, 5, 7, generator=g, requires_grad=True)
+    target = torch.randn(2, 5, 7, generator=g)
+    out = loss_fn(pred, target)
+    assert out.total.dim() == 0, "loss must be a scalar"
+    _finite(out.total, "loss")
+    out.total.backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0, "no gradient reaches the prediction"
+    same = loss_fn(target.clone(), target)
+    assert float(same.total) <= float(out.total), "loss of a perfect prediction exceeds that of a random one"
+    assert all(isinstance(v, float) for v in out.parts.values()), "parts must be plain floats"
+
+
+def _position(dim: int) -> nn.Module:
+    return FixedPositionTable(sincos_1d(dim, torch.arange(48)).float())
+
+
+def check_decoder(name: str, options: dict[str, Any] | None = None) -> None:
+    spec = {"name": name, **(options or {})}
+    decoder = registry.build("decoder", spec, encoder_dim=EMBED_DIM, out_dim=7, position=_position).eval()
+    layout = Layout(batch_size=2, grid=(6, 8))
+    mask = RandomMasker(0.75)(layout, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    prefix = torch.randn(2, 1, EMBED_DIM, generator=g)
+    visible = torch.randn(2, mask.visible.shape[1], EMBED_DIM, generator=g, requires_grad=True)
+    pred: Prediction = decoder(prefix, visible, mask, layout)
+    assert pred.values.dim() == 3 and pred.values.shape[0] == 2 and pred.values.shape[2] == 7, f"values {tuple(pred.values.shape)}"
+    assert pred.index.shape == pred.values.shape[:2], "index must be (B, Lp)"
+    assert int(pred.index.min()) >= 0 and int(pred.index.max()) < layout.num_tokens, "index out of range"
+    _finite(pred.values, "prediction")
+    again = decoder(prefix, visible, mask, layout)
+    assert torch.equal(again.values, pred.values), "decoder is not deterministic in eval mode"
+    pred.values.square().mean().backward()
+    assert visible.grad is not None and visible.grad.abs().sum() > 0, "no gradient reaches the encoded tokens"
+    _grad_reached(decoder, f"decoder {name}")
+
+
+CHECKS = {"tokenizer": check_tokenizer, "masker": check_masker, "target": check_target, "loss": check_loss,
+          "decoder": check_decoder}

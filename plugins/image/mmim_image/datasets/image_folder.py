@@ -1,0 +1,153 @@
+"""Images in class folders (the ImageNet layout), decoded with PIL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mmim.data import CorruptSampleError, DataError
+from mmim_image.datasets.common import check_split, subset_indices
+from mmim_image.transforms import build_transform, channel_values, tv2
+
+# Folder names that mark ``root`` as holding splits rather than classes.
+SPLIT_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
+MODES = {1: "L", 3: "RGB"}
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def split_folder(root: Path, split: str) -> Path:
+    """The folder whose subfolders are the classes of ``split``: ``root/split``, else ``root`` itself.
+
+    Raises:
+        DataError: ``root`` is missing, or it holds other splits but not ``split``.
+    """
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder root does not exist")
+    if (root / split).is_dir():
+        return root / split
+    splits = sorted(p.name for p in _visible_dirs(root) if p.name.lower() in SPLIT_NAMES)
+    if splits:
+        raise DataError(f"{root}: no split folder {split!r} (found split folders: {', '.join(splits)})")
+    return root
+
+
+def scan(folder: Path, extensions: Sequence[str]) -> tuple[list[str], list[tuple[str, int]]]:
+    """Classes (sorted subfolder names) and ``(path, label)`` of every image below them.
+
+    Images are found recursively, in sorted order, by a case-insensitive extension match; hidden
+    files and folders are ignored. A class folder without images still counts as a class, so the
+    labels of the splits agree.
+
+    Raises:
+        DataError: no class folders, or no images in any of them.
+    """
+    exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+    classes = [p.name for p in _visible_dirs(folder)]
+    if not classes:
+        raise DataError(f"{folder}: no class folders (expected <root>/<split>/<class>/<image> or <root>/<class>/<image>)")
+    samples: list[tuple[str, int]] = []
+    for label, name in enumerate(classes):
+        for dirpath, dirnames, filenames in os.walk(folder / name, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for file in sorted(filenames):
+                if not file.startswith(".") and file.lower().endswith(exts):
+                    samples.append((os.path.join(dirpath, file), label))
+    if not samples:
+        raise DataError(f"{folder}: no images with extensions {', '.join(exts)} in its {len(classes)} class folders")
+    return classes, samples
+
+
+def decode(path: str, mode: str) -> Tensor:
+    """Decode the image file ``path`` into a ``uint8`` tensor ``(C, H, W)`` (``C`` = 3 for RGB, 1 for L).
+
+    Raises:
+        CorruptSampleError: the file is empty, unreadable, truncated or not an image.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            raise CorruptSampleError(path, "empty file (0 bytes)")
+        with Image.open(path) as img:
+            img = img.convert(mode)  # convert() loads the pixels, so truncated data fails here
+    except CorruptSampleError:
+        raise
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        raise CorruptSampleError(path, f"cannot decode image ({type(err).__name__}: {err})") from err
+    return tv2().functional.pil_to_tensor(img)
+
+
+class ImageFolder(Dataset):
+    """Images in class folders: ``root/<split>/<class>/<image>`` (ImageNet's layout).
+
+    If ``root/<split>`` does not exist and ``root`` holds no split folder (``train``, ``val``,
+    ``valid``, ``validation``, ``test``), the subfolders of ``root`` itself are the classes and
+    every split reads the same images. Classes are the sorted folder names. Files are decoded
+    with PIL when read; one that cannot be decoded raises :class:`~mmim.data.CorruptSampleError`.
+
+    Args:
+        split: split folder name, e.g. ``"train"`` or ``"val"``.
+        augment: MAE's pretraining augmentation (random resized crop, flip) or a resize and centre crop.
+        root: dataset folder.
+        img_size: output ``H`` or ``(H, W)``.
+        in_chans: 3 (decoded as RGB) or 1 (decoded as grey, "L").
+        crop_scale: area range of the random resized crop.
+        hflip: random horizontal flips when augmenting.
+        mean: per-channel mean of the ``[0, 1]`` pixels (one value or ``in_chans`` values).
+        std: per-channel standard deviation (one value or ``in_chans`` values).
+        extensions: file extensions that count as images (case-insensitive).
+        max_samples: keep at most this many images, evenly spread over the (class-sorted) list.
+
+    Attributes:
+        classes, num_classes, samples (``[(path, label)]``), folder (the folder that was scanned).
+
+    Items are ``{"image": (in_chans, H, W) float32, "label": int}``.
+    """
+
+    def __init__(
+        self,
+        split: str,
+        augment: bool,
+        root: str,
+        img_size: int | tuple[int, int] = 224,
+        in_chans: int = 3,
+        crop_scale: tuple[float, float] = (0.2, 1.0),
+        hflip: bool = True,
+        mean: float | Sequence[float] = (0.485, 0.456, 0.406),
+        std: float | Sequence[float] = (0.229, 0.224, 0.225),
+        extensions: Sequence[str] = (".jpg", ".jpeg", ".png", ".bmp", ".webp"),
+        max_samples: int | None = None,
+    ) -> None:
+        if in_chans not in MODES:
+            raise ValueError(f"in_chans must be 1 (grey) or 3 (RGB), got {in_chans!r}")
+        mean, std = channel_values(mean, in_chans, "mean"), channel_values(std, in_chans, "std")
+        self.split, self.augment, self.in_chans, self.mode = check_split(split), augment, in_chans, MODES[in_chans]
+        self.root = Path(root).expanduser()
+        self.folder = split_folder(self.root, split)
+        self.classes, samples = scan(self.folder, extensions)
+        self.num_classes = len(self.classes)
+        self.samples = [samples[i] for i in subset_indices(len(samples), max_samples).tolist()]
+        self.transform = build_transform(img_size, augment, crop_scale, hflip, mean, std)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Sample ``index``: ``{"image": (in_chans, H, W) float32, "label": int}``.
+
+        Raises:
+            CorruptSampleError: the image file cannot be decoded.
+        """
+        path, label = self.samples[index]
+        return {"image": self.transform(decode(path, self.mode)), "label": label}
+
+    def __repr__(self) -> str:
+        return (f"ImageFolder(split={self.split!r}, folder={str(self.folder)!r}, n={len(self)}, "
+                f"classes={self.num_classes}, transform={self.transform!r})")

@@ -1,0 +1,57 @@
+import torch
+
+from mmim.data.errors import CorruptSampleError
+from mmim.data.loading import ResumableSampler, SeededDataset, collate_skipping, make_loader
+
+
+def test_sampler_is_a_function_of_seed_and_epoch_and_resumes_midway():
+    s = ResumableSampler(20, seed=3)
+    s.set_epoch(1)
+    full = list(s)
+    s.set_epoch(1, start=7)
+    assert list(s) == full[7:]
+    s.set_epoch(2)
+    assert [i for i, _ in s] != [i for i, _ in full]
+    assert sorted(i for i, _ in full) == list(range(20))
+
+
+def test_sampler_shards_disjointly_over_ranks():
+    shards = []
+    for rank in range(3):
+        s = ResumableSampler(10, seed=0, rank=rank, world_size=3)
+        s.set_epoch(0)
+        shards.append([i for i, _ in s])
+    assert all(len(x) == 3 for x in shards)
+    assert len(set(sum(shards, []))) == 9
+
+
+class _Noisy(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        if i == 5:
+            raise CorruptSampleError(f"/data/{i}.png", "truncated file")
+        return {"x": torch.rand(2), "label": i}
+
+
+def test_same_sample_seed_gives_same_augmentation_regardless_of_workers():
+    s = ResumableSampler(8, seed=1)
+    s.set_epoch(0)
+    ds = _Noisy()
+    a = [b["x"] for b in make_loader(ds, s, 2, num_workers=0, skip_corrupt=True)]
+    b = [b["x"] for b in make_loader(ds, s, 2, num_workers=2, skip_corrupt=True)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_corrupt_sample_raises_or_is_counted():
+    ds = SeededDataset(_Noisy(), skip_corrupt=False)
+    try:
+        ds[(5, 0)]
+    except CorruptSampleError as err:
+        assert "/data/5.png: truncated file" in str(err)
+    else:
+        raise AssertionError("expected CorruptSampleError")
+    skipping = SeededDataset(_Noisy(), skip_corrupt=True)
+    batch = collate_skipping([skipping[(i, 0)] for i in (4, 5, 6)])
+    assert batch["_skipped"] == 1 and batch["x"].shape == (2, 2)

@@ -1,0 +1,97 @@
+"""Parity with the official facebookresearch/mae model on the fixture in tests/fixtures/mae."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mmim.config.recipe import ModelConfig, StreamConfig
+from mmim.model import build_model
+from mmim.trunk.encoder import EncoderConfig
+from mmim.types import StreamMask
+
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "mae"
+RENAMES = [  # official prefix -> mmim prefix (this test's own mapping of the key layout)
+    ("blocks.", "encoder.blocks."), ("norm.", "encoder.norm."), ("cls_token", "encoder.cls_token"),
+    ("patch_embed.", "streams.image.tokenizer.patch_embed."), ("decoder_blocks.", "streams.image.decoder.blocks."),
+    ("decoder_norm.", "streams.image.decoder.norm."), ("decoder_embed.", "streams.image.decoder.embed."),
+    ("decoder_pred.", "streams.image.decoder.head."), ("mask_token", "streams.image.decoder.mask_token"),
+]
+
+
+def _official_to_mmim(sd):
+    out = {}
+    for key, value in sd.items():
+        if key in ("pos_embed", "decoder_pos_embed"):
+            continue
+        for old, new in RENAMES:
+            if key.startswith(old):
+                out[new + key[len(old):]] = value
+                break
+        else:
+            raise KeyError(key)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    cfg = json.loads((FIXTURE / "config.json").read_text())
+    return cfg, load_file(FIXTURE / "official_state_dict.safetensors"), load_file(FIXTURE / "inputs.safetensors"), \
+        load_file(FIXTURE / "outputs.safetensors")
+
+
+def test_mae_matches_official(fixture):
+    cfg, sd, inp, out = fixture
+    model_cfg = ModelConfig(
+        encoder=EncoderConfig(embed_dim=cfg["embed_dim"], depth=cfg["depth"], num_heads=cfg["num_heads"],
+                              norm_eps=cfg["norm_layer_eps"]),
+        streams={"image": StreamConfig(
+            tokenizer={"name": "patch", "img_size": cfg["img_size"], "patch_size": cfg["patch_size"], "in_chans": 3},
+            masker={"name": "random", "ratio": cfg["mask_ratio"]},
+            target={"name": "content", "normalize": cfg["norm_pix_loss"]},
+            loss={"name": "mse"},
+            decoder={"name": "mae", "embed_dim": cfg["decoder_embed_dim"], "depth": cfg["decoder_depth"],
+                     "num_heads": cfg["decoder_num_heads"], "predict": "all"},
+        )},
+    )
+    model = build_model(model_cfg).eval()
+    model.load_state_dict(_official_to_mmim(sd), strict=True)
+    tok = model.streams["image"].tokenizer
+    # fixed position tables equal the official ones (cls row is zero there)
+    assert torch.equal(tok.pos.table, sd["pos_embed"][:, 1:])
+    assert torch.equal(model.streams["image"].decoder.position.table, sd["decoder_pos_embed"][:, 1:])
+
+    # the masker reproduces the official masking from the same noise source
+    keep = cfg["len_keep"]
+    mask = StreamMask(inp["ids_keep"], inp["ids_shuffle"][:, keep:])
+    assert torch.equal(mask.restore_order(), inp["ids_restore"])
+    assert torch.equal(mask.bool_mask().float(), inp["mask"])
+
+    with torch.no_grad():
+        result = model({"image": inp["imgs"]}, masks={"image": mask})
+        prefix, encoded = model.encode(result.tokens, {"image": mask})
+    tol = dict(atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(result.tokens["image"].embeddings, out["patch_embed"], **tol)
+    torch.testing.assert_close(torch.cat([prefix, encoded["image"]], 1), out["latent"], **tol)
+    torch.testing.assert_close(result.tokens["image"].content, out["target_raw"], atol=0, rtol=0)
+    target_all = model.streams["image"].target(inp["imgs"], result.tokens["image"])
+    torch.testing.assert_close(target_all, out["target"], **tol)
+    torch.testing.assert_close(result.predictions["image"].full, out["pred"], **tol)
+    torch.testing.assert_close(result.loss, out["loss"], **tol)
+    torch.testing.assert_close(tok.content_to_raw(out["pred"]), out["pred_unpatchified"], atol=0, rtol=0)
+
+
+def test_random_masker_equals_official_noise_argsort(fixture):
+    _, _, inp, _ = fixture
+    from mmim.components.random_masker import RandomMasker
+    from mmim.types import Layout
+
+    g = torch.Generator().manual_seed(123)
+    noise = torch.rand(2, 64, generator=torch.Generator().manual_seed(123))
+    mask = RandomMasker(0.75)(Layout(batch_size=2, grid=(8, 8)), g)
+    ids = torch.argsort(noise, dim=1)
+    assert torch.equal(mask.visible, ids[:, :16]) and torch.equal(mask.masked, ids[:, 16:])

@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from mmim.timm_compat import import_timm
+from mmim.trunk.encoder import VIT_SIZES, EncoderConfig, ViTEncoder
+from mmim.trunk.position import sincos_2d
+
+
+@pytest.mark.parametrize("size", list(VIT_SIZES))
+def test_sizes_match_timm(size):
+    dim, depth, heads = VIT_SIZES[size]
+    cfg = EncoderConfig(size=size).resolved()
+    assert (cfg.embed_dim, cfg.depth, cfg.num_heads) == (dim, depth, heads)
+
+
+def test_parameter_names_follow_timm_vit():
+    timm = import_timm()
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=2)
+    ours = ViTEncoder(EncoderConfig(size="tiny", depth=2))
+    ref_keys = {k: v.shape for k, v in ref.state_dict().items() if k.startswith(("blocks.", "norm.", "cls_token"))}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == ref_keys
+
+
+def test_encoder_shapes_and_errors():
+    enc = ViTEncoder(EncoderConfig(embed_dim=32, depth=1, num_heads=4))
+    prefix, tokens = enc(torch.randn(3, 7, 32))
+    assert prefix.shape == (3, 1, 32) and tokens.shape == (3, 7, 32)
+    with pytest.raises(ValueError, match="unknown ViT size 'medium'"):
+        EncoderConfig(size="medium").resolved()
+    with pytest.raises(ValueError, match="not divisible"):
+        EncoderConfig(embed_dim=30, depth=1, num_heads=4).resolved()
+
+
+def test_sincos_2d_layout_columns_first():
+    table = sincos_2d(8, (2, 3))
+    assert table.shape == (6, 8)
+    # first half encodes the column: tokens in one column share it
+    assert torch.equal(table[0, :4], table[3, :4]) and not torch.equal(table[0, 4:], table[3, 4:])
+    # second half encodes the row: tokens in one row share it
+    assert torch.equal(table[0, 4:], table[1, 4:]) and not torch.equal(table[0, :4], table[1, :4])
