@@ -1,11 +1,63 @@
-"""Shared test fixtures: a tiny image recipe that trains in seconds."""
+"""Shared test set-up: the third-party example plugin installed before collection (so the
+conformance kit covers it), and a tiny image recipe that trains in seconds."""
 
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.util
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mmim-timeseries"
+DISTRIBUTION = "mmim-timeseries"
+
+
+def _installed() -> bool:
+    try:
+        dist = metadata.distribution(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return False
+    return any(ep.group == "mmim.plugins" and ep.name == "timeseries" for ep in dist.entry_points)
+
+
+def install_example_plugin() -> None:
+    """pip-install ``examples/mmim-timeseries`` (editable, offline) into this environment if missing."""
+    if not _installed():
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-e", str(EXAMPLE)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"installing {EXAMPLE} failed:\n{done.stdout}\n{done.stderr}")
+        importlib.invalidate_caches()
+    # a fresh editable install's .pth file is only read by new interpreters
+    if importlib.util.find_spec("mmim_timeseries") is None:
+        sys.path.insert(0, str(EXAMPLE))
+    from mmim import registry
+
+    registry.discover(refresh=True)
+
+
+@pytest.fixture(scope="session")
+def timeseries_plugin() -> Any:
+    """The example plugin, installed by ``tests/conftest.py`` before collection."""
+    install_example_plugin()
+    from mmim import registry
+
+    infos = {info.entry_point: info for info in registry.discover(refresh=True)}
+    assert "timeseries" in infos, f"entry point not found; discovered: {sorted(infos)}"
+    info = infos["timeseries"]
+    assert info.status == "ok", info.status
+    assert info.distribution == DISTRIBUTION
+    return info.plugin
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    install_example_plugin()
 
 TINY_RECIPE: dict[str, Any] = {
     "name": "tiny",

@@ -8,12 +8,8 @@ knowing about time series.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import subprocess
 import sys
-from importlib import metadata
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,37 +19,6 @@ from mmim import registry
 from mmim.config import load_recipe
 from mmim.interfaces import Masker, Tokenizer
 from mmim.model import build_model
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mmim-timeseries"
-DISTRIBUTION = "mmim-timeseries"
-
-
-def _installed() -> bool:
-    try:
-        dist = metadata.distribution(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return False
-    return any(ep.group == registry.ENTRY_POINT_GROUP and ep.name == "timeseries" for ep in dist.entry_points)
-
-
-@pytest.fixture(scope="session")
-def timeseries_plugin() -> registry.Plugin:
-    """Install the example plugin if needed (offline: no deps, no build isolation) and return it."""
-    if not _installed():
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-e", str(EXAMPLE)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        assert done.returncode == 0, f"installing {EXAMPLE} failed:\n{done.stdout}\n{done.stderr}"
-        importlib.invalidate_caches()
-    # A fresh editable install's .pth file is only read by new interpreters; this one may need
-    # the package directory on its path to import the plugin the entry point names.
-    if importlib.util.find_spec("mmim_timeseries") is None:
-        sys.path.insert(0, str(EXAMPLE))
-    infos = {info.entry_point: info for info in registry.discover(refresh=True)}
-    assert "timeseries" in infos, f"entry point not found; discovered: {sorted(infos)}"
-    info = infos["timeseries"]
-    assert info.status == "ok", info.status
-    assert info.distribution == DISTRIBUTION
-    return info.plugin
 
 
 def test_plugin_is_discovered_and_components_resolve(timeseries_plugin):

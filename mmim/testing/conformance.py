@@ -91,7 +91,7 @@ def check_loss(name: str) -> None:
     out.total.backward()
     assert pred.grad is not None and pred.grad.abs().sum() > 0, "no gradient reaches the prediction"
     same = loss_fn(target.clone(), target)
-    assert float(same.total) <= float(out.total), "loss of a perfect prediction exceeds that of a random one"
+    assert float(same.total.detach()) <= float(out.total.detach()), "loss of a perfect prediction exceeds that of a random one"
     assert all(isinstance(v, float) for v in out.parts.values()), "parts must be plain floats"
 
 
