@@ -91,14 +91,21 @@ class MaskedModel(nn.Module):
             ``prefix`` ``(B, P, D)`` and, per stream, its encoded visible tokens ``(B, Lv_s, D)``
             (all its tokens when ``masks`` is None).
         """
-        pieces, sizes = [], []
+        separate = self.encoder.pos_every_block
+        pieces, positions, sizes = [], [], []
         for name, tok in tokens.items():
-            x = tok.embeddings + tok.pos.to(tok.embeddings.dtype)
+            x, pos = tok.embeddings, tok.pos.to(tok.embeddings.dtype)
+            if not separate:
+                x = x + pos
             if masks is not None:
                 x = gather_tokens(x, masks[name].visible)
+            if separate:
+                positions.append(gather_tokens(pos, masks[name].visible) if masks is not None
+                                 else pos.expand(x.shape[0], -1, -1))
             pieces.append(x)
             sizes.append(x.shape[1])
-        prefix, encoded = self.encoder(torch.cat(pieces, dim=1))
+        pos_all = torch.cat(positions, dim=1) if separate else None
+        prefix, encoded = self.encoder(torch.cat(pieces, dim=1), pos=pos_all)
         return prefix, dict(zip(tokens, torch.split(encoded, sizes, dim=1)))
 
     def forward(self, batch: Mapping[str, Tensor], masks: Mapping[str, StreamMask] | None = None,

@@ -8,6 +8,7 @@ Parameter names follow timm's ``VisionTransformer`` (``cls_token``, ``blocks.N.a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 
@@ -39,6 +40,8 @@ class EncoderConfig:
     qkv_bias: bool = True
     norm_eps: float = 1e-6
     cls_token: bool = True
+    cls_pos: bool = False  # a learned position for the cls token (Point-MAE fine-tuning)
+    pos_every_block: bool = False  # add positions before every block (Point-MAE), not once
     drop_path: float = 0.0
     grad_checkpointing: bool = False
 
@@ -52,8 +55,7 @@ class EncoderConfig:
             raise ValueError("model.encoder: give a size or embed_dim, depth and num_heads")
         if dims[0] % dims[2]:
             raise ValueError(f"model.encoder: embed_dim {dims[0]} is not divisible by num_heads {dims[2]}")
-        return EncoderConfig(None, *dims, self.mlp_ratio, self.qkv_bias, self.norm_eps, self.cls_token,
-                             self.drop_path, self.grad_checkpointing)
+        return dataclasses.replace(self, size=None, embed_dim=dims[0], depth=dims[1], num_heads=dims[2])
 
 
 def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
@@ -81,26 +83,43 @@ class ViTEncoder(nn.Module):
         self.embed_dim = cfg.embed_dim
         self.num_prefix = 1 if cfg.cls_token else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.cls_token else None
+        self.cls_pos = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.cls_token and cfg.cls_pos else None
+        self.pos_every_block = cfg.pos_every_block
         self.blocks = make_blocks(cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias,
                                   cfg.norm_eps, cfg.drop_path)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self.grad_checkpointing = cfg.grad_checkpointing
-        if self.cls_token is not None:
-            nn.init.normal_(self.cls_token, std=0.02)
+        for p in (self.cls_token, self.cls_pos):
+            if p is not None:
+                nn.init.normal_(p, std=0.02)
 
-    def forward(self, x: Tensor, return_layers: bool = False) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[Tensor]]:
-        """``x`` ``(B, N, D)`` tokens with positions added -> ``(prefix (B, P, D), tokens (B, N, D))``.
+    def forward(self, x: Tensor, pos: Tensor | None = None,
+                return_layers: bool = False) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[Tensor]]:
+        """Encode a token sequence.
 
-        With ``return_layers`` also the output of every block (before the final norm).
+        Args:
+            x: ``(B, N, D)`` tokens; with positions already added unless ``pos_every_block``.
+            pos: ``(B, N, D)`` positions, required (only) with ``pos_every_block``: added before
+                every block, ``x = block(x + pos)``.
+            return_layers: also return every block's output (before the final norm).
+
+        Returns:
+            ``prefix`` ``(B, P, D)`` (the cls token, or ``P = 0``) and ``tokens`` ``(B, N, D)``.
         """
+        if self.pos_every_block != (pos is not None):
+            raise ValueError("pass pos to the encoder if and only if pos_every_block is set")
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+            if pos is not None:
+                cls_pos = self.cls_pos if self.cls_pos is not None else torch.zeros_like(self.cls_token)
+                pos = torch.cat([cls_pos.expand(x.shape[0], -1, -1).to(pos.dtype), pos], dim=1)
         layers = []
         for block in self.blocks:
+            inp = x if pos is None else x + pos
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, inp, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(inp)
             if return_layers:
                 layers.append(x)
         x = self.norm(x)

@@ -38,3 +38,23 @@ def test_sincos_2d_layout_columns_first():
     assert torch.equal(table[0, :4], table[3, :4]) and not torch.equal(table[0, 4:], table[3, 4:])
     # second half encodes the row: tokens in one row share it
     assert torch.equal(table[0, 4:], table[1, 4:]) and not torch.equal(table[0, :4], table[1, :4])
+
+
+def test_pos_every_block_adds_positions_before_each_block():
+    torch.manual_seed(0)
+    enc = ViTEncoder(EncoderConfig(embed_dim=16, depth=2, num_heads=2, cls_token=False, pos_every_block=True)).eval()
+    x, pos = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+    _, out = enc(x, pos=pos)
+    ref = x
+    for block in enc.blocks:
+        ref = block(ref + pos)
+    torch.testing.assert_close(out, enc.norm(ref))
+    with pytest.raises(ValueError, match="pos_every_block"):
+        enc(x)
+
+
+def test_cls_pos_is_a_learned_parameter():
+    enc = ViTEncoder(EncoderConfig(embed_dim=16, depth=1, num_heads=2, cls_pos=True, pos_every_block=True))
+    assert "cls_pos" in dict(enc.named_parameters())
+    prefix, tokens = enc(torch.randn(2, 3, 16), pos=torch.randn(2, 3, 16))
+    assert prefix.shape == (2, 1, 16)
