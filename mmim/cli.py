@@ -37,6 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run directory or checkpoint file")
     e.add_argument("overrides", nargs="*", help="key=value overrides of the saved recipe (e.g. eval.knn_k=10)")
     e.add_argument("--no-baseline", action="store_true", help="skip the random-init comparison")
+    v = sub.add_parser("visualize", help="render reconstructions of a trained run (PNG per sample)")
+    v.add_argument("run", help="run directory or checkpoint file")
+    v.add_argument("overrides", nargs="*", help="key=value overrides of the saved recipe")
+    v.add_argument("--input", nargs="+", help="input files (default: samples of the eval test split)")
+    v.add_argument("--num", type=int, default=4, help="number of dataset samples (without --input)")
+    v.add_argument("--split", help="dataset split to draw samples from (default: eval.test_split)")
+    v.add_argument("--out", help="output folder (default: <run>/visualize)")
+    v.add_argument("--seed", type=int, default=0, help="masking seed")
     r = sub.add_parser("recipes", help="list recipes with their provenance")
     r.add_argument("--modality", help="only recipes of this modality")
     sub.add_parser("plugins", help="list installed plugins, their components and status")
@@ -118,6 +126,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_visualize(args: argparse.Namespace) -> int:
+    import inspect
+
+    import torch
+
+    from mmim import registry
+    from mmim.config.recipe import apply_overrides, recipe_from_dict
+    from mmim.engine.checkpoint import load_checkpoint
+    from mmim.model import build_model
+
+    state = load_checkpoint(args.run)
+    data = apply_overrides(state["recipe"], args.overrides)
+    for stream in data["model"]["streams"].values():  # the decoder must predict every token
+        decoder_cls = registry.resolve("decoder", stream["decoder"]["name"])
+        if "predict" in inspect.signature(decoder_cls).parameters:
+            stream["decoder"]["predict"] = "all"
+    recipe = recipe_from_dict(data, source=str(args.run))
+    model = build_model(recipe.model, recipe.source).eval()
+    model.load_state_dict(state["model"])
+    spec = recipe.eval.dataset or recipe.data.dataset
+    out_dir = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent) / "visualize"
+    visualizers = {name: registry.visualizer_for(s.tokenizer["name"])() for name, s in recipe.model.streams.items()}
+    if args.input:
+        if len(visualizers) != 1:
+            raise ValueError("--input works for single-stream models; use dataset samples for several streams")
+        (name, vis), = visualizers.items()
+        batch = {model.streams[name].input_key or name: torch.cat([vis.load_input(p, model, name, spec) for p in args.input])}
+    else:
+        ds = registry.build("dataset", spec, where="eval.dataset", split=args.split or recipe.eval.test_split, augment=False)
+        items = [ds[i] for i in range(min(args.num, len(ds)))]
+        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+    with torch.no_grad():
+        output = model(batch, generator=torch.Generator().manual_seed(args.seed))
+    raw = model.raw_inputs(batch)
+    for name, vis in visualizers.items():
+        for path in vis.render(model, name, raw[name], output, out_dir, spec, prefix=name):
+            print(path)
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from mmim.config.recipe import read_yaml
     from mmim.recipes_catalog import catalog, provenance_line
@@ -148,12 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come before or after flags
-    if extra and args.command in ("train", "eval") and all("=" in e and not e.startswith("-") for e in extra):
+    if extra and args.command in ("train", "eval", "visualize") and all("=" in e and not e.startswith("-") for e in extra):
         (args.args if args.command == "train" else args.overrides).extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="mmim: %(message)s", stream=sys.stderr)
-    command = {"train": cmd_train, "eval": cmd_eval, "recipes": cmd_recipes, "plugins": cmd_plugins}[args.command]
+    command = {"train": cmd_train, "eval": cmd_eval, "visualize": cmd_visualize, "recipes": cmd_recipes,
+               "plugins": cmd_plugins}[args.command]
     if args.debug:
         return command(args)
     from mmim.config.typed import ConfigError

@@ -100,11 +100,16 @@ class Decoder(nn.Module, ABC):
     decoder calls with its own width to get its position module.
     """
 
+    #: True for heads that predict from encoded mask tokens (a ``mask_in_encoder`` stream).
+    needs_all_tokens: bool = False
+
     @abstractmethod
     def forward(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout) -> Prediction:
         """Args:
             prefix: ``(B, P, D_enc)`` encoded prefix tokens (cls/global tokens; ``P`` may be 0).
-            visible: ``(B, Lv, D_enc)`` encoded visible tokens, in ``mask.visible`` order.
+            visible: ``(B, Lv, D_enc)`` encoded visible tokens, in ``mask.visible`` order; for a
+                stream that encodes mask tokens (``mask_in_encoder``, SimMIM) every token
+                ``(B, L, D_enc)`` in token order (``visible.shape[1] == layout.num_tokens``).
             mask: the stream's mask.
             layout: the stream's layout.
 

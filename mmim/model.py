@@ -29,12 +29,30 @@ class Stream(nn.Module):
     """The components of one named stream."""
 
     def __init__(self, tokenizer: Tokenizer, masker: Masker, target: Target, loss: Loss, decoder: Decoder,
-                 weight: float = 1.0, input_key: str | None = None) -> None:
+                 weight: float = 1.0, input_key: str | None = None, mask_in_encoder: bool = False) -> None:
         super().__init__()
         self.tokenizer, self.target, self.loss, self.decoder = tokenizer, target, loss, decoder
         self.masker = masker
         self.weight = weight
         self.input_key = input_key
+        # SimMIM/MaskFeat: the encoder sees every token, masked ones replaced by this learned token
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, tokenizer.embed_dim)) if mask_in_encoder else None
+        if self.mask_token is not None:
+            nn.init.normal_(self.mask_token, std=0.02)
+
+    def encoder_input(self, tokens: Tokens, mask: StreamMask | None) -> tuple[Tensor, Tensor]:
+        """Token embeddings ``(B, n, D)`` the encoder gets and their positions ``(1 or B, n, D)``.
+
+        Visible tokens only (MAE), or every token with masked ones replaced by the mask token
+        (``mask_in_encoder``); all tokens when ``mask`` is None.
+        """
+        x, pos = tokens.embeddings, tokens.pos.to(tokens.embeddings.dtype)
+        if mask is None:
+            return x, pos
+        if self.mask_token is not None:
+            masked = mask.bool_mask().unsqueeze(-1)
+            return torch.where(masked, self.mask_token.to(x.dtype), x), pos
+        return gather_tokens(x, mask.visible), gather_tokens(pos, mask.visible)
 
 
 @dataclass
@@ -88,20 +106,18 @@ class MaskedModel(nn.Module):
         """Encode the visible tokens of all streams jointly.
 
         Returns:
-            ``prefix`` ``(B, P, D)`` and, per stream, its encoded visible tokens ``(B, Lv_s, D)``
-            (all its tokens when ``masks`` is None).
+            ``prefix`` ``(B, P, D)`` and, per stream, its encoded tokens: the visible ones
+            ``(B, Lv_s, D)`` in ``mask.visible`` order, or all ``(B, L_s, D)`` in token order when
+            ``masks`` is None or the stream encodes mask tokens (``mask_in_encoder``).
         """
         separate = self.encoder.pos_every_block
         pieces, positions, sizes = [], [], []
         for name, tok in tokens.items():
-            x, pos = tok.embeddings, tok.pos.to(tok.embeddings.dtype)
-            if not separate:
-                x = x + pos
-            if masks is not None:
-                x = gather_tokens(x, masks[name].visible)
+            x, pos = self.streams[name].encoder_input(tok, masks[name] if masks is not None else None)
             if separate:
-                positions.append(gather_tokens(pos, masks[name].visible) if masks is not None
-                                 else pos.expand(x.shape[0], -1, -1))
+                positions.append(pos.expand(x.shape[0], -1, -1))
+            else:
+                x = x + pos
             pieces.append(x)
             sizes.append(x.shape[1])
         pos_all = torch.cat(positions, dim=1) if separate else None
@@ -151,7 +167,7 @@ def build_stream(name: str, cfg: StreamConfig, embed_dim: int, where: str = "") 
     loss = registry.build("loss", cfg.loss, where=f"{at}.loss")
     decoder = registry.build("decoder", cfg.decoder, where=f"{at}.decoder", encoder_dim=embed_dim,
                              out_dim=target.dim(tokenizer), position=tokenizer.position_embedding)
-    return Stream(tokenizer, masker, target, loss, decoder, cfg.weight, cfg.input_key)
+    return Stream(tokenizer, masker, target, loss, decoder, cfg.weight, cfg.input_key, cfg.mask_in_encoder)
 
 
 def build_model(cfg: ModelConfig, source: str = "") -> MaskedModel:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ENTRY_POINT_GROUP = "mmim.plugins"
-KINDS = ("tokenizer", "masker", "target", "loss", "decoder", "dataset")
+KINDS = ("tokenizer", "masker", "target", "loss", "decoder", "dataset", "visualizer")
 
 
 class RegistryError(LookupError):
@@ -208,6 +208,14 @@ def build(kind: str, spec: dict[str, Any], *, where: str = "", **context: Any) -
         return cls(**accepted, **options)
     except (TypeError, ValueError) as err:
         raise RegistryError(f"{where or kind}: cannot build {kind} {spec['name']!r}: {err}") from err
+
+
+def visualizer_for(tokenizer_name: str) -> Any:
+    """The visualizer a plugin registers under its tokenizer's name (``image:patch`` -> ``image:patch``)."""
+    plugin, short, _ = _locate("tokenizer", tokenizer_name)
+    if short not in plugins()[plugin].components.get("visualizer", {}):
+        raise RegistryError(f"plugin {plugin!r} has no visualizer for its tokenizer {short!r}")
+    return resolve("visualizer", f"{plugin}:{short}")
 
 
 def modality_plugin(modality: str) -> Plugin:

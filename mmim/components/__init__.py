@@ -16,6 +16,9 @@ plugin = Plugin(
             "l1": "mmim.components.regression_loss:L1Loss",
             "smooth_l1": "mmim.components.regression_loss:SmoothL1Loss",
         },
-        "decoder": {"mae": "mmim.components.mae_decoder:MAEDecoder"},
+        "decoder": {
+            "mae": "mmim.components.mae_decoder:MAEDecoder",
+            "linear": "mmim.components.linear_head:LinearHead",
+        },
     },
 )

@@ -48,8 +48,11 @@ class MAEDecoder(Decoder):
         num_prefix = prefix.shape[1]
         x = self.embed(torch.cat([prefix, visible], dim=1))
         batch, dim = x.shape[0], x.shape[2]
-        full = self.mask_token.to(x.dtype).expand(batch, layout.num_tokens, dim)
-        full = full.scatter(1, mask.visible.unsqueeze(-1).expand(-1, -1, dim), x[:, num_prefix:])
+        if visible.shape[1] == layout.num_tokens:  # the encoder already saw every position (mask_in_encoder)
+            full = x[:, num_prefix:]
+        else:
+            full = self.mask_token.to(x.dtype).expand(batch, layout.num_tokens, dim)
+            full = full.scatter(1, mask.visible.unsqueeze(-1).expand(-1, -1, dim), x[:, num_prefix:])
         full = full + self.position(layout).to(x.dtype)
         x = torch.cat([x[:, :num_prefix], full], dim=1)
         for block in self.blocks:

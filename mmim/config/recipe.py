@@ -42,6 +42,7 @@ class StreamConfig:
     decoder: Component
     weight: float = 1.0
     input_key: str | None = None  # batch key holding the stream's raw input (default: stream name)
+    mask_in_encoder: bool = False  # SimMIM: encode every token, masked ones replaced by a learned mask token
 
 
 @dataclass
@@ -110,6 +111,34 @@ class EvalConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """End-to-end fine-tuning of the pretrained encoder for classification (``mmim finetune``)."""
+
+    dataset: Component | None = None  # labelled data; default: eval.dataset, then data.dataset
+    train_split: str = "train"
+    test_split: str = "test"
+    num_classes: int | None = None  # default: the dataset's num_classes
+    epochs: int = 100
+    warmup_epochs: float = 5.0
+    batch_size: int = 64  # per process
+    effective_batch_size: int | None = None
+    base_lr: float = 5e-4  # scaled by effective_batch_size / 256
+    lr: float | None = None
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    layer_decay: float = 0.75  # layer-wise lr decay factor
+    drop_path: float = 0.1
+    label_smoothing: float = 0.1
+    mixup: float = 0.0  # mixup alpha (timm Mixup); 0 disables
+    cutmix: float = 0.0  # cutmix alpha; 0 disables
+    pool: Literal["mean", "cls"] = "mean"
+    grad_clip: float | None = None
+    reported_top1: float | None = None  # the paper's fine-tuned accuracy for this setting
+    notes: str = ""
+
+
+@dataclass
 class Recipe:
     name: str
     model: ModelConfig
@@ -122,6 +151,7 @@ class Recipe:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     source: str = ""  # file the recipe was read from (filled in by the loader)
 
 
@@ -210,7 +240,9 @@ def check_recipe_components(recipe: Recipe) -> None:
             for kind in ("tokenizer", "masker", "target", "loss", "decoder"):
                 check_options(kind, getattr(stream, kind), CONTEXT[kind], where=f"{prefix}model.streams.{sname}.{kind}")
         check_options("dataset", recipe.data.dataset, CONTEXT["dataset"], where=f"{prefix}data.dataset")
-        if recipe.eval.dataset is not None:
-            check_options("dataset", recipe.eval.dataset, CONTEXT["dataset"], where=f"{prefix}eval.dataset")
+        for section in ("eval", "finetune"):
+            spec = getattr(recipe, section).dataset
+            if spec is not None:
+                check_options("dataset", spec, CONTEXT["dataset"], where=f"{prefix}{section}.dataset")
     except RegistryError as err:
         raise ConfigError(str(err)) from err

@@ -106,7 +106,8 @@ def check_decoder(name: str, options: dict[str, Any] | None = None) -> None:
     mask = RandomMasker(0.75)(layout, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     prefix = torch.randn(2, 1, EMBED_DIM, generator=g)
-    visible = torch.randn(2, mask.visible.shape[1], EMBED_DIM, generator=g, requires_grad=True)
+    encoded = layout.num_tokens if decoder.needs_all_tokens else mask.visible.shape[1]
+    visible = torch.randn(2, encoded, EMBED_DIM, generator=g, requires_grad=True)
     pred: Prediction = decoder(prefix, visible, mask, layout)
     assert pred.values.dim() == 3 and pred.values.shape[0] == 2 and pred.values.shape[2] == 7, f"values {tuple(pred.values.shape)}"
     assert pred.index.shape == pred.values.shape[:2], "index must be (B, Lp)"

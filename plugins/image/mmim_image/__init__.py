@@ -8,10 +8,16 @@ from mmim.registry import Plugin
 
 plugin = Plugin(
     name="image",
-    description="2-D patch tokens, Fashion-MNIST (embedded), IDX and image-folder datasets",
+    description="2-D patch tokens, block and SimMIM masking, HOG targets, Fashion-MNIST (embedded), image folders",
     modality="image",
     components={
         "tokenizer": {"patch": "mmim_image.tokenizer:PatchTokenizer"},
+        "masker": {
+            "block": "mmim_image.maskers:BlockMasker",
+            "mask_patch": "mmim_image.maskers:MaskPatchMasker",
+        },
+        "target": {"hog": "mmim_image.hog:HOGTarget"},
+        "visualizer": {"patch": "mmim_image.visualize:ImageVisualizer"},
         "dataset": {
             "fashion_mnist": "mmim_image.datasets:FashionMNIST",
             "image_folder": "mmim_image.datasets:ImageFolder",

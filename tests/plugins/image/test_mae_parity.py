@@ -13,30 +13,9 @@ from mmim.config.recipe import ModelConfig, StreamConfig
 from mmim.model import build_model
 from mmim.trunk.encoder import EncoderConfig
 from mmim.types import StreamMask
+from mmim_image.converters.mae import CheckpointFormatError, load_mae_checkpoint, mae_to_mmim, mmim_to_mae
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "mae"
-RENAMES = [  # official prefix -> mmim prefix (this test's own mapping of the key layout)
-    ("blocks.", "encoder.blocks."), ("norm.", "encoder.norm."), ("cls_token", "encoder.cls_token"),
-    ("patch_embed.", "streams.image.tokenizer.patch_embed."), ("decoder_blocks.", "streams.image.decoder.blocks."),
-    ("decoder_norm.", "streams.image.decoder.norm."), ("decoder_embed.", "streams.image.decoder.embed."),
-    ("decoder_pred.", "streams.image.decoder.head."), ("mask_token", "streams.image.decoder.mask_token"),
-]
-
-
-def _official_to_mmim(sd):
-    out = {}
-    for key, value in sd.items():
-        if key in ("pos_embed", "decoder_pos_embed"):
-            continue
-        for old, new in RENAMES:
-            if key.startswith(old):
-                out[new + key[len(old):]] = value
-                break
-        else:
-            raise KeyError(key)
-    return out
-
-
 @pytest.fixture(scope="module")
 def fixture():
     cfg = json.loads((FIXTURE / "config.json").read_text())
@@ -44,8 +23,7 @@ def fixture():
         load_file(FIXTURE / "outputs.safetensors")
 
 
-def test_mae_matches_official(fixture):
-    cfg, sd, inp, out = fixture
+def _model(cfg) -> torch.nn.Module:
     model_cfg = ModelConfig(
         encoder=EncoderConfig(embed_dim=cfg["embed_dim"], depth=cfg["depth"], num_heads=cfg["num_heads"],
                               norm_eps=cfg["norm_layer_eps"]),
@@ -58,8 +36,13 @@ def test_mae_matches_official(fixture):
                      "num_heads": cfg["decoder_num_heads"], "predict": "all"},
         )},
     )
-    model = build_model(model_cfg).eval()
-    model.load_state_dict(_official_to_mmim(sd), strict=True)
+    return build_model(model_cfg).eval()
+
+
+def test_mae_matches_official(fixture):
+    cfg, sd, inp, out = fixture
+    model = _model(cfg)
+    model.load_state_dict(mae_to_mmim(sd, model), strict=True)
     tok = model.streams["image"].tokenizer
     # fixed position tables equal the official ones (cls row is zero there)
     assert torch.equal(tok.pos.table, sd["pos_embed"][:, 1:])
@@ -95,3 +78,30 @@ def test_random_masker_equals_official_noise_argsort(fixture):
     mask = RandomMasker(0.75)(Layout(batch_size=2, grid=(8, 8)), g)
     ids = torch.argsort(noise, dim=1)
     assert torch.equal(mask.visible, ids[:, :16]) and torch.equal(mask.masked, ids[:, 16:])
+
+
+def test_converter_round_trip_and_file_loading(fixture, tmp_path):
+    cfg, sd, _, _ = fixture
+    model = _model(cfg)
+    model.load_state_dict(mae_to_mmim({"model": {f"module.{k}": v for k, v in sd.items()}}, model), strict=True)
+    back = mmim_to_mae(model)
+    assert set(back) == set(sd)
+    for key in sd:
+        assert torch.equal(back[key], sd[key]), key
+    # encoder-only file (mae_pretrain_vit_*.pth layout): encoder loads, decoder reported missing
+    encoder_only = {k: v for k, v in sd.items() if not k.startswith(("decoder", "mask_token"))}
+    torch.save({"model": encoder_only}, tmp_path / "mae_pretrain.pth")
+    fresh = _model(cfg)
+    missing = load_mae_checkpoint(tmp_path / "mae_pretrain.pth", fresh)
+    assert missing and all(".decoder." in k for k in missing)
+    assert torch.equal(fresh.encoder.blocks[0].attn.qkv.weight, sd["blocks.0.attn.qkv.weight"])
+
+
+def test_converter_rejects_wrong_layouts(fixture):
+    cfg, sd, _, _ = fixture
+    model = _model(cfg)
+    with pytest.raises(CheckpointFormatError, match="not in the MAE layout: encoder.weird"):
+        mae_to_mmim({**sd, "encoder.weird": torch.zeros(1)}, model)
+    bad = dict(sd, pos_embed=torch.zeros(1, 50, 64))
+    with pytest.raises(CheckpointFormatError, match="another image size"):
+        mae_to_mmim(bad, model)

@@ -1,0 +1,1 @@
+"""Converters between official checkpoint layouts and mmim modules."""

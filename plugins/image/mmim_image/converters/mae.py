@@ -1,0 +1,125 @@
+"""facebookresearch/mae checkpoints <-> mmim.
+
+Official layouts (``MaskedAutoencoderViT`` and ``models_vit.VisionTransformer``, timm names):
+
+- ``mae_visualize_vit_*.pth``: the full pre-training model, encoder and decoder.
+- ``mae_pretrain_vit_*.pth``: the encoder only (``cls_token``, ``pos_embed``, ``patch_embed``,
+  ``blocks``, ``norm``).
+- fine-tuned checkpoints: the encoder plus ``head`` and, with global pooling, ``fc_norm``.
+
+Files hold ``{"model": state_dict, ...}``, sometimes ``module.``-prefixed. ``pos_embed`` and
+``decoder_pos_embed`` are fixed 2-D sin-cos tables with a zero cls row: mmim rebuilds them, so
+they are checked against mmim's tables (a mismatch means another image or patch size) and dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from mmim.model import MaskedModel
+
+# official prefix -> mmim prefix (the ``{s}`` is the image stream's name)
+ENCODER_KEYS = [("cls_token", "encoder.cls_token"), ("blocks.", "encoder.blocks."), ("norm.", "encoder.norm."),
+                ("patch_embed.", "streams.{s}.tokenizer.patch_embed.")]
+DECODER_KEYS = [("decoder_blocks.", "streams.{s}.decoder.blocks."), ("decoder_norm.", "streams.{s}.decoder.norm."),
+                ("decoder_embed.", "streams.{s}.decoder.embed."), ("decoder_pred.", "streams.{s}.decoder.head."),
+                ("mask_token", "streams.{s}.decoder.mask_token")]
+FIXED_TABLES = {"pos_embed": "tokenizer", "decoder_pos_embed": "decoder"}
+CLASSIFIER_KEYS = ("head.", "fc_norm.")
+
+
+class CheckpointFormatError(ValueError):
+    """The state dict is not in the expected official layout."""
+
+
+def unwrap(checkpoint: Mapping[str, object]) -> dict[str, Tensor]:
+    """The state dict inside an official checkpoint file's dict, ``module.`` prefixes removed."""
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else checkpoint
+    if not isinstance(state, Mapping):
+        raise CheckpointFormatError(f"expected a state dict or {{'model': state_dict}}, got {type(state).__name__}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _rename(key: str, table: list[tuple[str, str]], stream: str) -> str | None:
+    for old, new in table:
+        if key == old or key.startswith(old):
+            return new.format(s=stream) + key[len(old):]
+    return None
+
+
+def _table_with_cls(model: MaskedModel, stream: str, where: str) -> Tensor:
+    module = model.streams[stream].tokenizer.pos if where == "tokenizer" else model.streams[stream].decoder.position
+    table = module.table
+    return torch.cat([torch.zeros_like(table[:, :1]), table], dim=1)
+
+
+def mae_to_mmim(state: Mapping[str, Tensor], model: MaskedModel, stream: str = "image",
+                drop_classifier: bool = True) -> dict[str, Tensor]:
+    """Map an official MAE state dict onto ``model``'s keys.
+
+    Raises:
+        CheckpointFormatError: an unknown key, or a fixed table that differs from mmim's.
+    """
+    out, unknown = {}, []
+    for key, value in unwrap(state).items():
+        if key in FIXED_TABLES:
+            ours = _table_with_cls(model, stream, FIXED_TABLES[key])
+            if ours.shape != value.shape or not torch.allclose(ours, value.float(), atol=1e-6):
+                raise CheckpointFormatError(
+                    f"{key} {tuple(value.shape)} differs from mmim's fixed sin-cos table {tuple(ours.shape)}: "
+                    "the checkpoint was made for another image size, patch size or width"
+                )
+            continue
+        if key.startswith(CLASSIFIER_KEYS):
+            if drop_classifier:
+                continue
+            unknown.append(key)
+            continue
+        new = _rename(key, ENCODER_KEYS, stream) or _rename(key, DECODER_KEYS, stream)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise CheckpointFormatError(f"keys not in the MAE layout: {', '.join(sorted(unknown)[:10])}")
+    return out
+
+
+def mmim_to_mae(model: MaskedModel, stream: str = "image", include_decoder: bool = True) -> dict[str, Tensor]:
+    """The official MAE state dict of ``model`` (the inverse of :func:`mae_to_mmim`)."""
+    inverse = [(new.format(s=stream), old) for old, new in ENCODER_KEYS + (DECODER_KEYS if include_decoder else [])]
+    out = {}
+    for key, value in model.state_dict().items():
+        for new, old in inverse:
+            if key == new or key.startswith(new):
+                out[old + key[len(new):]] = value
+                break
+    out["pos_embed"] = _table_with_cls(model, stream, "tokenizer")
+    if include_decoder:
+        out["decoder_pos_embed"] = _table_with_cls(model, stream, "decoder")
+    return out
+
+
+def load_mae_checkpoint(path: str | Path, model: MaskedModel, stream: str = "image") -> list[str]:
+    """Load an official MAE checkpoint file into ``model``; returns the mmim keys it did not set
+    (the decoder, for an encoder-only ``mae_pretrain_vit_*.pth``)."""
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointFormatError(f"{path}: cannot load: {err}") from err
+    try:
+        state = mae_to_mmim(checkpoint, model, stream)
+    except CheckpointFormatError as err:
+        raise CheckpointFormatError(f"{path}: {err}") from None
+    result = model.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        raise CheckpointFormatError(f"{path}: unexpected keys {result.unexpected_keys[:10]}")
+    encoder_missing = [k for k in result.missing_keys if k.startswith("encoder.") or ".tokenizer." in k]
+    if encoder_missing:
+        raise CheckpointFormatError(f"{path}: encoder weights missing: {encoder_missing[:10]}")
+    return list(result.missing_keys)

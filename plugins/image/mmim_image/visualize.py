@@ -1,0 +1,116 @@
+"""PNG grids of MAE-style reconstructions: original, masked input, reconstruction, and the
+reconstruction pasted into the visible patches (the MAE paper's figure layout)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from mmim import registry
+from mmim.model import MaskedModel, ModelOutput
+
+PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")
+
+
+def display_stats(dataset_spec: dict[str, Any] | None, channels: int) -> tuple[Tensor, Tensor]:
+    """Mean/std ``(C, 1, 1)`` the images were normalised with: the dataset spec's ``mean``/``std``,
+    else its class defaults, else 0/1."""
+    mean: Any = 0.0
+    std: Any = 1.0
+    if dataset_spec is not None:
+        params = inspect.signature(registry.resolve("dataset", dataset_spec["name"])).parameters
+        mean = dataset_spec.get("mean", params["mean"].default if "mean" in params else 0.0)
+        std = dataset_spec.get("std", params["std"].default if "std" in params else 1.0)
+
+    def as_tensor(v: Any) -> Tensor:
+        t = torch.as_tensor(v if isinstance(v, Sequence) else [v], dtype=torch.float32)
+        return (t if t.numel() == channels else t[:1].repeat(channels)).reshape(channels, 1, 1)
+
+    return as_tensor(mean), as_tensor(std)
+
+
+def reconstruct(model: MaskedModel, stream: str, raw: Tensor, output: ModelOutput) -> tuple[Tensor, Tensor, Tensor]:
+    """``(masked input, reconstruction, pasted)`` images ``(B, C, H, W)`` in the input's scale.
+
+    Predictions of a per-patch-normalised target (``norm_pix_loss``) are mapped back with each
+    patch's own mean and std, as in the MAE demo.
+    """
+    s = model.streams[stream]
+    tokens, mask, pred = output.tokens[stream], output.masks[stream], output.predictions[stream]
+    if pred.full is None:
+        raise ValueError("visualisation needs predictions for every token: decoder predict='all'")
+    content = tokens.content
+    full = pred.full.float()
+    if getattr(s.target, "normalize", False):
+        mean, var = content.mean(-1, keepdim=True), content.var(-1, keepdim=True)
+        full = full * (var + s.target.eps) ** 0.5 + mean
+    hidden = mask.bool_mask().unsqueeze(-1)
+    masked = s.tokenizer.content_to_raw(content.masked_fill(hidden, float("nan")), tokens.layout)
+    recon = s.tokenizer.content_to_raw(full, tokens.layout)
+    pasted = s.tokenizer.content_to_raw(torch.where(hidden, full, content), tokens.layout)
+    return masked, recon, pasted
+
+
+def _to_uint8(img: Tensor, mean: Tensor, std: Tensor) -> np.ndarray:
+    """``(C, H, W)`` normalised (NaN = hidden, shown grey) -> ``(H, W, 3)`` uint8."""
+    hidden = torch.isnan(img).any(0)
+    x = (torch.nan_to_num(img) * std + mean).clamp(0, 1)
+    x = x.repeat(3, 1, 1) if x.shape[0] == 1 else x[:3]
+    x[:, hidden] = 0.5
+    return (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def render_grid(rows: list[list[np.ndarray]], scale: int = 1, pad: int = 2) -> Image.Image:
+    """Tile ``rows`` of equally sized ``(H, W, 3)`` images into one picture with white gaps."""
+    h, w = rows[0][0].shape[:2]
+    cols = max(len(r) for r in rows)
+    canvas = np.full((len(rows) * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            canvas[pad + i * (h + pad): pad + i * (h + pad) + h, pad + j * (w + pad): pad + j * (w + pad) + w] = img
+    out = Image.fromarray(canvas)
+    return out.resize((out.width * scale, out.height * scale), Image.NEAREST) if scale > 1 else out
+
+
+class ImageVisualizer:
+    """Writes one PNG per sample: original | masked | reconstruction | reconstruction + visible."""
+
+    def render(self, model: MaskedModel, stream: str, raw: Tensor, output: ModelOutput, out_dir: Path,
+               dataset_spec: dict[str, Any] | None = None, prefix: str = "sample") -> list[Path]:
+        """Args:
+            raw: the stream's input ``(B, C, H, W)`` as the model saw it.
+            output: the model's output on ``raw`` with ``predict='all'``.
+
+        Returns:
+            the written PNG paths.
+        """
+        out_dir.mkdir(parents=True, exist_ok=True)
+        masked, recon, pasted = reconstruct(model, stream, raw, output)
+        mean, std = display_stats(dataset_spec, raw.shape[1])
+        scale = max(1, 224 // raw.shape[-1])
+        paths = []
+        for i in range(raw.shape[0]):
+            panels = [_to_uint8(t[i].detach().float().cpu(), mean, std) for t in (raw, masked, recon, pasted)]
+            path = out_dir / f"{prefix}_{i:03d}.png"
+            render_grid([panels], scale=scale).save(path)
+            paths.append(path)
+        return paths
+
+    def load_input(self, path: str | Path, model: MaskedModel, stream: str,
+                   dataset_spec: dict[str, Any] | None = None) -> Tensor:
+        """An image file as the model's input ``(1, C, H, W)``: decoded, resized to the tokenizer's
+        size and normalised like the training data."""
+        from mmim_image.datasets.image_folder import MODES, decode
+        from mmim_image.transforms import build_transform
+
+        tokenizer = model.streams[stream].tokenizer
+        mean, std = display_stats(dataset_spec, tokenizer.in_chans)
+        transform = build_transform(tokenizer.img_size, False, mean=mean.flatten().tolist(), std=std.flatten().tolist())
+        return transform(decode(str(path), MODES[tokenizer.in_chans])).unsqueeze(0)
