@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--modality", help="run the default recipe of the plugin serving this modality")
     t.add_argument("--resume", nargs="?", const=True, default=False,
                    help="continue from the newest checkpoint of the run directory (or of the given run dir/file)")
+    f = sub.add_parser("finetune", help="fine-tune a pretrained encoder for classification (recipe's finetune section)")
+    f.add_argument("args", nargs="*", help="RUN_DIR or RECIPE, then key=value overrides")
+    f.add_argument("--init", help="pretrained weights: an mmim run dir/checkpoint, or CONVERTER:PATH (e.g. mae:ckpt.pth); "
+                                  "default: the run given as first argument")
+    f.add_argument("--resume", action="store_true", help="continue the fine-tuning run")
     e = sub.add_parser("eval", help="linear probe / k-NN of a trained run")
     e.add_argument("run", help="run directory or checkpoint file")
     e.add_argument("overrides", nargs="*", help="key=value overrides of the saved recipe (e.g. eval.knn_k=10)")
@@ -52,13 +57,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _split_train_args(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """``[RECIPE_OR_RUN] [key=value ...]`` -> the first argument (if not an override) and the overrides."""
     recipe = None
     overrides = list(args.args)
     if overrides and "=" not in overrides[0]:
         recipe = overrides.pop(0)
     bad = [o for o in overrides if "=" not in o]
     if bad:
-        raise SystemExit(f"mmim train: expected key=value overrides after the recipe, got {bad}")
+        raise SystemExit(f"mmim {args.command}: expected key=value overrides after the recipe, got {bad}")
     return recipe, overrides
 
 
@@ -103,6 +109,44 @@ def cmd_train(args: argparse.Namespace) -> int:
             results = evaluate_with_baseline(trainer.model, recipe, trainer.rt.device)
             (trainer.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
             print(format_results(results))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    import torch
+
+    from mmim.config.recipe import apply_overrides, load_recipe, recipe_from_dict
+    from mmim.engine.checkpoint import load_checkpoint
+    from mmim.engine.trainer import Trainer
+    from mmim.finetune.task import FinetuneTask, dataset_spec, top1_accuracy
+    from mmim.recipes_catalog import find_recipe
+
+    target, overrides = _split_train_args(args)
+    if target is None:
+        raise SystemExit("mmim finetune: give a pretraining run directory or a recipe")
+    init = args.init
+    if Path(target).is_dir() and (Path(target) / "config.yaml").exists():
+        state = load_checkpoint(target)
+        recipe = recipe_from_dict(apply_overrides(state["recipe"], overrides), source=str(target))
+        init = init or target
+    else:
+        recipe = load_recipe(find_recipe(target), overrides)
+    torch.manual_seed(recipe.seed)
+    task = FinetuneTask(recipe, init)
+    run_dir = Path(recipe.finetune.out_dir.format(name=recipe.name))
+    trainer = Trainer(recipe, resume=args.resume, task=task, run_dir=run_dir)
+    log.info("fine-tuning %s from %s: %d steps, effective batch %d, peak lr %.3g, layer decay %.2f -> %s",
+             recipe.name, init or "random init", trainer.total_steps, trainer.effective_batch, trainer.peak_lr,
+             recipe.finetune.layer_decay, run_dir)
+    summary = trainer.fit()
+    if trainer.rt.is_main:
+        from mmim import registry
+
+        test = registry.build("dataset", dataset_spec(recipe), where="finetune.dataset",
+                              split=recipe.finetune.test_split, augment=False)
+        acc = top1_accuracy(trainer.model, test, device=trainer.rt.device)
+        (run_dir / "finetune.json").write_text(json.dumps({"top1": acc, "init": init, **summary}, indent=2, default=str))
+        print(f"fine-tuned {summary['steps']} steps in {summary['seconds']:.1f}s; top-1 on {recipe.finetune.test_split}: {acc:.4f}")
     return 0
 
 
@@ -196,12 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come before or after flags
-    if extra and args.command in ("train", "eval", "visualize") and all("=" in e and not e.startswith("-") for e in extra):
-        (args.args if args.command == "train" else args.overrides).extend(extra)
+    if extra and args.command in ("train", "finetune", "eval", "visualize") and all("=" in e and not e.startswith("-") for e in extra):
+        (args.args if args.command in ("train", "finetune") else args.overrides).extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="mmim: %(message)s", stream=sys.stderr)
-    command = {"train": cmd_train, "eval": cmd_eval, "visualize": cmd_visualize, "recipes": cmd_recipes,
+    command = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "visualize": cmd_visualize, "recipes": cmd_recipes,
                "plugins": cmd_plugins}[args.command]
     if args.debug:
         return command(args)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ENTRY_POINT_GROUP = "mmim.plugins"
-KINDS = ("tokenizer", "masker", "target", "loss", "decoder", "dataset", "visualizer")
+KINDS = ("tokenizer", "masker", "target", "loss", "decoder", "dataset", "visualizer", "converter")
 
 
 class RegistryError(LookupError):

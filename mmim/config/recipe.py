@@ -134,6 +134,8 @@ class FinetuneConfig:
     cutmix: float = 0.0  # cutmix alpha; 0 disables
     pool: Literal["mean", "cls"] = "mean"
     grad_clip: float | None = None
+    max_steps: int | None = None  # stop early (smoke tests); the schedule still spans ``epochs``
+    out_dir: str = "runs/{name}_finetune"
     reported_top1: float | None = None  # the paper's fine-tuned accuracy for this setting
     notes: str = ""
 

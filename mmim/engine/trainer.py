@@ -15,21 +15,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mmim import registry
 from mmim.config.recipe import Recipe, recipe_to_dict
 from mmim.data.loading import SKIPPED_KEY, ResumableSampler, make_loader, mix_seed
 from mmim.engine import checkpoint as ckpt
 from mmim.engine.metrics import MetricsWriter
-from mmim.engine.optim import build_optimizer
 from mmim.engine.progress import Progress
 from mmim.engine.runtime import Runtime, setup_runtime
 from mmim.engine.schedule import lr_at, scaled_lr
-from mmim.model import MaskedModel, build_model
+from mmim.engine.task import PretrainTask, Task
 
 log = logging.getLogger(__name__)
 
@@ -55,33 +54,37 @@ class Trainer:
             checkpoint path; ``False`` to start fresh (the run directory must hold no checkpoint).
     """
 
-    def __init__(self, recipe: Recipe, resume: bool | str = False, runtime: Runtime | None = None) -> None:
+    def __init__(self, recipe: Recipe, resume: bool | str = False, runtime: Runtime | None = None,
+                 task: Task | None = None, run_dir: str | Path | None = None) -> None:
         self.recipe = recipe
         self.rt = runtime or setup_runtime(recipe.train.device, recipe.train.precision)
-        self.run_dir = run_dir_for(recipe)
-        data, train = recipe.data, recipe.train
+        self.run_dir = Path(run_dir) if run_dir is not None else run_dir_for(recipe)
         torch.manual_seed(recipe.seed)
-        self.model: MaskedModel = build_model(recipe.model, recipe.source).to(self.rt.device)
-        self.dataset = registry.build("dataset", data.dataset, where="data.dataset", split="train", augment=True)
+        self.task: Task = task or PretrainTask(recipe)
+        self.settings = cfg = self.task.settings
+        self.model = self.task.module.to(self.rt.device)
+        self.dataset = self.task.dataset
         world = self.rt.world_size
-        self.effective_batch = train.effective_batch_size or data.batch_size * world
-        if self.effective_batch % (data.batch_size * world):
+        self.effective_batch = cfg.effective_batch_size or cfg.batch_size * world
+        if self.effective_batch % (cfg.batch_size * world):
             raise ValueError(
-                f"train.effective_batch_size={self.effective_batch} is not a multiple of "
-                f"data.batch_size ({data.batch_size}) x processes ({world})"
+                f"effective batch size {self.effective_batch} is not a multiple of the per-process batch size "
+                f"({cfg.batch_size}) x processes ({world})"
             )
-        self.accum = self.effective_batch // (data.batch_size * world)
+        self.accum = self.effective_batch // (cfg.batch_size * world)
         self.sampler = ResumableSampler(len(self.dataset), recipe.seed, rank=self.rt.rank, world_size=world)
-        self.steps_per_epoch = self.sampler.per_rank // data.batch_size // self.accum
+        self.steps_per_epoch = self.sampler.per_rank // cfg.batch_size // self.accum
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"the dataset has {len(self.dataset)} samples, fewer than one optimizer step needs "
-                f"({self.effective_batch}); lower data.batch_size or train.effective_batch_size"
+                f"({self.effective_batch}); lower the batch size or the effective batch size"
             )
-        self.total_steps = recipe.schedule.epochs * self.steps_per_epoch
-        self.warmup_steps = round(recipe.schedule.warmup_epochs * self.steps_per_epoch)
-        self.peak_lr = recipe.optim.lr if recipe.optim.lr is not None else scaled_lr(recipe.optim.base_lr, self.effective_batch)
-        self.optimizer = build_optimizer(self.model, recipe.optim, self.peak_lr, self.rt.device)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.peak_lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.base_lr, self.effective_batch)
+        fused = cfg.fused if cfg.fused is not None else self.rt.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.task.param_groups(), lr=self.peak_lr, betas=cfg.betas, eps=cfg.eps,
+                                           fused=fused)
         self.scaler = torch.amp.GradScaler("cuda") if self.rt.precision == "fp16" else None
         self.step = 0
         self.skipped = 0
@@ -139,7 +142,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _micro_batches(self, start: int) -> Iterator[tuple[int, dict[str, Any]]]:
-        data = self.recipe.data
+        data = self.settings
         per_epoch = self.steps_per_epoch * self.accum
         epoch, offset = divmod(start, per_epoch)
         while True:
@@ -156,9 +159,9 @@ class Trainer:
         """One optimizer step over ``accum`` micro-batches -> (loss, samples, parts, epoch)."""
         net: nn.Module = self.ddp or self.model
         seed, lr = self.recipe.seed, lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr,
-                                          self.recipe.schedule.min_lr)
+                                          self.settings.min_lr)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         total, samples, parts, epoch = 0.0, 0, {}, 0
         for micro in range(self.accum):
             epoch, batch = next(batches)
@@ -167,12 +170,12 @@ class Trainer:
                 continue
             batch = to_device(batch, self.rt.device)
             torch.manual_seed(mix_seed(seed, self.step, micro, 3))
+            np.random.seed(mix_seed(seed, self.step, micro, 4) % 2**32)  # e.g. timm's Mixup draws from numpy
             gen = torch.Generator().manual_seed(mix_seed(seed, self.step, micro, 2))
             no_sync = self.ddp is not None and micro < self.accum - 1
             with self.ddp.no_sync() if no_sync else contextlib.nullcontext():
                 with self.rt.autocast():
-                    out = net(batch, generator=gen)
-                loss = out.loss
+                    loss, step_parts, n = self.task.step(net, batch, gen)
                 if not torch.isfinite(loss):
                     last = ckpt.latest_checkpoint(self.run_dir)
                     raise NonFiniteLossError(
@@ -182,13 +185,13 @@ class Trainer:
                 scaled = loss / self.accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.item() / self.accum
-            samples += next(iter(out.tokens.values())).embeddings.shape[0] * self.rt.world_size
-            for k, v in out.parts.items():
+            samples += n * self.rt.world_size
+            for k, v in step_parts.items():
                 parts[k] = parts.get(k, 0.0) + v / self.accum
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        if self.recipe.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
+        if self.settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -201,8 +204,8 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to the end of the schedule (or ``schedule.max_steps``) and return a summary."""
-        cfg, sched = self.recipe.train, self.recipe.schedule
-        stop = min(self.total_steps, sched.max_steps) if sched.max_steps is not None else self.total_steps
+        cfg, max_steps = self.recipe.train, self.settings.max_steps
+        stop = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps
         metrics = MetricsWriter(self.run_dir, cfg.tensorboard, enabled=self.rt.is_main)
         progress = Progress(stop, self.step, enabled=self.rt.is_main and cfg.progress)
         batches = self._micro_batches(self.step * self.accum)

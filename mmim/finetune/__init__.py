@@ -1,0 +1,1 @@
+"""End-to-end fine-tuning of a pretrained encoder for classification."""
