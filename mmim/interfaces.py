@@ -66,7 +66,14 @@ class Masker(ABC):
 
 
 class Target(nn.Module, ABC):
-    """Computes the per-token regression/classification target of one stream (outside the trunk)."""
+    """Computes the per-token regression/classification target of one stream (outside the trunk).
+
+    A target with ``requires_teacher = True`` makes the model keep a teacher
+    (:mod:`mmim.teacher`) and is called as ``forward(raw, tokens, teacher_layers=[...])`` with the
+    teacher's per-block features ``(B, L, D)`` of the unmasked input.
+    """
+
+    requires_teacher: bool = False
 
     @abstractmethod
     def forward(self, raw: Tensor, tokens: Tokens) -> Tensor:
@@ -90,6 +97,10 @@ class Loss(nn.Module, ABC):
     @abstractmethod
     def forward(self, pred: Tensor, target: Tensor) -> LossOutput:
         """``pred`` and ``target`` ``(B, n, C)`` -> scalar loss and named parts."""
+
+    def example_inputs(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """A valid ``(pred, target)`` pair (conformance kit); the default is ``(2, 5, 6)`` each."""
+        return torch.randn(2, 5, 6, generator=generator), torch.randn(2, 5, 6, generator=generator)
 
 
 class Decoder(nn.Module, ABC):

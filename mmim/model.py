@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from mmim import registry
 from mmim.config.recipe import ModelConfig, StreamConfig
 from mmim.interfaces import Decoder, Loss, Masker, Target, Tokenizer
+from mmim.teacher import Teacher, TeacherConfig
 from mmim.trunk.encoder import ViTEncoder
 from mmim.trunk.init import xavier_init_
 from mmim.types import Prediction, StreamMask, Tokens, gather_tokens
@@ -29,8 +30,10 @@ class Stream(nn.Module):
     """The components of one named stream."""
 
     def __init__(self, tokenizer: Tokenizer, masker: Masker, target: Target, loss: Loss, decoder: Decoder,
-                 weight: float = 1.0, input_key: str | None = None, mask_in_encoder: bool = False) -> None:
+                 weight: float = 1.0, input_key: str | None = None, mask_in_encoder: bool = False,
+                 teacher_input_key: str | None = None) -> None:
         super().__init__()
+        self.teacher_input_key = teacher_input_key
         self.tokenizer, self.target, self.loss, self.decoder = tokenizer, target, loss, decoder
         self.masker = masker
         self.weight = weight
@@ -79,12 +82,18 @@ class ModelOutput:
 class MaskedModel(nn.Module):
     """Encoder + streams. Masks are made outside the trunk and can always be passed in."""
 
-    def __init__(self, encoder: ViTEncoder, streams: Mapping[str, Stream]) -> None:
+    def __init__(self, encoder: ViTEncoder, streams: Mapping[str, Stream], teacher: TeacherConfig | None = None) -> None:
         super().__init__()
         if not streams:
             raise ValueError("a masked model needs at least one stream")
         self.encoder = encoder
         self.streams = nn.ModuleDict(streams)
+        needs_teacher = any(getattr(s.target, "requires_teacher", False) for s in self.streams.values())
+        self.teacher = Teacher(self, teacher or TeacherConfig()) if needs_teacher else None
+
+    def update_teacher(self, progress: float) -> float | None:
+        """EMA step of the teacher after an optimizer step (``progress`` in [0, 1]); its momentum."""
+        return self.teacher.update(self, progress) if self.teacher is not None else None
 
     def raw_inputs(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         out = {}
@@ -138,10 +147,18 @@ class MaskedModel(nn.Module):
         masks = {name: m.to(tokens[name].embeddings.device) for name, m in masks.items()}
         prefix, encoded = self.encode(tokens, masks)
         out = ModelOutput(loss=torch.zeros((), device=prefix.device), masks=masks, tokens=tokens)
+        teacher = None
+        if self.teacher is not None:
+            views = {n: batch[s.teacher_input_key] if s.teacher_input_key else raw[n] for n, s in self.streams.items()}
+            teacher = self.teacher.layer_features(views)
         for name, stream in self.streams.items():
             pred = stream.decoder(prefix, encoded[name], masks[name], tokens[name].layout)
             with torch.no_grad():
-                target = gather_tokens(stream.target(raw[name], tokens[name]), pred.index)
+                if getattr(stream.target, "requires_teacher", False):
+                    full = stream.target(raw[name], tokens[name], teacher_layers=teacher[name])
+                else:
+                    full = stream.target(raw[name], tokens[name])
+                target = gather_tokens(full, pred.index)
             result = stream.loss(pred.values, target)
             out.loss = out.loss + stream.weight * result.total
             out.parts.update({f"{name}/{k}": v for k, v in result.parts.items()})
@@ -167,7 +184,8 @@ def build_stream(name: str, cfg: StreamConfig, embed_dim: int, where: str = "") 
     loss = registry.build("loss", cfg.loss, where=f"{at}.loss")
     decoder = registry.build("decoder", cfg.decoder, where=f"{at}.decoder", encoder_dim=embed_dim,
                              out_dim=target.dim(tokenizer), position=tokenizer.position_embedding)
-    return Stream(tokenizer, masker, target, loss, decoder, cfg.weight, cfg.input_key, cfg.mask_in_encoder)
+    return Stream(tokenizer, masker, target, loss, decoder, cfg.weight, cfg.input_key, cfg.mask_in_encoder,
+                  cfg.teacher_input_key)
 
 
 def build_model(cfg: ModelConfig, source: str = "") -> MaskedModel:
@@ -176,4 +194,4 @@ def build_model(cfg: ModelConfig, source: str = "") -> MaskedModel:
     xavier_init_(encoder.blocks)
     where = f"{source}: " if source else ""
     streams = {name: build_stream(name, s, encoder.embed_dim, where) for name, s in cfg.streams.items()}
-    return MaskedModel(encoder, streams)
+    return MaskedModel(encoder, streams, cfg.teacher)

@@ -10,11 +10,16 @@ plugin = Plugin(
     description="generic maskers, targets, losses and decoders shared by every modality",
     components={
         "masker": {"random": "mmim.components.random_masker:RandomMasker"},
-        "target": {"content": "mmim.components.content_target:ContentTarget"},
+        "target": {
+            "content": "mmim.components.content_target:ContentTarget",
+            "teacher_features": "mmim.components.feature_target:TeacherFeatureTarget",
+        },
         "loss": {
             "mse": "mmim.components.regression_loss:MSELoss",
             "l1": "mmim.components.regression_loss:L1Loss",
             "smooth_l1": "mmim.components.regression_loss:SmoothL1Loss",
+            "info_nce": "mmim.components.contrastive_loss:InfoNCELoss",
+            "cosine": "mmim.components.contrastive_loss:CosineLoss",
         },
         "decoder": {
             "mae": "mmim.components.mae_decoder:MAEDecoder",

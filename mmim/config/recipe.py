@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 
 from mmim.config.typed import ConfigError, from_dict, to_dict
+from mmim.teacher import TeacherConfig
 from mmim.trunk.encoder import EncoderConfig
 
 Component = dict[str, Any]  # {"name": registered name, **options}
@@ -42,6 +43,7 @@ class StreamConfig:
     decoder: Component
     weight: float = 1.0
     input_key: str | None = None  # batch key holding the stream's raw input (default: stream name)
+    teacher_input_key: str | None = None  # batch key of the teacher's view (default: the student's input)
     mask_in_encoder: bool = False  # SimMIM: encode every token, masked ones replaced by a learned mask token
 
 
@@ -50,6 +52,7 @@ class ModelConfig:
     encoder: EncoderConfig
     streams: dict[str, StreamConfig]
     pool: Literal["mean", "cls"] = "mean"  # how eval pools encoder features
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # used when a target requires a teacher
 
 
 @dataclass

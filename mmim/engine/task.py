@@ -67,6 +67,11 @@ class PretrainTask:
     def param_groups(self) -> list[dict[str, Any]]:
         return param_groups(self.module, self.settings.weight_decay)
 
+    def after_step(self, progress: float) -> dict[str, float]:
+        """After each optimizer step: move the EMA teacher (if any) towards the student."""
+        momentum = self.module.update_teacher(progress)
+        return {"teacher_momentum": momentum} if momentum is not None else {}
+
     def step(self, net: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, dict[str, float], int]:
         out = net(batch, generator=generator)
         return out.loss, out.parts, next(iter(out.tokens.values())).embeddings.shape[0]

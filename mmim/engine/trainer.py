@@ -199,6 +199,9 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        after = getattr(self.task, "after_step", None)
+        if after is not None:
+            parts.update(after(self.step / self.total_steps))
         parts["lr"] = lr
         return total, samples, parts, epoch
 

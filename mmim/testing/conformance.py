@@ -71,10 +71,14 @@ def check_masker(name: str) -> None:
 
 def check_target(name: str) -> None:
     target = registry.build("target", {"name": name})
-    raw, tokens = target.example_inputs(torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    raw, tokens = target.example_inputs(g)
+    extra = {}
+    if target.requires_teacher:  # teacher block outputs (B, L, D) of the unmasked input
+        extra["teacher_layers"] = [torch.randn(tokens.embeddings.shape, generator=g) for _ in range(12)]
     with torch.no_grad():
-        out = target(raw, tokens)
-        again = target(raw, tokens)
+        out = target(raw, tokens, **extra)
+        again = target(raw, tokens, **extra)
     assert out.shape[:2] == tokens.embeddings.shape[:2], f"target {tuple(out.shape)} vs tokens {tuple(tokens.embeddings.shape)}"
     _finite(out, "target")
     assert torch.equal(out, again), "target is not deterministic"
@@ -82,9 +86,8 @@ def check_target(name: str) -> None:
 
 def check_loss(name: str) -> None:
     loss_fn = registry.build("loss", {"name": name})
-    g = torch.Generator().manual_seed(0)
-    pred = torch.randn(2, 5, 7, generator=g, requires_grad=True)
-    target = torch.randn(2, 5, 7, generator=g)
+    pred, target = loss_fn.example_inputs(torch.Generator().manual_seed(0))
+    pred = pred.clone().requires_grad_(True)
     out = loss_fn(pred, target)
     assert out.total.dim() == 0, "loss must be a scalar"
     _finite(out.total, "loss")

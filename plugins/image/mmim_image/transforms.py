@@ -90,9 +90,26 @@ class ImageTransform:
     """
 
     def __init__(self, size: tuple[int, int], augment: bool, scale: tuple[float, float], hflip: bool,
-                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+                 mean: tuple[float, ...], std: tuple[float, ...], jitter: float = 0.0) -> None:
         self.size, self.augment, self.scale, self.hflip, self.mean, self.std = size, augment, scale, hflip, mean, std
+        self.jitter = jitter
         self.ops = self._build()
+
+    def two_views(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """A strong (student) and a weak (teacher) view of one crop: ``(C, H, W)`` each.
+
+        Both share the random crop and flip, so their tokens stay aligned; only the student's view
+        gets photometric jitter (brightness and contrast by up to ``jitter``, then a random Gaussian
+        blur with probability 0.5).
+        """
+        if image.dtype != torch.uint8 or image.dim() != 3:
+            raise ValueError(f"expected a uint8 image (C, H, W), got {image.dtype} {tuple(image.shape)}")
+        v2 = tv2()
+        geometric, finish = self.ops.transforms[:-2], v2.Compose(self.ops.transforms[-2:])
+        crop = v2.Compose(geometric)(image) if geometric else image
+        strong = v2.ColorJitter(brightness=self.jitter, contrast=self.jitter)(crop)
+        strong = v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.5)(strong)
+        return finish(strong).as_subclass(Tensor).contiguous(), finish(crop).as_subclass(Tensor).contiguous()
 
     def _build(self) -> Callable[[Tensor], Tensor]:
         v2 = tv2()
@@ -133,6 +150,7 @@ def build_transform(
     hflip: bool = True,
     mean: float | Sequence[float] = (0.485, 0.456, 0.406),
     std: float | Sequence[float] = (0.229, 0.224, 0.225),
+    jitter: float = 0.4,
 ) -> ImageTransform:
     """The transform for one split.
 
@@ -149,6 +167,7 @@ def build_transform(
         hflip: random horizontal flips when augmenting.
         mean: per-channel mean (one value or one per channel) of the ``[0, 1]`` pixels.
         std: per-channel standard deviation, same form as ``mean``.
+        jitter: photometric strength of the student's view in :meth:`ImageTransform.two_views`.
 
     Returns:
         a callable mapping ``uint8`` ``(C, H0, W0)`` to ``float32`` ``(C, H, W)``.
@@ -164,4 +183,4 @@ def build_transform(
     stds = channel_values(std, len(means), "std")
     if min(stds) <= 0:
         raise ValueError(f"std must be positive, got {stds}")
-    return ImageTransform(size, augment, scale, hflip, means, stds)  # type: ignore[arg-type]
+    return ImageTransform(size, augment, scale, hflip, means, stds, jitter)  # type: ignore[arg-type]

@@ -91,6 +91,8 @@ class FashionMNIST(Dataset):
         mean: mean of the ``[0, 1]`` pixels (Fashion-MNIST train set: 0.2860).
         std: standard deviation of the ``[0, 1]`` pixels (train set: 0.3530).
         max_samples: keep at most this many samples, evenly spread over the split.
+        teacher_view: also return ``image_teacher``, a weak view of the same crop (the student's
+            ``image`` gets photometric jitter), for teacher-based MIM.
 
     Attributes:
         classes: the 10 class names; ``num_classes``: 10.
@@ -113,12 +115,14 @@ class FashionMNIST(Dataset):
         mean: float = 0.2860,
         std: float = 0.3530,
         max_samples: int | None = None,
+        teacher_view: bool = False,
     ) -> None:
         split = SPLIT_ALIASES.get(check_split(split), split)
         if split not in FILES:
             raise ValueError(f"Fashion-MNIST has splits 'train' and 'test' (or 'val' for test), got {split!r}")
         means, stds = channel_values(mean, 1, "mean"), channel_values(std, 1, "std")  # grey: one channel
         self.transform = build_transform(img_size, augment, crop_scale, hflip, means, stds)
+        self.teacher_view = teacher_view
         if root is None:
             folder: Path | Traversable = embedded_root()
         else:
@@ -136,7 +140,11 @@ class FashionMNIST(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Sample ``index``: ``{"image": (1, H, W) float32, "label": int}``."""
-        return {"image": self.transform(self.images[index].unsqueeze(0)), "label": int(self.labels[index])}
+        image = self.images[index].unsqueeze(0)
+        if self.teacher_view:
+            student, teacher = self.transform.two_views(image)
+            return {"image": student, "image_teacher": teacher, "label": int(self.labels[index])}
+        return {"image": self.transform(image), "label": int(self.labels[index])}
 
     def __repr__(self) -> str:
         return f"FashionMNIST(split={self.split!r}, root={self.root!r}, n={len(self)}, transform={self.transform!r})"

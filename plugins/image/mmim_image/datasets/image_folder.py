@@ -104,6 +104,8 @@ class ImageFolder(Dataset):
         std: per-channel standard deviation (one value or ``in_chans`` values).
         extensions: file extensions that count as images (case-insensitive).
         max_samples: keep at most this many images, evenly spread over the (class-sorted) list.
+        teacher_view: also return ``image_teacher``, a weak view of the same crop (the student's
+            ``image`` gets photometric jitter), for teacher-based MIM.
 
     Attributes:
         classes, num_classes, samples (``[(path, label)]``), folder (the folder that was scanned).
@@ -124,6 +126,7 @@ class ImageFolder(Dataset):
         std: float | Sequence[float] = (0.229, 0.224, 0.225),
         extensions: Sequence[str] = (".jpg", ".jpeg", ".png", ".bmp", ".webp"),
         max_samples: int | None = None,
+        teacher_view: bool = False,
     ) -> None:
         if in_chans not in MODES:
             raise ValueError(f"in_chans must be 1 (grey) or 3 (RGB), got {in_chans!r}")
@@ -135,6 +138,7 @@ class ImageFolder(Dataset):
         self.num_classes = len(self.classes)
         self.samples = [samples[i] for i in subset_indices(len(samples), max_samples).tolist()]
         self.transform = build_transform(img_size, augment, crop_scale, hflip, mean, std)
+        self.teacher_view = teacher_view
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -146,7 +150,11 @@ class ImageFolder(Dataset):
             CorruptSampleError: the image file cannot be decoded.
         """
         path, label = self.samples[index]
-        return {"image": self.transform(decode(path, self.mode)), "label": label}
+        image = decode(path, self.mode)
+        if self.teacher_view:
+            student, teacher = self.transform.two_views(image)
+            return {"image": student, "image_teacher": teacher, "label": label}
+        return {"image": self.transform(image), "label": label}
 
     def __repr__(self) -> str:
         return (f"ImageFolder(split={self.split!r}, folder={str(self.folder)!r}, n={len(self)}, "
