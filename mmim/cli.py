@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--split", help="dataset split to draw samples from (default: eval.test_split)")
     v.add_argument("--out", help="output folder (default: <run>/visualize)")
     v.add_argument("--seed", type=int, default=0, help="masking seed")
+    x = sub.add_parser("export", help="export the pretrained encoder (e.g. as a timm safetensors file + model card)")
+    x.add_argument("run", help="run directory or checkpoint file")
+    x.add_argument("--out", help="output folder (default: <run>/export)")
     r = sub.add_parser("recipes", help="list recipes with their provenance")
     r.add_argument("--modality", help="only recipes of this modality")
     sub.add_parser("plugins", help="list installed plugins, their components and status")
@@ -191,7 +194,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     model.load_state_dict(state["model"])
     spec = recipe.eval.dataset or recipe.data.dataset
     out_dir = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent) / "visualize"
-    visualizers = {name: registry.visualizer_for(s.tokenizer["name"])() for name, s in recipe.model.streams.items()}
+    visualizers = {name: registry.companion("visualizer", s.tokenizer["name"])() for name, s in recipe.model.streams.items()}
     if args.input:
         if len(visualizers) != 1:
             raise ValueError("--input works for single-stream models; use dataset samples for several streams")
@@ -207,6 +210,27 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     for name, vis in visualizers.items():
         for path in vis.render(model, name, raw[name], output, out_dir, spec, prefix=name):
             print(path)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mmim import registry
+    from mmim.config.recipe import recipe_from_dict
+    from mmim.engine.checkpoint import load_checkpoint
+    from mmim.model import build_model
+
+    state = load_checkpoint(args.run)
+    recipe = recipe_from_dict(state["recipe"], source=str(args.run))
+    model = build_model(recipe.model, recipe.source)
+    model.load_state_dict(state["model"])
+    run = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    metrics = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else {}
+    (stream, cfg), *rest = recipe.model.streams.items()
+    if rest:
+        raise ValueError("export covers single-stream models")
+    exporter = registry.companion("exporter", cfg.tokenizer["name"])
+    path = exporter(model, recipe, Path(args.out) if args.out else run / "export", stream, metrics)
+    print(path)
     return 0
 
 
@@ -245,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="mmim: %(message)s", stream=sys.stderr)
-    command = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "visualize": cmd_visualize, "recipes": cmd_recipes,
+    command = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "visualize": cmd_visualize, "export": cmd_export,
+               "recipes": cmd_recipes,
                "plugins": cmd_plugins}[args.command]
     if args.debug:
         return command(args)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ENTRY_POINT_GROUP = "mmim.plugins"
-KINDS = ("tokenizer", "masker", "target", "loss", "decoder", "dataset", "visualizer", "converter")
+KINDS = ("tokenizer", "masker", "target", "loss", "decoder", "dataset", "visualizer", "converter", "exporter")
 
 
 class RegistryError(LookupError):
@@ -210,12 +210,12 @@ def build(kind: str, spec: dict[str, Any], *, where: str = "", **context: Any) -
         raise RegistryError(f"{where or kind}: cannot build {kind} {spec['name']!r}: {err}") from err
 
 
-def visualizer_for(tokenizer_name: str) -> Any:
-    """The visualizer a plugin registers under its tokenizer's name (``image:patch`` -> ``image:patch``)."""
+def companion(kind: str, tokenizer_name: str) -> Any:
+    """The ``visualizer`` or ``exporter`` a plugin registers under its tokenizer's name."""
     plugin, short, _ = _locate("tokenizer", tokenizer_name)
-    if short not in plugins()[plugin].components.get("visualizer", {}):
-        raise RegistryError(f"plugin {plugin!r} has no visualizer for its tokenizer {short!r}")
-    return resolve("visualizer", f"{plugin}:{short}")
+    if short not in plugins()[plugin].components.get(kind, {}):
+        raise RegistryError(f"plugin {plugin!r} has no {kind} for its tokenizer {short!r}")
+    return resolve(kind, f"{plugin}:{short}")
 
 
 def modality_plugin(modality: str) -> Plugin:

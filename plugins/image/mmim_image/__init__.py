@@ -19,6 +19,7 @@ plugin = Plugin(
         "target": {"hog": "mmim_image.hog:HOGTarget"},
         "visualizer": {"patch": "mmim_image.visualize:ImageVisualizer"},
         "converter": {"mae": "mmim_image.converters.mae:load_mae_checkpoint"},
+        "exporter": {"patch": "mmim_image.export:export_timm"},
         "dataset": {
             "fashion_mnist": "mmim_image.datasets:FashionMNIST",
             "image_folder": "mmim_image.datasets:ImageFolder",

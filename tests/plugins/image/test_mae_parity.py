@@ -13,7 +13,7 @@ from mmim.config.recipe import ModelConfig, StreamConfig
 from mmim.model import build_model
 from mmim.trunk.encoder import EncoderConfig
 from mmim.types import StreamMask
-from mmim_image.converters.mae import CheckpointFormatError, load_mae_checkpoint, mae_to_mmim, mmim_to_mae
+from mmim_image.converters.mae import CheckpointFormatError, describe, load_mae_checkpoint, mae_to_mmim, mmim_to_mae
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "mae"
 @pytest.fixture(scope="module")
@@ -100,8 +100,20 @@ def test_converter_round_trip_and_file_loading(fixture, tmp_path):
 def test_converter_rejects_wrong_layouts(fixture):
     cfg, sd, _, _ = fixture
     model = _model(cfg)
-    with pytest.raises(CheckpointFormatError, match="not in the MAE layout: encoder.weird"):
+    with pytest.raises(CheckpointFormatError, match="not in the MAE layout: encoder.weird.*an mmim model state dict"):
         mae_to_mmim({**sd, "encoder.weird": torch.zeros(1)}, model)
+    head = {f"module.{k}": v for k, v in sd.items() if not k.startswith(("decoder", "mask_token"))}
+    head["head.weight"] = torch.zeros(10, 64)
+    assert describe({"model": head}).startswith("a fine-tuned classifier (encoder + head) (wrapped in 'model', 'module.'-prefixed)")
     bad = dict(sd, pos_embed=torch.zeros(1, 50, 64))
     with pytest.raises(CheckpointFormatError, match="another image size"):
         mae_to_mmim(bad, model)
+
+
+def test_loading_a_mismatched_file_says_what_it_is(fixture, tmp_path):
+    cfg, sd, _, _ = fixture
+    bigger = dict(cfg, embed_dim=32, num_heads=4)
+    model = _model(bigger)
+    torch.save({"model": sd}, tmp_path / "full.pth")
+    with pytest.raises(CheckpointFormatError, match=r"full.pth.*(full MAE pre-training model|another image size)"):
+        load_mae_checkpoint(tmp_path / "full.pth", model)

@@ -52,3 +52,16 @@ def test_maskers_reject_bad_layouts():
         BlockMasker()(Layout(batch_size=1, grid=(2, 4, 4)), torch.Generator())
     with pytest.raises(ValueError, match="multiple"):
         MaskPatchMasker(mask_patch_size=24, model_patch_size=16)
+
+
+def test_patch_tokenizer_rejects_wrong_sizes_and_channels():
+    from mmim_image.tokenizer import PatchTokenizer
+
+    tok = PatchTokenizer(16, img_size=(28, 20), patch_size=4, in_chans=1)
+    assert tok(torch.randn(2, 1, 28, 20)).layout.grid == (7, 5)
+    with pytest.raises(ValueError, match=r"expects images \(B, 1, 28, 20\), got \(2, 3, 28, 20\)"):
+        tok(torch.randn(2, 3, 28, 20))
+    with pytest.raises(ValueError, match="got \\(2, 1, 8, 8\\)"):
+        tok(torch.randn(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="not divisible by patch size"):
+        PatchTokenizer(16, img_size=30, patch_size=4)

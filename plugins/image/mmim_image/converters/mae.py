@@ -44,6 +44,27 @@ def unwrap(checkpoint: Mapping[str, object]) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def describe(checkpoint: Mapping[str, object]) -> str:
+    """What an (official or not) checkpoint appears to be, for error messages."""
+    wrapped = isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("model"), Mapping)
+    raw = checkpoint["model"] if wrapped else checkpoint
+    keys = list(raw) if isinstance(raw, Mapping) else []
+    prefixed = any(k.startswith("module.") for k in keys)
+    keys = [k.removeprefix("module.") for k in keys]
+    if any(k.startswith(("encoder.", "streams.")) for k in keys):
+        kind = "an mmim model state dict"
+    elif any(k.startswith("decoder_") for k in keys):
+        kind = "a full MAE pre-training model (encoder + decoder)"
+    elif any(k.startswith(CLASSIFIER_KEYS) for k in keys):
+        kind = "a fine-tuned classifier (encoder + head)"
+    elif any(k.startswith("blocks.") for k in keys):
+        kind = "an encoder-only checkpoint"
+    else:
+        kind = "not a ViT checkpoint"
+    notes = [n for n, on in (("wrapped in 'model'", wrapped), ("'module.'-prefixed", prefixed)) if on]
+    return kind + (f" ({', '.join(notes)})" if notes else "") + f", {len(keys)} keys"
+
+
 def _rename(key: str, table: list[tuple[str, str]], stream: str) -> str | None:
     for old, new in table:
         if key == old or key.startswith(old):
@@ -85,7 +106,9 @@ def mae_to_mmim(state: Mapping[str, Tensor], model: MaskedModel, stream: str = "
         else:
             out[new] = value
     if unknown:
-        raise CheckpointFormatError(f"keys not in the MAE layout: {', '.join(sorted(unknown)[:10])}")
+        raise CheckpointFormatError(
+            f"keys not in the MAE layout: {', '.join(sorted(unknown)[:10])}; the file looks like {describe(state)}"
+        )
     return out
 
 
@@ -116,10 +139,14 @@ def load_mae_checkpoint(path: str | Path, model: MaskedModel, stream: str = "ima
         state = mae_to_mmim(checkpoint, model, stream)
     except CheckpointFormatError as err:
         raise CheckpointFormatError(f"{path}: {err}") from None
-    result = model.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        raise CheckpointFormatError(f"{path}: unexpected keys {result.unexpected_keys[:10]}")
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise CheckpointFormatError(f"{path} ({describe(checkpoint)}): {err}") from None
     encoder_missing = [k for k in result.missing_keys if k.startswith("encoder.") or ".tokenizer." in k]
-    if encoder_missing:
-        raise CheckpointFormatError(f"{path}: encoder weights missing: {encoder_missing[:10]}")
+    if result.unexpected_keys or encoder_missing:
+        raise CheckpointFormatError(
+            f"{path} looks like {describe(checkpoint)}; it does not fit the model: first missing "
+            f"{encoder_missing[:5]}, first unexpected {result.unexpected_keys[:5]}"
+        )
     return list(result.missing_keys)
