@@ -61,7 +61,6 @@ class DataConfig:
     batch_size: int = 64  # per process
     num_workers: int = 0
     skip_corrupt: bool = False
-    drop_last: bool = True
 
 
 @dataclass

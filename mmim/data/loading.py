@@ -32,30 +32,40 @@ def mix_seed(*values: int) -> int:
 
 
 class ResumableSampler(Sampler[tuple[int, int]]):
-    """Per-epoch permutation, sharded over ranks, that can start in the middle of an epoch.
+    """Per-epoch permutation cut into optimizer steps, shared out over ranks and micro-batches,
+    that can start at any step.
 
-    Yields ``(index, sample_seed)``. Each rank gets ``len(dataset) // world_size`` samples per
-    epoch (the remainder is dropped so every rank runs the same number of steps).
+    Step ``s`` of an epoch consumes ``order[s*E:(s+1)*E]`` with ``E = batch_size * accum *
+    world_size``; micro-batch ``m`` of rank ``r`` gets the chunk ``m * world_size + r`` of it. So the
+    samples (and, with step-seeded masks, the whole computation) of an optimizer step do not depend
+    on how the effective batch is split into processes and accumulation steps, and a run can resume
+    on another process count. The epoch's remainder (``< E`` samples) is dropped.
+
+    Yields ``(index, sample_seed)``.
 
     Args:
         num_samples: dataset size.
         seed: run seed.
+        batch_size: per-process micro-batch size ``B``.
+        accum: micro-batches per optimizer step.
+        rank, world_size: this process's place.
         shuffle: permute per epoch (else keep order).
-        rank, world_size: this process's shard.
     """
 
-    def __init__(self, num_samples: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, num_samples: int, seed: int, batch_size: int = 1, accum: int = 1, rank: int = 0,
+                 world_size: int = 1, shuffle: bool = True) -> None:
         self.num_samples, self.seed, self.shuffle = num_samples, seed, shuffle
-        self.rank, self.world_size = rank, world_size
-        self.per_rank = num_samples // world_size
-        self.epoch, self.start = 0, 0
+        self.batch_size, self.accum, self.rank, self.world_size = batch_size, accum, rank, world_size
+        self.step_size = batch_size * accum * world_size
+        self.steps_per_epoch = num_samples // self.step_size
+        self.epoch, self.start_step = 0, 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch and skip its first ``start`` samples of this rank."""
-        self.epoch, self.start = epoch, start
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Select the epoch and skip its first ``start_step`` optimizer steps."""
+        self.epoch, self.start_step = epoch, start_step
 
     def __len__(self) -> int:
-        return self.per_rank - self.start
+        return (self.steps_per_epoch - self.start_step) * self.accum * self.batch_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
@@ -63,9 +73,13 @@ class ResumableSampler(Sampler[tuple[int, int]]):
             order = torch.randperm(self.num_samples, generator=g)
         else:
             order = torch.arange(self.num_samples)
-        mine = order[self.rank : self.per_rank * self.world_size : self.world_size]
-        for idx in mine[self.start :].tolist():
-            yield idx, mix_seed(self.seed, self.epoch, idx, 1)
+        b = self.batch_size
+        for step in range(self.start_step, self.steps_per_epoch):
+            base = step * self.step_size
+            for micro in range(self.accum):
+                chunk = micro * self.world_size + self.rank
+                for idx in order[base + chunk * b : base + (chunk + 1) * b].tolist():
+                    yield idx, mix_seed(self.seed, self.epoch, idx, 1)
 
 
 class SeededDataset(Dataset):
@@ -103,10 +117,10 @@ def collate_skipping(samples: Sequence[Any]) -> dict[str, Any]:
 
 
 def make_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, num_workers: int = 0,
-                skip_corrupt: bool = False, drop_last: bool = True, pin_memory: bool = False) -> DataLoader:
+                skip_corrupt: bool = False, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over ``SeededDataset(dataset)`` driven by ``sampler``."""
     return DataLoader(
         SeededDataset(dataset, skip_corrupt), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        collate_fn=collate_skipping, drop_last=drop_last, pin_memory=pin_memory,
+        collate_fn=collate_skipping, pin_memory=pin_memory,
         persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None,
     )

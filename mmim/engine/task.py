@@ -38,7 +38,6 @@ class LoopSettings:
     max_steps: int | None = None
     num_workers: int = 0
     skip_corrupt: bool = False
-    drop_last: bool = True
 
 
 class Task(Protocol):
@@ -62,7 +61,7 @@ class PretrainTask:
         o, s, d, t = recipe.optim, recipe.schedule, recipe.data, recipe.train
         self.settings = LoopSettings(d.batch_size, t.effective_batch_size, s.epochs, s.warmup_epochs, s.min_lr, o.base_lr,
                                      o.lr, o.weight_decay, o.betas, o.eps, o.fused, t.grad_clip, s.max_steps,
-                                     d.num_workers, d.skip_corrupt, d.drop_last)
+                                     d.num_workers, d.skip_corrupt)
 
     def param_groups(self) -> list[dict[str, Any]]:
         return param_groups(self.module, self.settings.weight_decay)

@@ -72,8 +72,8 @@ class Trainer:
                 f"({cfg.batch_size}) x processes ({world})"
             )
         self.accum = self.effective_batch // (cfg.batch_size * world)
-        self.sampler = ResumableSampler(len(self.dataset), recipe.seed, rank=self.rt.rank, world_size=world)
-        self.steps_per_epoch = self.sampler.per_rank // cfg.batch_size // self.accum
+        self.sampler = ResumableSampler(len(self.dataset), recipe.seed, cfg.batch_size, self.accum, self.rt.rank, world)
+        self.steps_per_epoch = self.sampler.steps_per_epoch
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"the dataset has {len(self.dataset)} samples, fewer than one optimizer step needs "
@@ -117,7 +117,7 @@ class Trainer:
                           "peak_lr": self.peak_lr},
             "scaler": self.scaler.state_dict() if self.scaler else {},
             "rng": ckpt.rng_state(),
-            "data": {"micro_batches_done": self.step * self.accum, "skipped": self.skipped},
+            "data": {"samples_done": self.step * self.effective_batch, "skipped": self.skipped},
             "step": self.step,
             "recipe": recipe_to_dict(self.recipe),
         }
@@ -141,17 +141,15 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ loop
-    def _micro_batches(self, start: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _micro_batches(self, start_step: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Micro-batches from optimizer step ``start_step`` on, with their epoch."""
         data = self.settings
-        per_epoch = self.steps_per_epoch * self.accum
-        epoch, offset = divmod(start, per_epoch)
+        epoch, offset = divmod(start_step, self.steps_per_epoch)
         while True:
-            self.sampler.set_epoch(epoch, offset * data.batch_size)
+            self.sampler.set_epoch(epoch, offset)
             loader = make_loader(self.dataset, self.sampler, data.batch_size, data.num_workers, data.skip_corrupt,
-                                 data.drop_last, pin_memory=self.rt.device.type == "cuda")
-            for i, batch in enumerate(loader, start=offset):
-                if i >= per_epoch:
-                    break
+                                 pin_memory=self.rt.device.type == "cuda")
+            for batch in loader:
                 yield epoch, batch
             epoch, offset = epoch + 1, 0
 
@@ -169,9 +167,11 @@ class Trainer:
             if not batch:
                 continue
             batch = to_device(batch, self.rt.device)
-            torch.manual_seed(mix_seed(seed, self.step, micro, 3))
-            np.random.seed(mix_seed(seed, self.step, micro, 4) % 2**32)  # e.g. timm's Mixup draws from numpy
-            gen = torch.Generator().manual_seed(mix_seed(seed, self.step, micro, 2))
+            # seeds depend on the micro-batch's place in the step, not on how the step is split
+            chunk = micro * self.rt.world_size + self.rt.rank
+            torch.manual_seed(mix_seed(seed, self.step, chunk, 3))
+            np.random.seed(mix_seed(seed, self.step, chunk, 4) % 2**32)  # e.g. timm's Mixup draws from numpy
+            gen = torch.Generator().manual_seed(mix_seed(seed, self.step, chunk, 2))
             no_sync = self.ddp is not None and micro < self.accum - 1
             with self.ddp.no_sync() if no_sync else contextlib.nullcontext():
                 with self.rt.autocast():
@@ -211,7 +211,7 @@ class Trainer:
         stop = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps
         metrics = MetricsWriter(self.run_dir, cfg.tensorboard, enabled=self.rt.is_main)
         progress = Progress(stop, self.step, enabled=self.rt.is_main and cfg.progress)
-        batches = self._micro_batches(self.step * self.accum)
+        batches = self._micro_batches(self.step)
         self.model.train()
         window_loss, window_samples, window_start, last_loss = 0.0, 0, time.perf_counter(), math.nan
         window_steps, start_time, total_samples = 0, time.perf_counter(), 0

@@ -4,25 +4,31 @@ from mmim.data.errors import CorruptSampleError
 from mmim.data.loading import ResumableSampler, SeededDataset, collate_skipping, make_loader
 
 
-def test_sampler_is_a_function_of_seed_and_epoch_and_resumes_midway():
-    s = ResumableSampler(20, seed=3)
+def test_sampler_is_a_function_of_seed_and_epoch_and_resumes_at_a_step():
+    s = ResumableSampler(20, seed=3, batch_size=2, accum=2)
     s.set_epoch(1)
     full = list(s)
-    s.set_epoch(1, start=7)
-    assert list(s) == full[7:]
+    assert s.steps_per_epoch == 5 and len(full) == 20
+    s.set_epoch(1, start_step=2)
+    assert list(s) == full[8:]
     s.set_epoch(2)
     assert [i for i, _ in s] != [i for i, _ in full]
     assert sorted(i for i, _ in full) == list(range(20))
 
 
-def test_sampler_shards_disjointly_over_ranks():
-    shards = []
-    for rank in range(3):
-        s = ResumableSampler(10, seed=0, rank=rank, world_size=3)
+def test_a_step_holds_the_same_samples_however_it_is_split():
+    one = ResumableSampler(24, seed=0, batch_size=2, accum=3)  # 1 process x 3 micro-batches of 2
+    one.set_epoch(0)
+    single = [i for i, _ in one]
+    parts = []
+    for rank in range(3):  # 3 processes x 1 micro-batch of 2
+        s = ResumableSampler(24, seed=0, batch_size=2, accum=1, rank=rank, world_size=3)
         s.set_epoch(0)
-        shards.append([i for i, _ in s])
-    assert all(len(x) == 3 for x in shards)
-    assert len(set(sum(shards, []))) == 9
+        parts.append([i for i, _ in s])
+    for step in range(4):
+        for chunk in range(3):
+            assert single[step * 6 + chunk * 2 : step * 6 + chunk * 2 + 2] == parts[chunk][step * 2 : step * 2 + 2]
+    assert ResumableSampler(25, seed=0, batch_size=2, accum=3).steps_per_epoch == 4
 
 
 class _Noisy(torch.utils.data.Dataset):
@@ -36,7 +42,7 @@ class _Noisy(torch.utils.data.Dataset):
 
 
 def test_same_sample_seed_gives_same_augmentation_regardless_of_workers():
-    s = ResumableSampler(8, seed=1)
+    s = ResumableSampler(8, seed=1, batch_size=2)
     s.set_epoch(0)
     ds = _Noisy()
     a = [b["x"] for b in make_loader(ds, s, 2, num_workers=0, skip_corrupt=True)]
