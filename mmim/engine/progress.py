@@ -22,6 +22,10 @@ class Progress:
         if not self.enabled:
             return
         text = f"loss {record['loss']:.4f} lr {record['lr']:.2e} {record['samples_per_s']:.1f} samples/s"
+        if "mfu" in record:
+            text += f" MFU {100 * record['mfu']:.1f}%"
+        elif "tflops_per_device" in record:
+            text += f" {record['tflops_per_device']:.3f} TFLOP/s"
         if self.bar is not None:
             self.bar.update(step - self.last)
             self.bar.set_postfix_str(text)

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mmim.config.recipe import Recipe, recipe_to_dict
 from mmim.data.loading import SKIPPED_KEY, ResumableSampler, make_loader, mix_seed
 from mmim.engine import checkpoint as ckpt
+from mmim.engine.flops import FlopCounter, peak_tflops
 from mmim.engine.metrics import MetricsWriter
 from mmim.engine.progress import Progress
 from mmim.engine.runtime import Runtime, setup_runtime
@@ -88,6 +89,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.rt.precision == "fp16" else None
         self.step = 0
         self.skipped = 0
+        self.flops = FlopCounter()
+        self.peak_tflops = peak_tflops(self.rt.device, self.rt.precision)
         self._prepare_run_dir(resume)
         self.ddp = DistributedDataParallel(self.model) if self.rt.distributed else None
 
@@ -173,7 +176,9 @@ class Trainer:
             np.random.seed(mix_seed(seed, self.step, chunk, 4) % 2**32)  # e.g. timm's Mixup draws from numpy
             gen = torch.Generator().manual_seed(mix_seed(seed, self.step, chunk, 2))
             no_sync = self.ddp is not None and micro < self.accum - 1
-            with self.ddp.no_sync() if no_sync else contextlib.nullcontext():
+            counting = self.flops.per_sample is None and micro == 0
+            with self.ddp.no_sync() if no_sync else contextlib.nullcontext(), \
+                    self.flops if counting else contextlib.nullcontext():
                 with self.rt.autocast():
                     loss, step_parts, n = self.task.step(net, batch, gen)
                 if not torch.isfinite(loss):
@@ -184,6 +189,8 @@ class Trainer:
                     )
                 scaled = loss / self.accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                if counting:
+                    self.flops.done(n)
             total += loss.item() / self.accum
             samples += n * self.rt.world_size
             for k, v in step_parts.items():
@@ -223,8 +230,14 @@ class Trainer:
                 last_loss = loss
                 if self.step % cfg.log_every == 0 or self.step == stop:
                     elapsed = time.perf_counter() - window_start
-                    record = {"epoch": epoch, "loss": window_loss / window_steps,
-                              "samples_per_s": window_samples / max(elapsed, 1e-9), "skipped": self.skipped, **parts}
+                    rate = window_samples / max(elapsed, 1e-9)
+                    record = {"epoch": epoch, "loss": window_loss / window_steps, "samples_per_s": rate,
+                              "skipped": self.skipped, **parts}
+                    if self.flops.per_sample:
+                        tflops = self.flops.per_sample * rate / 1e12 / self.rt.world_size
+                        record["tflops_per_device"] = tflops
+                        if self.peak_tflops:
+                            record["mfu"] = tflops / self.peak_tflops
                     metrics.write(record, self.step)
                     progress.update(self.step, record)
                     window_loss, window_samples, window_steps, window_start = 0.0, 0, 0, time.perf_counter()

@@ -90,3 +90,12 @@ def test_lr_scaling_rule_applies_without_explicit_lr(tiny_recipe_dict, tmp_path)
     data["optim"] = {"base_lr": 1.6e-3}
     trainer = Trainer(_recipe(data, tmp_path / "lr"))
     assert trainer.peak_lr == pytest.approx(1.6e-3 * 16 / 256)
+
+
+def test_flops_are_counted_once_and_logged(tiny_recipe_dict, tmp_path):
+    trainer = Trainer(_recipe(tiny_recipe_dict, tmp_path / "f"))
+    trainer.fit()
+    # forward+backward of the encoder alone is at least 3 x 2 x params x tokens per sample
+    enc_params = sum(p.numel() for p in trainer.model.encoder.blocks.parameters())
+    assert trainer.flops.per_sample > 6 * enc_params * 4
+    assert all(r["tflops_per_device"] > 0 for r in read_metrics(tmp_path / "f"))
