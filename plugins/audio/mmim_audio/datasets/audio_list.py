@@ -1,0 +1,121 @@
+"""AudioSet-style data files: a JSON (AST / Audio-MAE format) or CSV list of audio paths and labels.
+
+JSON: ``{"data": [{"wav": "path/to/clip.wav", "labels": "/m/07rwj,/m/09x0r"}, ...]}``.
+CSV: a header row with a path column (``wav``, ``path``, ``file`` or ``filename``) and a label
+column (``labels``, ``label``, ``target`` or ``category``); several labels in one field are
+separated by ``,`` or ``;``. Labels are AudioSet ids (``/m/...``), display names or integer
+indices, resolved through ``label_csv`` (AudioSet's ``class_labels_indices.csv``: ``index,mid,
+display_name``) or a ``classes`` list.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mmim.data import DataError
+from mmim_audio.datasets.clips import AudioClipDataset
+
+PATH_COLUMNS = ("wav", "path", "file", "filename")
+LABEL_COLUMNS = ("labels", "label", "target", "category")
+
+
+def read_label_csv(path: Path) -> tuple[list[str], dict[str, int]]:
+    """Class names and a lookup ``{mid or display name or index: index}`` from ``index,mid,display_name``."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"index", "display_name"} <= set(rows[0]):
+        raise DataError(f"{path}: expected columns index,mid,display_name")
+    names, lookup = [""] * len(rows), {}
+    for line, row in enumerate(rows, start=2):
+        i = int(row["index"])
+        if not 0 <= i < len(rows):
+            raise DataError(f"{path}:{line}: index {i} outside 0..{len(rows) - 1}")
+        names[i] = row["display_name"]
+        lookup.update({row.get("mid", "") or str(i): i, row["display_name"]: i, str(i): i})
+    return names, lookup
+
+
+def read_entries(path: Path) -> list[tuple[str, list[str], int]]:
+    """``[(audio path, [label strings], line)]`` of a JSON or CSV data file."""
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: not valid JSON ({err})") from err
+        items = data.get("data") if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise DataError(f"{path}: expected {{'data': [{{'wav': ..., 'labels': ...}}, ...]}}")
+        out = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or "wav" not in item:
+                raise DataError(f"{path}: entry {i} has no 'wav'")
+            out.append((str(item["wav"]), _split_labels(item.get("labels", "")), i))
+        return out
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        path_col = next((c for c in PATH_COLUMNS if c in fields), None)
+        label_col = next((c for c in LABEL_COLUMNS if c in fields), None)
+        if path_col is None or label_col is None:
+            raise DataError(f"{path}: needs a path column ({'/'.join(PATH_COLUMNS)}) and a label column "
+                            f"({'/'.join(LABEL_COLUMNS)}); header is {fields}")
+        return [(row[path_col], _split_labels(row[label_col]), line) for line, row in enumerate(reader, start=2)]
+
+
+def _split_labels(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v).strip() for v in value]
+    return [part.strip() for part in re.split(r"[,;]", str(value)) if part.strip()]
+
+
+class AudioList(AudioClipDataset):
+    """Labelled audio files listed in a data file (AudioSet, or any list in the same format).
+
+    Args:
+        split: fills ``{split}`` in ``data_file`` (e.g. ``/data/audioset/{split}.json``).
+        augment: training augmentation.
+        data_file: JSON or CSV list; ``{split}`` is replaced by the split name.
+        label_csv: AudioSet-style ``index,mid,display_name`` file naming the classes.
+        classes: class names instead of ``label_csv`` (labels are names or indices into it).
+        root: base folder for relative audio paths (default: the data file's folder).
+        multi_label: items carry a multi-hot ``"labels"`` vector; ``None``: when any file has
+            more than one label.
+        **options: :class:`AudioClipDataset` options (defaults: AudioSet's 1024 frames, statistics).
+    """
+
+    def __init__(self, split: str, augment: bool, data_file: str, label_csv: str | None = None,
+                 classes: Sequence[str] | None = None, root: str | None = None, multi_label: bool | None = None,
+                 **options: Any) -> None:
+        self.split = split
+        self.data_file = Path(data_file.replace("{split}", split)).expanduser()
+        if label_csv is not None:
+            names, lookup = read_label_csv(Path(label_csv).expanduser())
+        elif classes is not None:
+            names = list(classes)
+            lookup = {**{n: i for i, n in enumerate(names)}, **{str(i): i for i in range(len(names))}}
+        else:
+            raise ValueError("AudioList needs label_csv (index,mid,display_name) or a classes list")
+        base = Path(root).expanduser() if root is not None else self.data_file.parent
+        entries = read_entries(self.data_file)
+        samples: list[tuple[str, Any]] = []
+        for path, labels, line in entries:
+            unknown = [lab for lab in labels if lab not in lookup]
+            if unknown:
+                raise DataError(f"{self.data_file}:{line}: unknown label(s) {unknown}")
+            resolved = str(path if Path(path).is_absolute() else base / path)
+            samples.append((resolved, [lookup[lab] for lab in labels]))
+        if multi_label is None:
+            multi_label = any(len(labels) != 1 for _, labels in samples)
+        if not multi_label:
+            bad = next(((p, ls) for p, ls in samples if len(ls) != 1), None)
+            if bad is not None:
+                raise DataError(f"{self.data_file}: {bad[0]} has {len(bad[1])} labels; set multi_label: true")
+            samples = [(p, ls[0]) for p, ls in samples]
+        super().__init__(samples, names, augment, **options)
