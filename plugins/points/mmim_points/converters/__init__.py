@@ -1,0 +1,1 @@
+"""Converters between official checkpoints and mmim state dicts (Point-MAE)."""
