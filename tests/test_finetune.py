@@ -89,3 +89,17 @@ def test_finetune_task_loads_mmim_and_official_weights(tiny_recipe_dict, tmp_pat
     task = FinetuneTask(recipe_from_dict(tiny_recipe_dict), init=f"mae:{tmp_path / 'mae.pth'}")
     assert torch.equal(task.module.backbone.encoder.blocks[1].mlp.fc2.weight, sd["blocks.1.mlp.fc2.weight"])
 
+
+
+def test_cls_max_pool_and_threads_option(tiny_recipe_dict, tmp_path):
+    backbone = build_model(recipe_from_dict(tiny_recipe_dict).model)
+    clf = EncoderClassifier(backbone, num_classes=5, pool="cls_max")
+    assert clf.head.in_features == 64 and clf({"image": torch.randn(2, 1, 28, 28)}).shape == (2, 5)
+    from mmim.engine.runtime import setup_runtime
+
+    before = torch.get_num_threads()
+    try:
+        setup_runtime("cpu", "fp32", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

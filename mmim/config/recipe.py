@@ -94,6 +94,7 @@ class TrainConfig:
     out_dir: str = "runs/{name}"
     tensorboard: bool = True
     progress: bool = True
+    threads: int | None = None  # torch intra-op threads (None: torch's default; 1 helps on busy shared CPUs)
 
 
 @dataclass
@@ -134,7 +135,7 @@ class FinetuneConfig:
     label_smoothing: float = 0.1
     mixup: float = 0.0  # mixup alpha (timm Mixup); 0 disables
     cutmix: float = 0.0  # cutmix alpha; 0 disables
-    pool: Literal["mean", "cls"] = "mean"
+    pool: Literal["mean", "cls", "cls_max"] = "mean"  # cls_max: [cls, max over tokens] (Point-MAE)
     grad_clip: float | None = None
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans ``epochs``
     out_dir: str = "runs/{name}_finetune"

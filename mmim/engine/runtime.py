@@ -36,9 +36,13 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
 
-def setup_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """Pick the device (``auto``: CUDA if present), start the process group under torchrun, and
-    resolve ``precision`` (``auto``: bf16 on CUDA, fp32 on CPU)."""
+def setup_runtime(device: str = "auto", precision: str = "auto", threads: int | None = None) -> Runtime:
+    """Pick the device (``auto``: CUDA if present), start the process group under torchrun,
+    resolve ``precision`` (``auto``: bf16 on CUDA, fp32 on CPU) and set torch's thread count."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"train.threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -58,7 +58,7 @@ class Trainer:
     def __init__(self, recipe: Recipe, resume: bool | str = False, runtime: Runtime | None = None,
                  task: Task | None = None, run_dir: str | Path | None = None) -> None:
         self.recipe = recipe
-        self.rt = runtime or setup_runtime(recipe.train.device, recipe.train.precision)
+        self.rt = runtime or setup_runtime(recipe.train.device, recipe.train.precision, recipe.train.threads)
         self.run_dir = Path(run_dir) if run_dir is not None else run_dir_for(recipe)
         torch.manual_seed(recipe.seed)
         self.task: Task = task or PretrainTask(recipe)

@@ -25,7 +25,9 @@ class EncoderClassifier(nn.Module):
     """Tokenizers + encoder of a :class:`MaskedModel` (decoders dropped), pooled, then a linear head.
 
     ``pool="mean"`` averages every stream's tokens and applies a fresh ``fc_norm`` instead of the
-    encoder's final norm (MAE ``global_pool``); ``pool="cls"`` uses the normed cls token.
+    encoder's final norm (MAE ``global_pool``); ``pool="cls"`` uses the normed cls token;
+    ``pool="cls_max"`` concatenates the cls token and the max over tokens (Point-MAE), so the head
+    sees ``2 * D`` features.
 
     Args:
         backbone: a masked model whose encoder is to be fine-tuned.
@@ -35,10 +37,10 @@ class EncoderClassifier(nn.Module):
 
     def __init__(self, backbone: MaskedModel, num_classes: int, pool: str = "mean") -> None:
         super().__init__()
-        if pool not in ("mean", "cls"):
-            raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
-        if pool == "cls" and backbone.encoder.cls_token is None:
-            raise ValueError("pool='cls' needs an encoder with a cls token")
+        if pool not in ("mean", "cls", "cls_max"):
+            raise ValueError(f"pool must be 'mean', 'cls' or 'cls_max', got {pool!r}")
+        if pool != "mean" and backbone.encoder.cls_token is None:
+            raise ValueError(f"pool={pool!r} needs an encoder with a cls token")
         for stream in backbone.streams.values():
             stream.decoder = nn.Identity()
             stream.target = nn.Identity()
@@ -50,7 +52,7 @@ class EncoderClassifier(nn.Module):
             self.fc_norm = nn.LayerNorm(dim, eps=eps)
         else:
             self.fc_norm = nn.Identity()
-        self.head = nn.Linear(dim, num_classes)
+        self.head = nn.Linear(2 * dim if pool == "cls_max" else dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=2e-5)  # MAE's head init
         nn.init.zeros_(self.head.bias)
 
@@ -60,6 +62,8 @@ class EncoderClassifier(nn.Module):
         prefix, encoded = self.backbone.encode(tokens, None)
         if self.pool == "cls":
             feats = prefix[:, 0]
+        elif self.pool == "cls_max":
+            feats = torch.cat([prefix[:, 0], torch.cat(list(encoded.values()), dim=1).max(dim=1).values], dim=-1)
         else:
             feats = torch.cat(list(encoded.values()), dim=1).mean(dim=1)
         return self.head(self.fc_norm(feats))
