@@ -64,6 +64,8 @@ class Trainer:
         self.task: Task = task or PretrainTask(recipe)
         self.settings = cfg = self.task.settings
         self.model = self.task.module.to(self.rt.device)
+        if recipe.train.compile:
+            self.model.compile()
         self.dataset = self.task.dataset
         world = self.rt.world_size
         self.effective_batch = cfg.effective_batch_size or cfg.batch_size * world

@@ -99,3 +99,18 @@ def test_flops_are_counted_once_and_logged(tiny_recipe_dict, tmp_path):
     enc_params = sum(p.numel() for p in trainer.model.encoder.blocks.parameters())
     assert trainer.flops.per_sample > 6 * enc_params * 4
     assert all(r["tflops_per_device"] > 0 for r in read_metrics(tmp_path / "f"))
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_run(tiny_recipe_dict, tmp_path):
+    data = copy.deepcopy(tiny_recipe_dict)
+    data["schedule"]["max_steps"] = 3
+    Trainer(_recipe(data, tmp_path / "eager")).fit()
+    compiled = Trainer(_recipe(data, tmp_path / "compiled", compile=True))
+    compiled.fit()
+    eager = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "eager")}
+    fast = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "compiled")}
+    assert eager.keys() == fast.keys()
+    for step in eager:
+        assert fast[step] == pytest.approx(eager[step], rel=1e-4, abs=1e-5)
+    assert set(load_checkpoint(tmp_path / "compiled")["model"]) == set(load_checkpoint(tmp_path / "eager")["model"])
