@@ -99,3 +99,13 @@ def test_data2vec_training_resumes_exactly_with_the_teacher(tiny_recipe_dict, tm
     got = {r["step"]: (r["loss"], r["teacher_momentum"]) for r in read_metrics(tmp_path / "part")}
     assert got == ref
     assert ref[12][1] == pytest.approx(1.0) and ref[1][1] < ref[12][1]
+
+
+def test_teacher_view_without_augment_is_the_clean_image():
+    from mmim import registry
+
+    ds = registry.build("dataset", {"name": "fashion_mnist", "teacher_view": True, "max_samples": 4},
+                        split="test", augment=False)
+    plain = registry.build("dataset", {"name": "fashion_mnist", "max_samples": 4}, split="test", augment=False)
+    item = ds[1]
+    assert torch.equal(item["image"], plain[1]["image"]) and torch.equal(item["image_teacher"], plain[1]["image"])

@@ -92,7 +92,8 @@ class FashionMNIST(Dataset):
         std: standard deviation of the ``[0, 1]`` pixels (train set: 0.3530).
         max_samples: keep at most this many samples, evenly spread over the split.
         teacher_view: also return ``image_teacher``, a weak view of the same crop (the student's
-            ``image`` gets photometric jitter), for teacher-based MIM.
+            ``image`` gets photometric jitter), for teacher-based MIM; without ``augment`` both
+            views are the plain image, so evaluation sees clean inputs.
 
     Attributes:
         classes: the 10 class names; ``num_classes``: 10.
@@ -141,10 +142,12 @@ class FashionMNIST(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Sample ``index``: ``{"image": (1, H, W) float32, "label": int}``."""
         image = self.images[index].unsqueeze(0)
-        if self.teacher_view:
+        if self.teacher_view and self.augment:
             student, teacher = self.transform.two_views(image)
             return {"image": student, "image_teacher": teacher, "label": int(self.labels[index])}
-        return {"image": self.transform(image), "label": int(self.labels[index])}
+        plain = self.transform(image)
+        extra = {"image_teacher": plain} if self.teacher_view else {}
+        return {"image": plain, **extra, "label": int(self.labels[index])}
 
     def __repr__(self) -> str:
         return f"FashionMNIST(split={self.split!r}, root={self.root!r}, n={len(self)}, transform={self.transform!r})"

@@ -105,7 +105,8 @@ class ImageFolder(Dataset):
         extensions: file extensions that count as images (case-insensitive).
         max_samples: keep at most this many images, evenly spread over the (class-sorted) list.
         teacher_view: also return ``image_teacher``, a weak view of the same crop (the student's
-            ``image`` gets photometric jitter), for teacher-based MIM.
+            ``image`` gets photometric jitter), for teacher-based MIM; without ``augment`` both
+            views are the plain image, so evaluation sees clean inputs.
 
     Attributes:
         classes, num_classes, samples (``[(path, label)]``), folder (the folder that was scanned).
@@ -151,10 +152,12 @@ class ImageFolder(Dataset):
         """
         path, label = self.samples[index]
         image = decode(path, self.mode)
-        if self.teacher_view:
+        if self.teacher_view and self.augment:
             student, teacher = self.transform.two_views(image)
             return {"image": student, "image_teacher": teacher, "label": label}
-        return {"image": self.transform(image), "label": label}
+        plain = self.transform(image)
+        extra = {"image_teacher": plain} if self.teacher_view else {}
+        return {"image": plain, **extra, "label": label}
 
     def __repr__(self) -> str:
         return (f"ImageFolder(split={self.split!r}, folder={str(self.folder)!r}, n={len(self)}, "
