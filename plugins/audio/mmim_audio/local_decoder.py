@@ -16,13 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from mmim.interfaces import Decoder
+from mmim.trunk.grid_patch import as_pair
 from mmim.trunk.init import xavier_init_
 from mmim.types import Layout, Prediction, StreamMask, gather_tokens
 from mmim_audio.window_attention import LocalWindowBlock
-
-
-def _pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 class AudioMAELocalDecoder(Decoder):
@@ -57,9 +54,9 @@ class AudioMAELocalDecoder(Decoder):
         self.embed = nn.Linear(encoder_dim, embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.position = position(embed_dim)
-        shifted = _pair(shift)
+        shifted = as_pair(shift)
         self.blocks = nn.ModuleList(
-            LocalWindowBlock(embed_dim, num_heads, _pair(window), shifted if i % 2 else (0, 0), mlp_ratio, norm_eps,
+            LocalWindowBlock(embed_dim, num_heads, as_pair(window), shifted if i % 2 else (0, 0), mlp_ratio, norm_eps,
                              meta_hidden_dim, meta_dropout) for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
