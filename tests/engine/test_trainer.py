@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 import yaml
 
 from mmim.components import regression_loss
@@ -114,3 +115,30 @@ def test_compiled_training_follows_the_eager_run(tiny_recipe_dict, tmp_path):
     for step in eager:
         assert fast[step] == pytest.approx(eager[step], rel=1e-4, abs=1e-5)
     assert set(load_checkpoint(tmp_path / "compiled")["model"]) == set(load_checkpoint(tmp_path / "eager")["model"])
+
+
+def test_grad_clip_bounds_the_update(tiny_recipe_dict, tmp_path):
+    data = copy.deepcopy(tiny_recipe_dict)
+    data["schedule"] = {"epochs": 1, "max_steps": 1}
+    data["optim"] = {"lr": 1.0, "weight_decay": 0.0, "betas": [0.0, 0.0]}  # SGD-like step: update = lr * g / |g|
+
+    def update_size(clip, name):
+        trainer = Trainer(_recipe(data, tmp_path / name, grad_clip=clip))
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        captured = {}
+        original = trainer.optimizer.step
+
+        def spy(*args, **kwargs):
+            grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+            captured["norm"] = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+            return original(*args, **kwargs)
+
+        trainer.optimizer.step = spy
+        trainer.fit()
+        moved = any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+        return captured["norm"], moved
+
+    free, moved = update_size(None, "free")
+    clipped, _ = update_size(1e-3, "clipped")
+    assert moved and free > 1e-3
+    assert clipped == pytest.approx(1e-3, rel=1e-3)
