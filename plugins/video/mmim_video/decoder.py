@@ -1,0 +1,136 @@
+"""VideoMAE's decoder, with VideoMAE v2's running-cell decoder masking (dual masking).
+
+The official decoder sees ``[visible tokens + pos, mask_token + pos of each decoded token]``
+(visible first; no scatter back into the grid) and predicts only the decoded ones:
+
+- ``decode="masked"`` (VideoMAE): the decoded tokens are the encoder-masked ones.
+- ``decode="running_cell"`` (VideoMAE v2): the decoded tokens are those a running-cell map marks
+  for reconstruction (``running_cell_maps`` rows, False = decoded), which can include encoder-visible
+  positions; they are fed as mask tokens all the same. ``Prediction.index`` lists them in
+  ascending order and the loss covers them all.
+
+Official VideoMAE v2 averages its loss over the decoded tokens that the encoder also masked only
+(a count that varies per sample); :func:`running_cell_loss` computes that reduction exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from mmim.interfaces import Decoder
+from mmim.trunk.encoder import make_blocks
+from mmim.trunk.init import xavier_init_
+from mmim.types import Layout, Prediction, StreamMask, gather_tokens
+from mmim_video.maskers import running_cell_maps
+
+DECODE_MODES = ("masked", "running_cell")
+
+
+class VideoMAEDecoder(Decoder):
+    """Linear ``embed`` (no bias: the official ``encoder_to_decoder``), mask tokens for the decoded
+    positions, ``depth`` pre-norm blocks, LayerNorm and a linear ``head``.
+
+    Args:
+        encoder_dim: width of the encoded tokens (injected).
+        out_dim: target size per token (injected).
+        position: ``position(embed_dim)`` builds the layout -> ``(1, L, embed_dim)`` module (injected).
+        embed_dim, depth, num_heads, mlp_ratio, qkv_bias, norm_eps: decoder trunk (VideoMAE: 384/4/6
+            for ViT-B; eps 1e-6).
+        decode: ``"masked"`` or ``"running_cell"`` (see the module docstring).
+        decode_ratio: running-cell ratio of tokens *not* decoded (VideoMAE v2: 0.5).
+        predict: ``"masked"``, or ``"all"`` to also return ``Prediction.full`` for every token (for
+            visualisation; decodes the encoder-masked tokens, VideoMAE v2's ``decode_mask=None`` branch).
+    """
+
+    def __init__(self, encoder_dim: int, out_dim: int, position: Callable[[int], nn.Module], embed_dim: int = 384,
+                 depth: int = 4, num_heads: int = 6, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 norm_eps: float = 1e-6, decode: str = "masked", decode_ratio: float = 0.5,
+                 predict: str = "masked") -> None:
+        super().__init__()
+        if predict not in ("masked", "all"):
+            raise ValueError(f"predict must be 'masked' or 'all', got {predict!r}")
+        self.predict = predict
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+        if decode == "running_cell" and not 0 < int(4 * decode_ratio) < 4:
+            raise ValueError(f"decode_ratio must give 1-3 of 4 cell positions, got {decode_ratio}")
+        self.decode, self.decode_ratio = decode, decode_ratio
+        self.embed = nn.Linear(encoder_dim, embed_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.position = position(embed_dim)
+        self.blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, norm_eps)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.head = nn.Linear(embed_dim, out_dim)
+        xavier_init_(self)
+        nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
+
+    def running_cell_index(self, layout: Layout, starts: Tensor) -> Tensor:
+        """``(B, Ld)`` ascending indices of the tokens running-cell map ``starts[b]`` (in ``0..3``) decodes."""
+        if len(layout.grid) != 3:
+            raise ValueError(f"running-cell decoding needs a (T', H', W') grid, got {layout.grid}")
+        maps = running_cell_maps(layout.grid, self.decode_ratio)[starts.cpu()]  # (B, L), True = not decoded
+        return StreamMask.from_bool(maps).visible.to(layout.device)
+
+    def decode_index(self, mask: StreamMask, layout: Layout) -> Tensor:
+        """The ``(B, Ld)`` tokens to reconstruct: the masked ones, or a running-cell choice (random
+        per sample from torch's global generator in training, map 0 in eval mode)."""
+        if self.decode == "masked" or self.predict == "all":
+            return mask.masked
+        batch = mask.masked.shape[0]
+        if self.training:
+            starts = torch.randint(4, (batch,))
+        else:
+            starts = torch.zeros(batch, dtype=torch.long)
+        return self.running_cell_index(layout, starts)
+
+    def forward(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout) -> Prediction:
+        if visible.shape[1] != mask.visible.shape[1]:
+            raise ValueError("the videomae decoder takes the encoded visible tokens only (not mask_in_encoder)")
+        return self.forward_decode(prefix, visible, mask, layout, self.decode_index(mask, layout))
+
+    def forward_decode(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout,
+                       decoded: Tensor) -> Prediction:
+        """Decode chosen tokens.
+
+        Args:
+            prefix: ``(B, P, D_enc)`` encoded prefix tokens (decoded alongside with a zero position; ``P = 0`` officially).
+            visible: ``(B, Lv, D_enc)`` encoded visible tokens in ``mask.visible`` order.
+            mask: the encoder mask.
+            layout: the stream's layout.
+            decoded: ``(B, Ld)`` indices of the tokens to reconstruct.
+
+        Returns:
+            ``values`` ``(B, Ld, out_dim)`` for ``index = decoded``.
+        """
+        pos = self.position(layout).to(visible.dtype)
+        x_vis = self.embed(visible) + gather_tokens(pos, mask.visible)
+        x_dec = self.mask_token.to(visible.dtype) + gather_tokens(pos, decoded)
+        x = torch.cat([self.embed(prefix), x_vis, x_dec], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        if self.predict == "all" and decoded is mask.masked:
+            out = self.head(self.norm(x[:, prefix.shape[1]:]))  # (B, Lv + Lm, C) in [visible, masked] order
+            order = torch.cat([mask.visible, mask.masked], dim=1).unsqueeze(-1).expand(-1, -1, out.shape[-1])
+            full = torch.empty_like(out).scatter_(1, order, out)
+            return Prediction(out[:, mask.visible.shape[1]:], decoded, full)
+        values = self.head(self.norm(x[:, -decoded.shape[1]:]))
+        return Prediction(values, decoded)
+
+
+def running_cell_loss(pred: Prediction, target: Tensor, mask: StreamMask) -> Tensor:
+    """VideoMAE v2's loss: per-token MSE over the decoded tokens, averaged over those the encoder masked.
+
+    Args:
+        pred: the decoder's prediction ``(B, Ld, C)`` at ``pred.index``.
+        target: ``(B, Ld, C)`` targets at ``pred.index``.
+        mask: the encoder mask.
+
+    Returns:
+        scalar ``sum(per_token * counted) / sum(counted)`` over the whole batch.
+    """
+    per_token = (pred.values.float() - target.float()).pow(2).mean(dim=-1)
+    counted = torch.gather(mask.bool_mask(), 1, pred.index).to(per_token.dtype)
+    return (per_token * counted).sum() / counted.sum()

@@ -1,0 +1,95 @@
+"""Parity with the official OpenGVLab/VideoMAEv2 pre-training model (running-cell decoder masking) on
+tests/fixtures/videomaev2 (fp32, <= 1e-5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmim.model import build_model
+from mmim.types import StreamMask
+from mmim_video.converters.videomae import mmim_to_official, official_to_mmim
+from mmim_video.decoder import running_cell_loss
+from mmim_video.maskers import running_cell_maps
+
+from .test_videomae_parity import TOL, fixture_model_config, load_fixture
+
+
+@pytest.fixture
+def setup(video_registry):
+    cfg, sd, inp, out = load_fixture("videomaev2")
+    model = build_model(fixture_model_config(cfg, decode="running_cell")).eval()
+    model.load_state_dict(official_to_mmim(sd), strict=True)
+    return cfg, sd, inp, out, model
+
+
+def _starts(decode_masked_pos: torch.Tensor, grid) -> torch.Tensor:
+    """Which of the 4 running-cell maps each official decoder mask is (it must be one of them)."""
+    maps = running_cell_maps(grid, 0.5)
+    hits = (decode_masked_pos[:, None, :] == maps[None]).all(-1)
+    assert torch.equal(hits.sum(1), torch.ones(len(hits), dtype=torch.long)), "not a running-cell map"
+    return hits.long().argmax(1)
+
+
+def test_videomaev2_running_cell_matches_official(setup):
+    cfg, _, inp, out, model = setup
+    stream = model.streams["video"]
+    mask = StreamMask.from_bool(inp["bool_masked_pos"])
+    with torch.no_grad():
+        tokens = stream.tokenizer(inp["videos"])
+        prefix, encoded = model.encode({"video": tokens}, {"video": mask})
+        torch.testing.assert_close(encoded["video"], out["encoder_out"], **TOL)
+        starts = _starts(inp["decode_masked_pos"], tokens.layout.grid)
+        decoded = stream.decoder.running_cell_index(tokens.layout, starts)
+        assert torch.equal(decoded, StreamMask.from_bool(inp["decode_masked_pos"]).visible)
+        pred = stream.decoder.forward_decode(prefix, encoded["video"], mask, tokens.layout, decoded)
+        target = stream.target(inp["videos"], tokens)
+    assert pred.values.shape[1] == cfg["num_decoded"]
+    torch.testing.assert_close(pred.values, out["decoder_pred"], **TOL)
+    labels = torch.gather(target, 1, decoded.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+    torch.testing.assert_close(labels, out["target"], **TOL)
+    counted = torch.gather(inp["bool_masked_pos"], 1, pred.index)
+    assert torch.equal(counted, out["cal_loss_mask"])
+    assert counted.sum(1)[0] != counted.sum(1)[1]  # the per-sample counts differ in this fixture
+    torch.testing.assert_close((pred.values - labels).pow(2).mean(-1), out["loss_per_token"], **TOL)
+    torch.testing.assert_close(running_cell_loss(pred, labels, mask), out["loss"], **TOL)
+    stream.target.normalize = False
+    with torch.no_grad():
+        raw = stream.target(inp["videos"], tokens)
+    raw_labels = torch.gather(raw, 1, decoded.unsqueeze(-1).expand(-1, -1, raw.shape[-1]))
+    torch.testing.assert_close(raw_labels, out["target_nonorm"], **TOL)
+    torch.testing.assert_close(running_cell_loss(pred, raw_labels, mask), out["loss_nonorm"], **TOL)
+
+
+def test_videomaev2_without_decoder_mask_is_videomae_decoding(setup):
+    """``decode_mask=None`` in the official V2 model == mmim's ``decode="masked"`` through the whole model."""
+    _, _, inp, out, model = setup
+    model.streams["video"].decoder.decode = "masked"
+    mask = StreamMask.from_bool(inp["bool_masked_pos"])
+    with torch.no_grad():
+        result = model({"video": inp["videos"]}, masks={"video": mask})
+    pred = result.predictions["video"]
+    torch.testing.assert_close(pred.values, out["decoder_pred_nodecmask"], **TOL)
+    torch.testing.assert_close(result.targets["video"], out["target_nodecmask"], **TOL)
+    torch.testing.assert_close(result.loss, out["loss_nodecmask"], **TOL)
+    torch.testing.assert_close(running_cell_loss(pred, result.targets["video"], mask), out["loss_nodecmask"], **TOL)
+
+
+def test_running_cell_model_forward_uses_decoded_tokens(setup):
+    """Through ``MaskedModel.forward`` (eval: map 0) the loss covers every decoded token."""
+    _, _, inp, _, model = setup
+    mask = StreamMask.from_bool(inp["bool_masked_pos"])
+    with torch.no_grad():
+        result = model({"video": inp["videos"]}, masks={"video": mask})
+    pred = result.predictions["video"]
+    expected = StreamMask.from_bool(running_cell_maps((2, 4, 4), 0.5)[[0, 0]]).visible
+    assert torch.equal(pred.index, expected)
+    torch.testing.assert_close(result.loss, torch.nn.functional.mse_loss(pred.values, result.targets["video"]))
+
+
+def test_v2_state_dict_round_trip_with_compile_prefix(setup):
+    _, sd, _, _, model = setup
+    wrapped = {"model": {f"_orig_mod.{k}": v for k, v in sd.items()}}
+    assert set(official_to_mmim(wrapped)) == set(model.state_dict())
+    back = mmim_to_official(model.state_dict())
+    assert set(back) == set(sd) and all(torch.equal(back[k], v) for k, v in sd.items())
