@@ -9,7 +9,7 @@ from mmim.registry import Plugin
 
 plugin = Plugin(
     name="video",
-    description="3-D tubelet tokens, tube and running-cell masking, VideoMAE targets and decoder, official converters, video list files and folders",
+    description="3-D tubelet tokens, tube and running-cell masking, VideoMAE targets and decoder, official converters, video list files and folders, Moving Fashion-MNIST (embedded)",
     modality="video",
     components={
         "tokenizer": {"tubelet": "mmim_video.tokenizer:TubeletTokenizer"},
@@ -24,6 +24,9 @@ plugin = Plugin(
         "dataset": {
             "video_list": "mmim_video.dataset:VideoList",
             "video_folder": "mmim_video.dataset:VideoFolder",
+            "moving_fashion": "mmim_video.embedded:MovingFashion",
         },
     },
+    recipes="mmim_video/recipes",
+    default_recipe="videomae_moving_fashion.yaml",
 )
