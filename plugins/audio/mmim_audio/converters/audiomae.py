@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mmim.checkpoint_keys import rename_key
 from mmim.model import MaskedModel
 from mmim_audio.tokenizer import spectrogram_position_table
 
@@ -32,12 +33,6 @@ DECODER_KEYS = [("decoder_embed.", "streams.{s}.decoder.embed."), ("mask_token",
 POSITION_KEYS = ("pos_embed", "decoder_pos_embed")
 FINETUNE_HEAD_KEYS = ("fc_norm.", "head.")
 
-
-def _rename(key: str, rules: list[tuple[str, str]], stream: str) -> str | None:
-    for old, new in rules:
-        if key.startswith(old):
-            return new.format(s=stream) + key[len(old):]
-    return None
 
 
 def load_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
@@ -69,7 +64,7 @@ def official_to_mmim(state: Mapping[str, Tensor], stream: str = "audio") -> dict
     for key, value in state.items():
         if key in POSITION_KEYS:
             continue
-        new = _rename(key, DECODER_KEYS, stream) or _rename(key, ENCODER_KEYS, stream)
+        new = rename_key(key, DECODER_KEYS, stream) or rename_key(key, ENCODER_KEYS, stream)
         if new is None:
             raise KeyError(f"official Audio-MAE key {key!r} has no mmim counterpart")
         out[new] = value
@@ -93,7 +88,7 @@ def mmim_to_official(state: Mapping[str, Tensor], grid: tuple[int, int] = (64, 8
     inverse_rules = [(new.format(s=stream), old) for old, new in DECODER_KEYS + ENCODER_KEYS]
     out: dict[str, Tensor] = {}
     for key, value in state.items():
-        old = _rename(key, inverse_rules, stream)
+        old = rename_key(key, inverse_rules, stream)
         if old is None:
             raise KeyError(f"mmim key {key!r} has no official Audio-MAE counterpart")
         out[old] = value
@@ -118,7 +113,7 @@ def finetuned_to_mmim(state: Mapping[str, Tensor],
         if key.startswith(FINETUNE_HEAD_KEYS):
             head[key] = value
         elif key not in POSITION_KEYS:
-            new = _rename(key, ENCODER_KEYS, stream)
+            new = rename_key(key, ENCODER_KEYS, stream)
             if new is None:
                 raise KeyError(f"fine-tuned Audio-MAE key {key!r} has no mmim counterpart")
             encoder[new] = value

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mmim.checkpoint_keys import rename_key
 from mmim.model import MaskedModel
 
 # official prefix -> mmim prefix (the ``{s}`` is the image stream's name)
@@ -65,12 +66,6 @@ def describe(checkpoint: Mapping[str, object]) -> str:
     return kind + (f" ({', '.join(notes)})" if notes else "") + f", {len(keys)} keys"
 
 
-def _rename(key: str, table: list[tuple[str, str]], stream: str) -> str | None:
-    for old, new in table:
-        if key == old or key.startswith(old):
-            return new.format(s=stream) + key[len(old):]
-    return None
-
 
 def _table_with_cls(model: MaskedModel, stream: str, where: str) -> Tensor:
     module = model.streams[stream].tokenizer.pos if where == "tokenizer" else model.streams[stream].decoder.position
@@ -100,7 +95,7 @@ def mae_to_mmim(state: Mapping[str, Tensor], model: MaskedModel, stream: str = "
                 continue
             unknown.append(key)
             continue
-        new = _rename(key, ENCODER_KEYS, stream) or _rename(key, DECODER_KEYS, stream)
+        new = rename_key(key, ENCODER_KEYS, stream) or rename_key(key, DECODER_KEYS, stream)
         if new is None:
             unknown.append(key)
         else:
@@ -115,12 +110,8 @@ def mae_to_mmim(state: Mapping[str, Tensor], model: MaskedModel, stream: str = "
 def mmim_to_mae(model: MaskedModel, stream: str = "image", include_decoder: bool = True) -> dict[str, Tensor]:
     """The official MAE state dict of ``model`` (the inverse of :func:`mae_to_mmim`)."""
     inverse = [(new.format(s=stream), old) for old, new in ENCODER_KEYS + (DECODER_KEYS if include_decoder else [])]
-    out = {}
-    for key, value in model.state_dict().items():
-        for new, old in inverse:
-            if key == new or key.startswith(new):
-                out[old + key[len(new):]] = value
-                break
+    renamed = ((rename_key(key, inverse, stream), value) for key, value in model.state_dict().items())
+    out = {key: value for key, value in renamed if key is not None}
     out["pos_embed"] = _table_with_cls(model, stream, "tokenizer")
     if include_decoder:
         out["decoder_pos_embed"] = _table_with_cls(model, stream, "decoder")

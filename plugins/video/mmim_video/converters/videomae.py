@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mmim.checkpoint_keys import rename_key
 from mmim.model import MaskedModel
 
 WRAPPERS = ("model", "module")
@@ -38,12 +39,6 @@ FINETUNE_KEYS = [("patch_embed.", "streams.{s}.tokenizer.patch_embed."), ("block
 FINETUNE_HEAD_KEYS = ("fc_norm.", "head.")
 POSITION_KEYS = ("encoder.pos_embed", "pos_embed")
 
-
-def _rename(key: str, rules: list[tuple[str, str]], stream: str) -> str | None:
-    for old, new in rules:
-        if key.startswith(old):
-            return new.format(s=stream) + key[len(old):]
-    return None
 
 
 def unwrap(obj: Mapping[str, object]) -> dict[str, Tensor]:
@@ -101,7 +96,7 @@ def official_to_mmim(state: Mapping[str, Tensor], stream: str = "video") -> dict
     """
     out = {}
     for key, value in fuse_qkv_bias(unwrap(state)).items():
-        new = _rename(key, PRETRAIN_KEYS, stream)
+        new = rename_key(key, PRETRAIN_KEYS, stream)
         if new is None:
             raise KeyError(f"official VideoMAE key {key!r} has no mmim counterpart")
         out[new] = value
@@ -113,7 +108,7 @@ def mmim_to_official(state: Mapping[str, Tensor], stream: str = "video") -> dict
     inverse = [(new.format(s=stream), old) for old, new in PRETRAIN_KEYS]
     out = {}
     for key, value in state.items():
-        old = _rename(key, inverse, stream)
+        old = rename_key(key, inverse, stream)
         if old is None:
             raise KeyError(f"mmim key {key!r} has no official VideoMAE counterpart")
         out[old] = value
@@ -133,7 +128,7 @@ def finetuned_to_mmim(state: Mapping[str, Tensor], stream: str = "video") -> tup
         if key.startswith(FINETUNE_HEAD_KEYS):
             head[key] = value
         elif key not in POSITION_KEYS:
-            new = _rename(key, FINETUNE_KEYS, stream)
+            new = rename_key(key, FINETUNE_KEYS, stream)
             if new is None:
                 raise KeyError(f"fine-tuned VideoMAE key {key!r} has no mmim counterpart")
             encoder[new] = value
