@@ -25,7 +25,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def build_adamw(groups: list[dict], lr: float, betas: tuple[float, float], eps: float, fused: bool | None,
+                device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over parameter ``groups``; fused kernels on CUDA unless ``fused`` says otherwise."""
+    fused = fused if fused is not None else device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW over :func:`param_groups`; fused kernels on CUDA unless ``cfg.fused`` says otherwise."""
-    fused = cfg.fused if cfg.fused is not None else device.type == "cuda"
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
+    """AdamW over :func:`param_groups` of ``model`` with ``cfg``'s settings."""
+    return build_adamw(param_groups(model, cfg.weight_decay), lr, cfg.betas, cfg.eps, cfg.fused, device)

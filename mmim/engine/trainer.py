@@ -26,6 +26,7 @@ from mmim.data.loading import SKIPPED_KEY, ResumableSampler, make_loader, mix_se
 from mmim.engine import checkpoint as ckpt
 from mmim.engine.flops import FlopCounter, peak_tflops
 from mmim.engine.metrics import MetricsWriter
+from mmim.engine.optim import build_adamw
 from mmim.engine.progress import Progress
 from mmim.engine.runtime import Runtime, setup_runtime
 from mmim.engine.schedule import lr_at, scaled_lr
@@ -85,9 +86,7 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
         self.peak_lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.base_lr, self.effective_batch)
-        fused = cfg.fused if cfg.fused is not None else self.rt.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(self.task.param_groups(), lr=self.peak_lr, betas=cfg.betas, eps=cfg.eps,
-                                           fused=fused)
+        self.optimizer = build_adamw(self.task.param_groups(), self.peak_lr, cfg.betas, cfg.eps, cfg.fused, self.rt.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.rt.precision == "fp16" else None
         self.step = 0
         self.skipped = 0
