@@ -153,21 +153,39 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_run(run: str, overrides: list[str], edit=None):  # noqa: ANN001, ANN202 - CLI plumbing
+    """A trained run's recipe (saved in its checkpoint, with ``overrides``) and model with its weights.
+
+    ``edit(data)`` may change the recipe's plain data before validation (e.g. decoders predicting
+    every token for visualisation).
+    """
+    from mmim.config.recipe import apply_overrides, recipe_from_dict
+    from mmim.engine.checkpoint import load_checkpoint
+    from mmim.model import build_model
+
+    state = load_checkpoint(run)
+    data = apply_overrides(state["recipe"], overrides)
+    if edit is not None:
+        edit(data)
+    recipe = recipe_from_dict(data, source=str(run))
+    model = build_model(recipe.model, recipe.source)
+    model.load_state_dict(state["model"])
+    return recipe, model
+
+
+def _run_dir(run: str) -> Path:
+    return Path(run) if Path(run).is_dir() else Path(run).parent
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from mmim.config.recipe import apply_overrides, recipe_from_dict
-    from mmim.engine.checkpoint import load_checkpoint
     from mmim.eval.protocols import evaluate_with_baseline, format_results
-    from mmim.model import build_model
 
-    state = load_checkpoint(args.run)
-    recipe = recipe_from_dict(apply_overrides(state["recipe"], args.overrides), source=str(args.run))
+    recipe, model = _load_run(args.run, args.overrides)
     if args.no_baseline:
         recipe.eval.compare_random_init = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(recipe.model, recipe.source)
-    model.load_state_dict(state["model"])
     results = evaluate_with_baseline(model.to(device), recipe, device)
     print(format_results(results))
     return 0
@@ -179,21 +197,17 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     import torch
 
     from mmim import registry
-    from mmim.config.recipe import apply_overrides, recipe_from_dict
-    from mmim.engine.checkpoint import load_checkpoint
-    from mmim.model import build_model
 
-    state = load_checkpoint(args.run)
-    data = apply_overrides(state["recipe"], args.overrides)
-    for stream in data["model"]["streams"].values():  # the decoder must predict every token
-        decoder_cls = registry.resolve("decoder", stream["decoder"]["name"])
-        if "predict" in inspect.signature(decoder_cls).parameters:
-            stream["decoder"]["predict"] = "all"
-    recipe = recipe_from_dict(data, source=str(args.run))
-    model = build_model(recipe.model, recipe.source).eval()
-    model.load_state_dict(state["model"])
+    def predict_all(data: dict) -> None:  # the decoders must predict every token
+        for stream in data["model"]["streams"].values():
+            decoder_cls = registry.resolve("decoder", stream["decoder"]["name"])
+            if "predict" in inspect.signature(decoder_cls).parameters:
+                stream["decoder"]["predict"] = "all"
+
+    recipe, model = _load_run(args.run, args.overrides, predict_all)
+    model.eval()
     spec = recipe.eval.dataset or recipe.data.dataset
-    out_dir = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent) / "visualize"
+    out_dir = Path(args.out) if args.out else _run_dir(args.run) / "visualize"
     visualizers = {name: registry.companion("visualizer", s.tokenizer["name"])() for name, s in recipe.model.streams.items()}
     if args.input:
         if len(visualizers) != 1:
@@ -215,15 +229,9 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from mmim import registry
-    from mmim.config.recipe import recipe_from_dict
-    from mmim.engine.checkpoint import load_checkpoint
-    from mmim.model import build_model
 
-    state = load_checkpoint(args.run)
-    recipe = recipe_from_dict(state["recipe"], source=str(args.run))
-    model = build_model(recipe.model, recipe.source)
-    model.load_state_dict(state["model"])
-    run = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    recipe, model = _load_run(args.run, [])
+    run = _run_dir(args.run)
     metrics = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else {}
     (stream, cfg), *rest = recipe.model.streams.items()
     if rest:
