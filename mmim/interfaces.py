@@ -92,7 +92,13 @@ class Target(nn.Module, ABC):
 
 
 class Loss(nn.Module, ABC):
-    """Compares predictions with targets on the predicted tokens."""
+    """Compares predictions with targets on the predicted tokens.
+
+    A decoder may attach per-token weights to its prediction (``Prediction.weight``); the model
+    then calls ``forward(pred, target, weight=w)`` with ``w`` ``(B, n)``. Losses that support
+    weights take that keyword (the element-wise losses do); the others are only ever called
+    without it, and a weighted prediction reaching them is an error naming the loss.
+    """
 
     @abstractmethod
     def forward(self, pred: Tensor, target: Tensor) -> LossOutput:

@@ -159,7 +159,8 @@ class MaskedModel(nn.Module):
                 else:
                     full = stream.target(raw[name], tokens[name])
                 target = gather_tokens(full, pred.index)
-            result = stream.loss(pred.values, target)
+            result = stream.loss(pred.values, target) if pred.weight is None else \
+                weighted_loss(stream.loss, name, pred.values, target, pred.weight)
             out.loss = out.loss + stream.weight * result.total
             out.parts.update({f"{name}/{k}": v for k, v in result.parts.items()})
             out.predictions[name], out.targets[name] = pred, target
@@ -174,6 +175,16 @@ class MaskedModel(nn.Module):
                 raise ValueError("pool='cls' needs an encoder with a cls token")
             return prefix[:, 0]
         return torch.cat(list(encoded.values()), dim=1).mean(dim=1)
+
+
+def weighted_loss(loss: Loss, stream: str, pred: Tensor, target: Tensor, weight: Tensor):
+    """Call ``loss`` with per-token weights, or say clearly that it takes none."""
+    import inspect
+
+    if "weight" not in inspect.signature(loss.forward).parameters:
+        raise TypeError(f"stream {stream!r}: the decoder gives per-token loss weights, but loss "
+                        f"{type(loss).__name__} takes no 'weight' argument; use an element-wise loss (mse, l1, smooth_l1)")
+    return loss(pred, target, weight=weight)
 
 
 def build_stream(name: str, cfg: StreamConfig, embed_dim: int, where: str = "") -> Stream:

@@ -114,11 +114,15 @@ class Prediction:
         values: ``(B, Lp, C)`` predictions the loss is computed on.
         index: ``(B, Lp)`` int64 token indices ``values`` refer to (usually the masked ones).
         full: optional ``(B, L, C)`` predictions for every token (visualisation, parity checks).
+        weight: optional ``(B, Lp)`` non-negative per-token loss weights (e.g. VideoMAE v2 counts
+            only the decoded tokens that the encoder did not see); the loss is then
+            ``sum(w * loss_token) / sum(w)``. ``None``: every predicted token counts equally.
     """
 
     values: Tensor
     index: Tensor
     full: Tensor | None = None
+    weight: Tensor | None = None
 
 
 @dataclass

@@ -137,6 +137,11 @@ class FinetuneConfig:
     mixup: float = 0.0  # mixup alpha (timm Mixup); 0 disables
     cutmix: float = 0.0  # cutmix alpha; 0 disables
     pool: Literal["mean", "cls", "cls_max"] = "mean"  # cls_max: [cls, max over tokens] (Point-MAE)
+    head: Literal["linear", "mlp"] = "linear"  # mlp: Point-MAE's Linear-BN-ReLU-Dropout x2 + Linear head
+    head_hidden: int = 256  # width of the mlp head's hidden layers
+    head_dropout: float = 0.5  # dropout of the mlp head
+    votes: int = 1  # test-time votes (Point-MAE's voting: average logits over augmented copies)
+    multilabel: bool = False  # multi-label targets (AudioSet): BCE on multi-hot labels, mAP as the metric
     grad_clip: float | None = None
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans ``epochs``
     out_dir: str = "runs/{name}_finetune"
