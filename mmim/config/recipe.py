@@ -94,6 +94,7 @@ class TrainConfig:
     out_dir: str = "runs/{name}"
     tensorboard: bool = True
     progress: bool = True
+    distributed: Literal["ddp", "fsdp2"] = "ddp"  # how a multi-process run shares the model (fsdp2: fully_shard)
     compile: bool = False  # torch.compile the model (in place; checkpoints keep their keys)
     threads: int | None = None  # torch intra-op threads (None: torch's default; 1 helps on busy shared CPUs)
 
