@@ -14,11 +14,12 @@ Each class also offers a small ``example_*`` hook so the conformance kit
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from mmim.types import Layout, LossOutput, Prediction, StreamMask, Tokens
+from mmim.types import JointMask, Layout, LossOutput, Prediction, StreamMask, Tokens
 
 
 class Tokenizer(nn.Module, ABC):
@@ -83,6 +84,11 @@ class Target(nn.Module, ABC):
         """``C_t``: the size of one token's target, for sizing the decoder head."""
         return tokenizer.content_dim
 
+    @classmethod
+    def example_options(cls) -> dict:
+        """Options the conformance kit builds this target with (for targets with required options)."""
+        return {}
+
     def example_inputs(self, generator: torch.Generator) -> tuple[Tensor, Tokens]:
         """A valid ``(raw, tokens)`` pair for this target (conformance kit). The default gives
         tokens ``(2, 12, 8)`` with content ``(2, 12, 10)`` on a ``(3, 4)`` grid."""
@@ -107,6 +113,15 @@ class Loss(nn.Module, ABC):
     def example_inputs(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """A valid ``(pred, target)`` pair (conformance kit); the default is ``(2, 5, 6)`` each."""
         return torch.randn(2, 5, 6, generator=generator), torch.randn(2, 5, 6, generator=generator)
+
+    def example_perfect(self, target: Tensor) -> Tensor:
+        """A prediction that matches ``target`` perfectly (conformance kit); default: a copy."""
+        return target.clone()
+
+    @classmethod
+    def example_options(cls) -> dict:
+        """Options the conformance kit builds this loss with (for losses with required options)."""
+        return {}
 
 
 class Decoder(nn.Module, ABC):
@@ -133,3 +148,34 @@ class Decoder(nn.Module, ABC):
         Returns:
             predictions with the token indices they refer to.
         """
+
+
+@dataclass
+class FusionContext:
+    """What a fused model's decoders see: every encoded token of every stream.
+
+    Attributes:
+        prefix: ``(B, P, D_enc)`` encoded global tokens (``P`` may be 0).
+        encoded: ``(B, K, D_enc)`` encoded tokens in ``mask.visible`` order.
+        mask: the joint mask (which tokens were encoded, which are predicted).
+        layouts: every tokenized stream's layout.
+    """
+
+    prefix: Tensor
+    encoded: Tensor
+    mask: JointMask
+    layouts: dict[str, Layout]
+
+
+class FusionDecoder(nn.Module, ABC):
+    """Predicts one stream's tokens from all encoded tokens of a fused model (MultiMAE, 4M).
+
+    Subclasses take ``encoder_dim``, ``out_dim``, ``position``, ``context_positions`` (every
+    tokenized stream's :meth:`Tokenizer.position_embedding`, in concatenation order) and
+    ``stream`` (the token stream whose tokens it predicts) from the model builder.
+    """
+
+    @abstractmethod
+    def forward(self, context: FusionContext) -> Prediction:
+        """Predictions for the tokens of ``stream``; ``index`` into that stream, ``weight`` (B, Lp)
+        marking the tokens that count (``context.mask.predict``)."""

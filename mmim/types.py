@@ -107,6 +107,92 @@ class StreamMask:
 
 
 @dataclass
+class JointMask:
+    """Which tokens of several streams the encoder sees, and which are predicted (fusion).
+
+    Tokens of all tokenized streams are concatenated in stream order (``names``/``sizes``);
+    indices refer to that ``N``-token sequence. The encoder sees exactly ``K`` tokens per sample,
+    but how they split across streams varies per sample (MultiMAE's Dirichlet budgets).
+
+    Attributes:
+        visible: ``(B, K)`` int64 indices of the encoded tokens, in the order the encoder gets them.
+        predict: ``(B, N)`` bool, True for tokens whose targets count in the loss.
+        names: the tokenized streams in concatenation order.
+        sizes: tokens per stream, same order.
+    """
+
+    visible: Tensor
+    predict: Tensor
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        n = sum(self.sizes)
+        if len(self.names) != len(self.sizes):
+            raise ValueError("JointMask: names and sizes differ in length")
+        if self.visible.dim() != 2 or self.predict.shape != (self.visible.shape[0], n):
+            raise ValueError(f"JointMask: visible must be (B, K) and predict (B, {n}); got "
+                             f"{tuple(self.visible.shape)} and {tuple(self.predict.shape)}")
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.sizes)
+
+    def offset(self, name: str) -> int:
+        """Index of ``name``'s first token in the concatenated sequence."""
+        if name not in self.names:
+            raise KeyError(f"JointMask has no stream {name!r}; streams: {list(self.names)}")
+        i = self.names.index(name)
+        return sum(self.sizes[:i])
+
+    def visible_bool(self) -> Tensor:
+        """``(B, N)`` bool, True where the token is encoded."""
+        out = torch.zeros_like(self.predict)
+        return out.scatter_(1, self.visible, True)
+
+    def stream_slice(self, x: Tensor, name: str) -> Tensor:
+        """The part of a ``(B, N, ...)`` tensor that belongs to stream ``name``."""
+        start = self.offset(name)
+        return x[:, start : start + self.sizes[self.names.index(name)]]
+
+    def stream_masked(self, name: str) -> Tensor:
+        """``(B, L_s)`` bool, True where a token of ``name`` is not encoded."""
+        return ~self.stream_slice(self.visible_bool(), name)
+
+    def to(self, device: torch.device | str) -> JointMask:
+        return JointMask(self.visible.to(device), self.predict.to(device), self.names, self.sizes)
+
+    @staticmethod
+    def from_stream_masks(masked: dict[str, Tensor], sizes: dict[str, int] | None = None,
+                          predict: dict[str, Tensor] | None = None) -> JointMask:
+        """Build from per-stream ``(B, L_s)`` bool masks (True = not encoded); the encoder then sees
+        the visible tokens in ascending index order. Every sample must keep the same total.
+
+        ``predict`` defaults to the masked tokens. ``sizes`` adds streams that are absent from
+        ``masked`` (fully masked, e.g. target-only streams) — listed in ``sizes`` order.
+        """
+        names = list(sizes) if sizes is not None else list(masked)
+        parts, pred_parts = [], []
+        batch = next(iter(masked.values())).shape[0]
+        device = next(iter(masked.values())).device
+        for name in names:
+            n = sizes[name] if sizes is not None else masked[name].shape[1]
+            m = masked.get(name)
+            m = torch.ones(batch, n, dtype=torch.bool, device=device) if m is None else m.bool()
+            if m.shape != (batch, n):
+                raise ValueError(f"mask of stream {name!r} has shape {tuple(m.shape)}, expected ({batch}, {n})")
+            parts.append(m)
+            pred_parts.append(m if predict is None or name not in predict else predict[name].bool())
+        full = torch.cat(parts, dim=1)
+        counts = (~full).sum(1)
+        if (counts != counts[0]).any():
+            raise ValueError(f"every sample must keep the same number of visible tokens in total, got {counts.tolist()}")
+        order = torch.argsort(full.to(torch.int8), dim=1, stable=True)
+        return JointMask(order[:, : int(counts[0])], torch.cat(pred_parts, dim=1), tuple(names),
+                         tuple(p.shape[1] for p in parts))
+
+
+@dataclass
 class Prediction:
     """A decoder's output for one stream.
 

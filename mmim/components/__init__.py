@@ -12,6 +12,7 @@ plugin = Plugin(
         "masker": {"random": "mmim.components.random_masker:RandomMasker"},
         "target": {
             "content": "mmim.components.content_target:ContentTarget",
+            "class_ids": "mmim.components.content_target:ClassIdTarget",
             "teacher_features": "mmim.components.feature_target:TeacherFeatureTarget",
         },
         "loss": {
@@ -20,10 +21,13 @@ plugin = Plugin(
             "smooth_l1": "mmim.components.regression_loss:SmoothL1Loss",
             "info_nce": "mmim.components.contrastive_loss:InfoNCELoss",
             "cosine": "mmim.components.contrastive_loss:CosineLoss",
+            "cross_entropy": "mmim.components.classification_loss:CrossEntropyLoss",
         },
         "decoder": {
             "mae": "mmim.components.mae_decoder:MAEDecoder",
             "linear": "mmim.components.linear_head:LinearHead",
+            "multimae": "mmim.fusion.decoders:MultiMAEDecoder",
+            "joint": "mmim.fusion.decoders:JointDecoder",
         },
     },
 )

@@ -32,3 +32,31 @@ class ContentTarget(Target):
         mean = x.mean(dim=-1, keepdim=True)
         var = x.var(dim=-1, keepdim=True)
         return (x - mean) / (var + self.eps) ** 0.5
+
+
+class ClassIdTarget(Target):
+    """Per-token class ids taken from ``tokens.content`` (e.g. the pixels of a segmentation-map
+    patch), for a ``cross_entropy`` loss: the decoder head predicts ``num_classes`` logits for each
+    of the ``C`` ids, so :meth:`dim` is ``num_classes * C``.
+
+    Args:
+        num_classes: the number of classes.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"class_ids needs num_classes >= 2, got {num_classes}")
+        self.num_classes = num_classes
+
+    def forward(self, raw: Tensor, tokens: Tokens) -> Tensor:
+        if tokens.content is None:
+            raise ValueError("ClassIdTarget needs a tokenizer that fills Tokens.content with class ids")
+        return tokens.content
+
+    def dim(self, tokenizer) -> int:
+        return self.num_classes * tokenizer.content_dim
+
+    @classmethod
+    def example_options(cls) -> dict:
+        return {"num_classes": 5}

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 
 from mmim.config.typed import ConfigError, from_dict, to_dict
+from mmim.fusion.masking import FusionConfig
 from mmim.teacher import TeacherConfig
 from mmim.trunk.encoder import EncoderConfig
 
@@ -34,13 +35,20 @@ class Provenance:
 
 @dataclass
 class StreamConfig:
-    """One named token stream and the components in its slots."""
+    """One named token stream and the components in its slots.
 
-    tokenizer: Component
-    masker: Component
-    target: Component
-    loss: Component
-    decoder: Component
+    In a fused model (``model.fusion``) the joint budget masks every stream, so ``masker`` is
+    not used; an input-only stream needs no ``target``/``loss``/``decoder``; and a stream with
+    ``tokens_of: other`` has no tokenizer of its own: it is an extra prediction head on
+    ``other``'s tokens and mask (MultiMAE's ``norm_rgb``).
+    """
+
+    tokenizer: Component | None = None
+    masker: Component | None = None
+    target: Component | None = None
+    loss: Component | None = None
+    decoder: Component | None = None
+    tokens_of: str | None = None
     weight: float = 1.0
     input_key: str | None = None  # batch key holding the stream's raw input (default: stream name)
     teacher_input_key: str | None = None  # batch key of the teacher's view (default: the student's input)
@@ -51,6 +59,7 @@ class StreamConfig:
 class ModelConfig:
     encoder: EncoderConfig
     streams: dict[str, StreamConfig]
+    fusion: FusionConfig | None = None  # several streams under MultiMAE/4M budgets (see mmim.fusion)
     pool: Literal["mean", "cls"] = "mean"  # how eval pools encoder features
     teacher: TeacherConfig = field(default_factory=TeacherConfig)  # used when a target requires a teacher
 
@@ -237,9 +246,42 @@ CONTEXT = {
     "masker": (),
     "target": (),
     "loss": (),
-    "decoder": ("encoder_dim", "out_dim", "position"),
+    "decoder": ("encoder_dim", "out_dim", "position", "context_positions", "stream"),
     "dataset": ("split", "augment"),
 }
+
+
+def check_stream_slots(model: ModelConfig, prefix: str = "") -> None:
+    """Which slots each stream must fill: all five without fusion; under fusion a tokenizer (or
+    ``tokens_of``) and, for predicted streams, target, loss and decoder."""
+    streams = model.streams
+    fused = model.fusion is not None
+    targets = set(model.fusion.targets if fused and model.fusion.targets is not None else streams)
+    for name, s in streams.items():
+        at = f"{prefix}model.streams.{name}"
+        if s.tokens_of is not None:
+            if not fused:
+                raise ConfigError(f"{at}.tokens_of: only fused models (model.fusion) have streams that share tokens")
+            if s.tokens_of not in streams or streams[s.tokens_of].tokens_of is not None:
+                raise ConfigError(f"{at}.tokens_of: {s.tokens_of!r} is not a stream with its own tokenizer")
+            if s.tokenizer is not None:
+                raise ConfigError(f"{at}: give either a tokenizer or tokens_of, not both")
+        elif s.tokenizer is None:
+            raise ConfigError(f"{at}.tokenizer: missing")
+        needed = ["target", "loss", "decoder"] if (not fused or name in targets) else []
+        if not fused:
+            needed.append("masker")
+        for kind in needed:
+            if getattr(s, kind) is None:
+                raise ConfigError(f"{at}.{kind}: missing" + (" (the stream is a fusion target)" if fused else ""))
+    if fused:
+        for key in ("inputs", "targets"):
+            for name in getattr(model.fusion, key) or []:
+                if name not in streams:
+                    raise ConfigError(f"{prefix}model.fusion.{key}: no stream {name!r}; streams: {', '.join(streams)}")
+        for name in model.fusion.inputs or []:
+            if streams[name].tokens_of is not None:
+                raise ConfigError(f"{prefix}model.fusion.inputs: {name!r} has no tokens of its own (tokens_of)")
 
 
 def check_recipe_components(recipe: Recipe) -> None:
@@ -248,9 +290,11 @@ def check_recipe_components(recipe: Recipe) -> None:
 
     prefix = f"{recipe.source}: " if recipe.source else ""
     try:
+        check_stream_slots(recipe.model, prefix)
         for sname, stream in recipe.model.streams.items():
             for kind in ("tokenizer", "masker", "target", "loss", "decoder"):
-                check_options(kind, getattr(stream, kind), CONTEXT[kind], where=f"{prefix}model.streams.{sname}.{kind}")
+                if getattr(stream, kind) is not None:
+                    check_options(kind, getattr(stream, kind), CONTEXT[kind], where=f"{prefix}model.streams.{sname}.{kind}")
         check_options("dataset", recipe.data.dataset, CONTEXT["dataset"], where=f"{prefix}data.dataset")
         for section in ("eval", "finetune"):
             spec = getattr(recipe, section).dataset

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 from mmim import registry
 from mmim.components.random_masker import RandomMasker
+from mmim.fusion.masking import BudgetMasker, FusionConfig
+from mmim.interfaces import FusionContext, FusionDecoder
 from mmim.trunk.position import FixedPositionTable, sincos_1d
 from mmim.types import Layout, Prediction, StreamMask, Tokens
 
@@ -70,7 +72,7 @@ def check_masker(name: str) -> None:
 
 
 def check_target(name: str) -> None:
-    target = registry.build("target", {"name": name})
+    target = registry.build("target", {"name": name, **registry.resolve("target", name).example_options()})
     g = torch.Generator().manual_seed(0)
     raw, tokens = target.example_inputs(g)
     extra = {}
@@ -85,7 +87,7 @@ def check_target(name: str) -> None:
 
 
 def check_loss(name: str) -> None:
-    loss_fn = registry.build("loss", {"name": name})
+    loss_fn = registry.build("loss", {"name": name, **registry.resolve("loss", name).example_options()})
     pred, target = loss_fn.example_inputs(torch.Generator().manual_seed(0))
     pred = pred.clone().requires_grad_(True)
     out = loss_fn(pred, target)
@@ -93,7 +95,7 @@ def check_loss(name: str) -> None:
     _finite(out.total, "loss")
     out.total.backward()
     assert pred.grad is not None and pred.grad.abs().sum() > 0, "no gradient reaches the prediction"
-    same = loss_fn(target.clone(), target)
+    same = loss_fn(loss_fn.example_perfect(target), target)
     assert float(same.total.detach()) <= float(out.total.detach()), "loss of a perfect prediction exceeds that of a random one"
     assert all(isinstance(v, float) for v in out.parts.values()), "parts must be plain floats"
 
@@ -102,7 +104,39 @@ def _position(dim: int) -> nn.Module:
     return FixedPositionTable(sincos_1d(dim, torch.arange(48)).float())
 
 
+def check_fusion_decoder(name: str, options: dict[str, Any] | None = None) -> None:
+    """A fusion decoder predicts one stream of a two-stream JointMask from all encoded tokens."""
+    spec = {"name": name, **(options or {})}
+    sizes = {"a": 12, "b": 20}
+
+    def table(n: int):
+        return lambda dim: FixedPositionTable(sincos_1d(dim, torch.arange(n)).float())
+
+    positions = {name: table(n) for name, n in sizes.items()}
+    decoder = registry.build("decoder", spec, encoder_dim=EMBED_DIM, out_dim=7, position=positions["b"],
+                             context_positions=positions, stream="b").eval()
+    mask = BudgetMasker(FusionConfig(input_budget=8), sizes, {"b": "b"})(2, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    prefix = torch.randn(2, 1, EMBED_DIM, generator=g)
+    encoded = torch.randn(2, 8, EMBED_DIM, generator=g, requires_grad=True)
+    layouts = {n: Layout(batch_size=2, num_tokens=s) for n, s in sizes.items()}
+    context = FusionContext(prefix, encoded, mask, layouts)
+    pred: Prediction = decoder(context)
+    assert pred.values.shape[0] == 2 and pred.values.shape[2] == 7, f"values {tuple(pred.values.shape)}"
+    assert pred.index.shape == pred.values.shape[:2], "index must be (B, Lp)"
+    assert int(pred.index.min()) >= 0 and int(pred.index.max()) < sizes["b"], "index out of range of the stream"
+    assert pred.weight is not None and pred.weight.shape == pred.index.shape, "a fusion prediction carries weights"
+    _finite(pred.values, "prediction")
+    assert torch.equal(decoder(context).values, pred.values), "decoder is not deterministic in eval mode"
+    pred.values.square().mean().backward()
+    assert encoded.grad is not None and encoded.grad.abs().sum() > 0, "no gradient reaches the encoded tokens"
+    _grad_reached(decoder, f"decoder {name}")
+
+
 def check_decoder(name: str, options: dict[str, Any] | None = None) -> None:
+    if issubclass(registry.resolve("decoder", name), FusionDecoder):
+        check_fusion_decoder(name, options)
+        return
     spec = {"name": name, **(options or {})}
     decoder = registry.build("decoder", spec, encoder_dim=EMBED_DIM, out_dim=7, position=_position).eval()
     layout = Layout(batch_size=2, grid=(6, 8))

@@ -42,6 +42,7 @@ class EncoderConfig:
     cls_token: bool = True
     cls_pos: bool = False  # a learned position for the cls token (Point-MAE fine-tuning)
     pos_every_block: bool = False  # add positions before every block (Point-MAE), not once
+    final_norm: bool = True  # a LayerNorm after the last block (MultiMAE has none)
     drop_path: float = 0.0
     grad_checkpointing: bool = False
 
@@ -87,7 +88,7 @@ class ViTEncoder(nn.Module):
         self.pos_every_block = cfg.pos_every_block
         self.blocks = make_blocks(cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias,
                                   cfg.norm_eps, cfg.drop_path)
-        self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps) if cfg.final_norm else nn.Identity()
         self.grad_checkpointing = cfg.grad_checkpointing
         for p in (self.cls_token, self.cls_pos):
             if p is not None:

@@ -11,7 +11,10 @@ plugin = Plugin(
     description="2-D patch tokens, block and SimMIM masking, HOG targets, Fashion-MNIST (embedded), image folders",
     modality="image",
     components={
-        "tokenizer": {"patch": "mmim_image.tokenizer:PatchTokenizer"},
+        "tokenizer": {
+            "patch": "mmim_image.tokenizer:PatchTokenizer",
+            "segmap": "mmim_image.tokenizer:SegMapTokenizer",
+        },
         "masker": {
             "block": "mmim_image.maskers:BlockMasker",
             "mask_patch": "mmim_image.maskers:MaskPatchMasker",

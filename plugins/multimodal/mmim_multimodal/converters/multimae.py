@@ -1,0 +1,151 @@
+"""EPFL-VILAB/MultiMAE checkpoints -> mmim fused models.
+
+Official layout (``MultiMAE``): ``global_tokens`` (1, G, D); ``input_adapters.<task>.*`` (patch
+adapters: ``proj`` conv + fixed ``pos_emb``; the semseg adapter: ``class_emb`` + ``proj``);
+``encoder.<i>.*`` (timm-style blocks, no final norm); ``output_adapters.<domain>.*``
+(``proj_context``, ``mask_token``, ``task_embeddings.<task>``, fixed ``pos_emb``, cross-attention
+``decoder.{q,kv,proj}``, ``query_norm``/``context_norm``/``out_norm``, ``mlp``,
+``decoder_transformer.<i>``, ``out_proj``). Files hold ``{"model": state_dict, ...}``.
+
+The mmim model names its streams after the official tasks (``rgb``, ``depth``, ``semseg``,
+``norm_rgb`` as ``tokens_of: rgb``) unless ``streams`` maps them. ``out_proj`` rows are laid out
+``(channel, patch row, patch column)`` officially; for image-patch streams they are permuted to
+mmim's content order ``(row, column, channel)``; class-map streams keep the channel-major order
+their ``cross_entropy`` loss reads. Fixed ``pos_emb`` tables are checked against mmim's and dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from mmim.model import MaskedModel
+from mmim.trunk.grid_patch import GridPatchTokenizer
+
+
+class CheckpointFormatError(ValueError):
+    """The state dict is not in the MultiMAE layout or does not fit the model."""
+
+
+DECODER_RENAMES = [("decoder.", "xattn."), ("decoder_transformer.", "blocks.")]
+
+
+def unwrap(checkpoint: object) -> dict[str, Tensor]:
+    """The state dict inside a MultiMAE file (``{"model": ...}``), ``module.`` prefixes removed."""
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else checkpoint
+    if not isinstance(state, Mapping):
+        raise CheckpointFormatError(f"expected a state dict or {{'model': state_dict}}, got {type(state).__name__}")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if not any(k.startswith(("input_adapters.", "output_adapters.")) for k in state):
+        looks = "an mmim model state dict" if any(k.startswith("streams.") for k in state) else \
+            "a timm/MAE ViT (no input/output adapters)" if any(k.startswith(("blocks.", "patch_embed.")) for k in state) \
+            else f"keys {sorted(state)[:4]}"
+        raise CheckpointFormatError(f"not a MultiMAE checkpoint: it looks like {looks}")
+    return state
+
+
+def _image_grid_table(pos_emb: Tensor) -> Tensor:
+    """Official ``(1, D, h, w)`` table -> ``(h*w, D)`` in token order."""
+    return rearrange(pos_emb[0], "d h w -> (h w) d")
+
+
+def _check_table(official: Tensor, mine: Tensor, what: str) -> None:
+    table = _image_grid_table(official)
+    if table.shape != mine.shape[-2:] or not torch.allclose(table, mine.reshape(table.shape), atol=1e-5):
+        raise CheckpointFormatError(f"{what}: the fixed position table {tuple(table.shape)} differs from the model's "
+                                    f"{tuple(mine.shape[-2:])} (another image/patch size, or pos_layout is not 'multimae'?)")
+
+
+def _out_proj(value: Tensor, tokenizer: object) -> Tensor:
+    """Permute ``out_proj`` rows from MultiMAE's ``(c, ph, pw)`` to the stream's content order."""
+    if isinstance(tokenizer, GridPatchTokenizer):
+        p, q = tokenizer.patch_size
+        pattern = "(c p q) ... -> (p q c) ..."
+        return rearrange(value, pattern, p=p, q=q)
+    return value
+
+
+def multimae_to_mmim(state: Mapping[str, Tensor], model: MaskedModel,
+                     streams: Mapping[str, str] | None = None) -> dict[str, Tensor]:
+    """Map an official state dict onto ``model``'s keys (``streams``: official task -> mmim stream)."""
+    if not model.fused:
+        raise CheckpointFormatError("MultiMAE checkpoints load into fused models (a recipe with model.fusion)")
+    rename = dict(streams or {})
+    name = lambda task: rename.get(task, task)  # noqa: E731
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key == "global_tokens":
+            if value.shape[1] != 1:
+                raise CheckpointFormatError(f"global_tokens {tuple(value.shape)}: mmim's encoder has one global token")
+            out["encoder.cls_token"] = value
+            continue
+        if m := re.match(r"encoder\.(\d+)\.(.*)", key):
+            out[f"encoder.blocks.{m[1]}.{m[2]}"] = value
+            continue
+        if m := re.match(r"input_adapters\.([^.]+)\.(.*)", key):
+            stream = name(m[1])
+            if stream not in model.streams or model.streams[stream].tokenizer is None:
+                raise CheckpointFormatError(f"{key}: the model has no tokenized stream {stream!r}")
+            tok = model.streams[stream].tokenizer
+            rest = m[2]
+            if rest == "pos_emb":
+                _check_table(value, tok.pos.table, key)
+                continue
+            if isinstance(tok, GridPatchTokenizer) and rest.startswith("proj."):
+                rest = "patch_embed." + rest
+            out[f"streams.{stream}.tokenizer.{rest}"] = value
+            continue
+        if m := re.match(r"output_adapters\.([^.]+)\.(.*)", key):
+            stream = name(m[1])
+            if stream not in model.streams or model.streams[stream].decoder is None:
+                raise CheckpointFormatError(f"{key}: the model has no predicted stream {stream!r}")
+            decoder = model.streams[stream].decoder
+            rest = m[2]
+            if rest == "pos_emb":
+                _check_table(value, decoder.positions[decoder.stream].table, key)
+                continue
+            if rest.startswith("task_embeddings."):
+                rest = "task_embeddings." + name(rest.split(".", 1)[1])
+            for old, new in DECODER_RENAMES:
+                if rest.startswith(old):
+                    rest = new + rest[len(old):]
+                    break
+            if rest.startswith("out_proj."):
+                value = _out_proj(value, model.streams[model.token_source(stream)].tokenizer)
+            out[f"streams.{stream}.decoder.{rest}"] = value
+            continue
+        raise CheckpointFormatError(f"{key}: not a MultiMAE key")
+    return out
+
+
+def load_multimae_checkpoint(path: str | Path, model: MaskedModel, streams: Mapping[str, str] | None = None,
+                             encoder_only: bool = False) -> list[str]:
+    """Load an official MultiMAE file into ``model``; returns the model keys it did not set.
+
+    Output adapters of domains the model does not predict (e.g. ``norm_rgb``) are an error unless
+    ``encoder_only`` (then every ``output_adapters.*`` key is skipped, as MultiMAE's fine-tuning does).
+    """
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointFormatError(f"{path}: cannot read a PyTorch checkpoint: {err}") from err
+    try:
+        state = unwrap(raw)
+        if encoder_only:
+            state = {k: v for k, v in state.items() if not k.startswith("output_adapters.")}
+        mapped = multimae_to_mmim(state, model, streams)
+    except CheckpointFormatError as err:
+        raise CheckpointFormatError(f"{path}: {err}") from None
+    own = model.state_dict()
+    for key, value in mapped.items():
+        if key not in own:
+            raise CheckpointFormatError(f"{path}: {key} does not exist in the model")
+        if own[key].shape != value.shape:
+            raise CheckpointFormatError(f"{path}: {key} has shape {tuple(value.shape)}, the model {tuple(own[key].shape)}")
+    model.load_state_dict(mapped, strict=False)
+    return sorted(set(own) - set(mapped))
