@@ -8,12 +8,14 @@ from torch import nn
 from mmim.config.recipe import OptimConfig
 
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "global_tokens", "modality_embed")
+NO_DECAY_DICTS = ("modality_embed", "task_embeddings")  # per-stream embeddings: ``task_embeddings.rgb``
 
 
 def no_weight_decay(name: str, param: nn.Parameter) -> bool:
     """True for 1-D parameters (norm gains, biases) and position/cls/mask-token tensors."""
-    leaf = name.rsplit(".", 1)[-1]
-    return param.ndim <= 1 or name.endswith(".bias") or leaf in NO_DECAY_NAMES
+    parts = name.split(".")
+    in_dict = len(parts) > 1 and parts[-2] in NO_DECAY_DICTS
+    return param.ndim <= 1 or name.endswith(".bias") or parts[-1] in NO_DECAY_NAMES or in_dict
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
