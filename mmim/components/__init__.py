@@ -29,5 +29,6 @@ plugin = Plugin(
             "multimae": "mmim.fusion.decoders:MultiMAEDecoder",
             "joint": "mmim.fusion.decoders:JointDecoder",
         },
+        "dataset": {"paired": "mmim.data.paired:PairedDataset"},
     },
 )

@@ -110,7 +110,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    protocols: list[Literal["linear", "knn"]] = field(default_factory=lambda: ["linear", "knn"])
+    # cross_modal (fused models): each target stream's loss predicted from the other streams vs from none
+    protocols: list[Literal["linear", "knn", "cross_modal"]] = field(default_factory=lambda: ["linear", "knn"])
     dataset: Component | None = None  # labelled data; default: data.dataset without augmentation
     train_split: str = "train"
     test_split: str = "test"

@@ -10,6 +10,7 @@ import torch
 
 from mmim import registry
 from mmim.config.recipe import Recipe
+from mmim.eval.cross_modal import cross_modal_losses
 from mmim.eval.features import extract_features
 from mmim.eval.probes import knn_accuracy, linear_probe_accuracy
 from mmim.model import MaskedModel, build_model
@@ -38,6 +39,10 @@ def evaluate(model: MaskedModel, recipe: Recipe, device: torch.device | str = "c
                                                   cfg.linear_weight_decay, seed=recipe.seed)
     if "knn" in cfg.protocols:
         results["knn"] = knn_accuracy(train_x, train_y, test_x, test_y, cfg.knn_k, cfg.knn_temperature)
+    if "cross_modal" in cfg.protocols:
+        if not model.fused:
+            raise ValueError("eval.protocols: 'cross_modal' needs a fused model (model.fusion)")
+        results.update(cross_modal_losses(model, test_ds, cfg.batch_size, device))
     log.info("evaluated %d/%d samples in %.1fs: %s", len(train_y), len(test_y), time.perf_counter() - t0, results)
     return results
 
@@ -55,9 +60,10 @@ def evaluate_with_baseline(model: MaskedModel, recipe: Recipe, device: torch.dev
 
 
 def format_results(results: dict[str, dict[str, float]]) -> str:
-    """A small text table: one row per model, one column per protocol."""
+    """A small text table: one row per model, one column per protocol (or measured value)."""
     protocols = sorted({p for r in results.values() for p in r})
-    lines = [f"{'encoder':<12}" + "".join(f"{p:>10}" for p in protocols)]
+    width = max([10, *(len(p) + 2 for p in protocols)])
+    lines = [f"{'encoder':<12}" + "".join(f"{p:>{width}}" for p in protocols)]
     for name, res in results.items():
-        lines.append(f"{name:<12}" + "".join(f"{res.get(p, float('nan')):>10.4f}" for p in protocols))
+        lines.append(f"{name:<12}" + "".join(f"{res.get(p, float('nan')):>{width}.4f}" for p in protocols))
     return "\n".join(lines)

@@ -11,6 +11,8 @@ plugin = Plugin(
     modality="multimodal",
     components={
         "converter": {"multimae": "mmim_multimodal.converters.multimae:load_multimae_checkpoint"},
+        "dataset": {"image_derived": "mmim_multimodal.derived:ImageDerived"},
     },
     recipes="mmim_multimodal/recipes",
+    default_recipe="multimae_fashion_derived.yaml",
 )

@@ -1,0 +1,120 @@
+"""Paired multimodal data from the datasets of several plugins, joined on a shared key.
+
+``paired`` builds one dataset per part (any registered dataset of any plugin) and pairs every
+sample of the first part (the anchor) with a sample of each other part that has the same label:
+a video of class *k* with a spoken clip of class *k*, an image with a time series of its class.
+With ``augment`` the partner is drawn again every epoch (reproducibly: the loader seeds each
+sample's augmentation); without it the pairing is fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from mmim.data.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def sample_labels(dataset: Dataset, key: str = "label") -> list[int]:
+    """Every sample's label without loading the samples where the dataset says them.
+
+    Tried in order: ``dataset.sample_labels()``; a ``labels`` sequence/tensor with one int per
+    sample; ``samples`` as ``[(path, label), ...]`` (ImageFolder-style); otherwise every item is
+    read once and its ``key`` taken.
+    """
+    n = len(dataset)
+    if callable(getattr(dataset, "sample_labels", None)):
+        labels = list(dataset.sample_labels())
+    else:
+        labels = None
+        own = getattr(dataset, "labels", None)
+        if isinstance(own, torch.Tensor) and own.dim() == 1:
+            labels = own.tolist()
+        elif isinstance(own, Sequence) and not isinstance(own, str) and len(own) == n and \
+                all(isinstance(v, int) for v in own[:8]):
+            labels = list(own)
+        samples = getattr(dataset, "samples", None)
+        if labels is None and isinstance(samples, Sequence) and len(samples) == n and n and \
+                isinstance(samples[0], tuple) and len(samples[0]) >= 2 and isinstance(samples[0][1], int):
+            labels = [s[1] for s in samples]
+        if labels is None:
+            log.info("reading all %d samples of %s once for their %r", n, type(dataset).__name__, key)
+            labels = [int(dataset[i][key]) for i in range(n)]
+    if len(labels) != n:
+        raise DataError(f"{type(dataset).__name__}: {len(labels)} labels for {n} samples")
+    return [int(v) for v in labels]
+
+
+class PairedDataset(Dataset):
+    """Samples of several datasets joined on their labels.
+
+    Args:
+        split, augment: passed to every part.
+        parts: ``{part name: dataset spec}`` (``{"name": registered dataset, **options}``); the
+            first part is the anchor: the paired set has its length, order and labels.
+        pair_by: the item key holding the label (kept once in the output).
+        seed: salt of the fixed (non-augmenting) pairing.
+
+    Items: the union of the parts' items; keys other than ``pair_by`` must not collide.
+    """
+
+    def __init__(self, split: str, augment: bool, parts: dict[str, dict[str, Any]], pair_by: str = "label",
+                 seed: int = 0) -> None:
+        from mmim import registry
+
+        if len(parts) < 2:
+            raise DataError(f"paired: give at least two parts, got {list(parts)}")
+        self.parts = {name: registry.build("dataset", spec, where=f"data.dataset.parts.{name}", split=split,
+                                           augment=augment) for name, spec in parts.items()}
+        self.names = list(self.parts)
+        self.pair_by, self.augment, self.seed = pair_by, augment, seed
+        anchor = self.parts[self.names[0]]
+        self.labels = sample_labels(anchor, pair_by)
+        self.num_classes = getattr(anchor, "num_classes", None)
+        self.classes = getattr(anchor, "classes", None)
+        self.by_label: dict[str, dict[int, list[int]]] = {}
+        for name in self.names[1:]:
+            groups: dict[int, list[int]] = {}
+            for i, label in enumerate(sample_labels(self.parts[name], pair_by)):
+                groups.setdefault(label, []).append(i)
+            lacking = sorted(set(self.labels) - set(groups))
+            if lacking:
+                raise DataError(f"paired: part {name!r} ({split}) has no sample with {pair_by} {lacking[:10]} that part "
+                                f"{self.names[0]!r} has, so those samples cannot be paired")
+            self.by_label[name] = groups
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def partner(self, name: str, index: int) -> int:
+        """The index in part ``name`` paired with anchor sample ``index``."""
+        group = self.by_label[name][self.labels[index]]
+        if self.augment:  # the loader seeds each sample's augmentation: reproducible, new every epoch
+            return group[int(torch.randint(len(group), ()))]
+        return group[zlib.crc32(f"{self.seed}:{name}:{index}".encode()) % len(group)]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        out = dict(self.parts[self.names[0]][index])
+        for name in self.names[1:]:
+            item = self.parts[name][self.partner(name, index)]
+            for key, value in item.items():
+                if key == self.pair_by:
+                    if int(value) != int(out[key]):
+                        raise DataError(f"paired: part {name!r} gave {key} {int(value)} for anchor {key} {int(out[key])}")
+                    continue
+                if key in out:
+                    raise DataError(f"paired: parts {self.names[0]!r} and {name!r} both give the item key {key!r}; "
+                                    f"rename one (e.g. the dataset's output key option)")
+                out[key] = value
+        return out
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{n}={type(p).__name__}({len(p)})" for n, p in self.parts.items())
+        return f"PairedDataset({parts}, pair_by={self.pair_by!r}, n={len(self)})"

@@ -1,0 +1,41 @@
+"""Cross-modal prediction of a fused model: predict each target stream from the other input
+streams, next to a blind baseline that sees none of them (only the global tokens)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mmim.data.loading import collate_skipping
+from mmim.model import MaskedModel
+
+
+@torch.no_grad()
+def cross_modal_losses(model: MaskedModel, dataset: Dataset, batch_size: int = 256,
+                       device: torch.device | str = "cpu") -> dict[str, float]:
+    """Per target stream ``t``: ``from_others/t`` — its loss (the recipe's loss on every token)
+    when every token of the other input streams is encoded — and ``blind/t`` — the same with no
+    input at all. A fused encoder that learned how the streams relate has ``from_others < blind``.
+    """
+    if not model.fused:
+        raise ValueError("cross-modal evaluation needs a fused model (model.fusion)")
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    count = 0
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_skipping):
+        batch.pop("_skipped", None)
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        n = next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0]
+        for target in model.fusion_targets:
+            source = model.token_source(target)
+            others = [s for s in model.fusion_inputs if s != source]
+            for tag, inputs in (("from_others", others), ("blind", [])):
+                if tag == "from_others" and not others:
+                    continue
+                out = model.predict_stream(batch, inputs, target)
+                part = next(v for k, v in out.parts.items() if k.startswith(f"{target}/"))
+                sums[f"{tag}/{target}"] = sums.get(f"{tag}/{target}", 0.0) + part * n
+        count += n
+    model.train(was_training)
+    return {k: v / max(count, 1) for k, v in sorted(sums.items())}
