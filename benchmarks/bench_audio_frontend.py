@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     n = args.clips
     waves = torch.randn(n, int(SECONDS * RATE)) * 0.1
     front = AudioMAEFrontend(backend="torch")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n} clips of {SECONDS:.0f} s")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n} clips of {SECONDS:.0f} s, "
+          f"{os.cpu_count()} CPUs, load average {load} (other jobs slow every figure)")
     one = rate(lambda: [kaldi_fbank(w) for w in waves], n, args.repeat)
     batched = rate(lambda: kaldi_fbank(waves), n, args.repeat)
     full = rate(lambda: [front(w) for w in waves], n, args.repeat)

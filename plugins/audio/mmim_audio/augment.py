@@ -1,7 +1,8 @@
 """Audio-MAE's per-clip augmentation: waveform roll + gain, and SpecAugment.
 
-Batch mixup for fine-tuning is the engine's (``finetune.mixup``, timm's ``Mixup``), as Audio-MAE
-fine-tunes with timm's ``Mixup`` too.
+Audio-MAE's fine-tuning mixup (AudioSet) mixes waveforms inside the dataset (the ``mixup`` option of
+:class:`~mmim_audio.datasets.clips.AudioClipDataset`); the engine's batch mixup (``finetune.mixup``,
+timm's ``Mixup``) is another, image-style choice.
 
 All randomness comes from torch's global RNG, which the engine seeds per sample and per step, so
 augmentation is reproducible and resumable.

@@ -1,7 +1,12 @@
-"""``mmim visualize`` for spectrograms: PNGs of original, masked, reconstruction and reconstruction + visible.
+"""``mmim visualize`` for spectrograms: PNGs of original, masked, reconstruction and reconstruction + visible,
+and WAVs of the original and the reconstruction.
 
 Each panel shows time left to right and mel bins bottom to top, coloured by a perceptual colour map
 (matplotlib's ``magma`` when matplotlib is installed, grey otherwise); masked patches are grey.
+Next to each PNG, ``<name>_original.wav`` and ``<name>_reconstruction.wav`` are the two spectrograms
+(the original, and the reconstruction with the visible patches kept) turned back into sound by
+:func:`mmim_audio.griffin_lim.fbank_to_waveform` - both through the same inversion, so they compare
+fairly - scaled by one common factor when a peak would clip.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile
 import torch
 from PIL import Image
 from torch import Tensor
@@ -18,19 +24,39 @@ from torch import Tensor
 from mmim import registry
 from mmim.model import MaskedModel, ModelOutput
 from mmim_audio.frontend import NORM_STATS, AudioMAEFrontend
+from mmim_audio.griffin_lim import fbank_to_waveform
 from mmim_audio.io import crop_or_pad, load_audio
 
 PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")
 
 
 def dataset_option(spec: dict[str, Any] | None, name: str, default: Any) -> Any:
-    """``spec[name]``, else the dataset class's default for it, else ``default``."""
+    """``spec[name]``, else the dataset class's default for it (its signature's, or its
+    ``option_defaults``' for options it passes on), else ``default``."""
     if spec is None:
         return default
     if name in spec:
         return spec[name]
-    params = inspect.signature(registry.resolve("dataset", spec["name"])).parameters
-    return params[name].default if name in params else default
+    cls = registry.resolve("dataset", spec["name"])
+    params = inspect.signature(cls).parameters
+    if name in params and params[name].default is not inspect.Parameter.empty:
+        return params[name].default
+    return getattr(cls, "option_defaults", {}).get(name, default)
+
+
+def write_wavs(spectrograms: dict[str, Tensor], path_stem: Path, sample_rate: int, mean: float, std: float,
+               iterations: int = 64) -> list[Path]:
+    """Griffin-Lim each normalised ``(T, F)`` spectrogram to ``<path_stem>_<key>.wav`` (16-bit PCM)."""
+    waves = {key: fbank_to_waveform(spec, sample_rate, mean=mean, std=std, iterations=iterations)
+             for key, spec in spectrograms.items()}
+    peak = max(float(w.abs().max()) for w in waves.values())
+    scale = 0.99 / peak if peak > 0.99 else 1.0
+    paths = []
+    for key, wave in waves.items():
+        path = path_stem.with_name(f"{path_stem.name}_{key}.wav")
+        soundfile.write(path, (wave * scale).numpy(), sample_rate, subtype="PCM_16")
+        paths.append(path)
+    return paths
 
 
 def reconstruct(model: MaskedModel, stream: str, output: ModelOutput) -> tuple[Tensor, Tensor, Tensor]:
@@ -77,19 +103,28 @@ def render_row(panels: list[np.ndarray], scale: int = 2, pad: int = 4) -> Image.
 
 
 class SpectrogramVisualizer:
-    """Writes one PNG per sample: original | masked | reconstruction | reconstruction + visible."""
+    """Writes per sample one PNG (original | masked | reconstruction | reconstruction + visible) and two
+    WAVs (original, reconstruction + visible) through Griffin-Lim."""
 
     def render(self, model: MaskedModel, stream: str, raw: Tensor, output: ModelOutput, out_dir: Path,
-               dataset_spec: dict[str, Any] | None = None, prefix: str = "sample") -> list[Path]:
+               dataset_spec: dict[str, Any] | None = None, prefix: str = "sample", audio: bool = True,
+               iterations: int = 64) -> list[Path]:
         """Args:
-            raw: the stream's input ``(B, 1, T, F)`` as the model saw it.
+            raw: the stream's input ``(B, 1, T, F)`` as the model saw it (normalised log-mel).
             output: the model's output on ``raw`` with ``predict='all'``.
+            dataset_spec: the data's recipe entry; gives the sample rate and the normalisation.
+            audio: also write the WAVs.
+            iterations: Griffin-Lim iterations per WAV.
 
         Returns:
-            the written PNG paths.
+            the written paths: per sample the PNG, then (with ``audio``) its two WAVs.
         """
         out_dir.mkdir(parents=True, exist_ok=True)
         masked, recon, pasted = reconstruct(model, stream, output)
+        default_mean, default_std = NORM_STATS["audioset"]
+        rate = dataset_option(dataset_spec, "sample_rate", 16000)
+        mean = dataset_option(dataset_spec, "norm_mean", default_mean)
+        std = dataset_option(dataset_spec, "norm_std", default_std)
         paths = []
         for i in range(raw.shape[0]):
             original = raw[i, 0].detach().float().cpu()
@@ -98,6 +133,9 @@ class SpectrogramVisualizer:
             path = out_dir / f"{prefix}_{i:03d}.png"
             render_row(panels).save(path)
             paths.append(path)
+            if audio and raw.shape[1] == 1:
+                spectrograms = {"original": original, "reconstruction": pasted[i, 0].detach().float().cpu()}
+                paths += write_wavs(spectrograms, path.with_suffix(""), rate, mean, std, iterations)
         return paths
 
     def load_input(self, path: str | Path, model: MaskedModel, stream: str,
@@ -105,7 +143,7 @@ class SpectrogramVisualizer:
         """An audio file as the model's input ``(1, 1, T, F)``, through the training data's front end."""
         tokenizer = model.streams[stream].tokenizer
         frames, bins = tokenizer.input_size
-        mean, std = NORM_STATS["audioset"]
+        mean, std = NORM_STATS["audioset"]  # used when the spec names no statistics
         front = AudioMAEFrontend(dataset_option(dataset_spec, "sample_rate", 16000), bins, frames,
                                  mean=dataset_option(dataset_spec, "norm_mean", mean),
                                  std=dataset_option(dataset_spec, "norm_std", std), backend="torch")

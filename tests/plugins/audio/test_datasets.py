@@ -69,12 +69,14 @@ def test_audio_list_json_and_csv(tmp_path):
     ds = AudioList("train", False, data_file=str(tmp_path / "{split}.json"), label_csv=str(labels), **SMALL)
     assert ds.multi_label and ds.classes == ["Dog", "Cat", "Car"] and len(ds) == 3
     item = ds[0]
-    assert item["audio"].shape == (1, 40, 32) and item["label"] == 0 and item["labels"].tolist() == [1.0, 1.0, 0.0]
+    assert item["audio"].shape == (1, 40, 32) and item["label"].tolist() == [1.0, 1.0, 0.0]
+    assert set(item) == {"audio", "label"}
     (tmp_path / "test.csv").write_text("filename,category\nclips/c0.wav,dog\nclips/c1.wav,cat\n")
     single = AudioList("test", False, data_file=str(tmp_path / "{split}.csv"), classes=["dog", "cat"], **SMALL)
-    assert not single.multi_label and [single[i]["label"] for i in range(2)] == [0, 1] and "labels" not in single[0]
+    assert not single.multi_label and [single[i]["label"] for i in range(2)] == [0, 1]
+    assert set(single[0]) == {"audio", "label"}
     (tmp_path / "bad.csv").write_text("filename,category\nclips/c0.wav,horse\n")
-    with pytest.raises(DataError, match=r"bad.csv:2: unknown label"):
+    with pytest.raises(DataError, match=r"bad.csv:2: unknown label\(s\) \['horse'\]"):
         AudioList("x", False, data_file=str(tmp_path / "bad.csv"), classes=["dog"])
     with pytest.raises(ValueError, match="label_csv"):
         AudioList("train", False, data_file=str(tmp_path / "{split}.json"))
@@ -132,3 +134,91 @@ def test_audio_folder_and_corrupt_files(tmp_path):
         AudioFolder("val", False, str(tmp_path))
     with pytest.raises(DataError, match="no files ending"):
         AudioFolder("test", False, str(tmp_path))
+
+
+def _audioset_files(tmp_path: Path) -> tuple[Path, Path, list[list[int]]]:
+    """A small AudioSet-style set of real clips: embedded spoken-digit FLACs, a class index file in
+    AudioSet's format (quoted display names with commas) and a pretty-printed AST JSON data file."""
+    clips = sorted(embedded_root().glob("*.flac"))[:6]
+    labels = tmp_path / "class_labels_indices.csv"
+    labels.write_text('index,mid,display_name\n0,/m/09x0r,"Speech"\n1,/m/05zppz,"Male speech, man speaking"\n'
+                      '2,/m/02zsn,"Female speech, woman speaking"\n3,/m/0ytgt,"Child speech, kid speaking"\n')
+    mids = ["/m/09x0r", "/m/05zppz", "/m/02zsn", "/m/0ytgt"]
+    want = [[0, 1], [0, 2], [3], [0, 1, 3], [2], [0]]
+    entries = [{"video_id": f"v{i}", "wav": str(c), "labels": ",".join(mids[j] for j in w)}
+               for i, (c, w) in enumerate(zip(clips, want))]
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps({"data": entries}, indent=1))
+    return data, labels, want
+
+
+def test_audioset_json_gives_multi_hot_float_labels_that_batch_to_b_by_c(tmp_path):
+    data, labels, want = _audioset_files(tmp_path)
+    ds = AudioList("train", False, data_file=str(data), label_csv=str(labels), multi_label=True, **SMALL)
+    assert ds.classes[1] == "Male speech, man speaking" and ds.num_classes == 4 and ds.multi_hot
+    for i, classes in enumerate(want):
+        label = ds[i]["label"]
+        assert label.dtype == torch.float32 and label.shape == (4,)
+        assert label.nonzero().flatten().tolist() == classes and set(label.tolist()) <= {0.0, 1.0}
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=6, collate_fn=collate_skipping)))
+    assert batch["label"].shape == (6, 4) and batch["label"].dtype == torch.float32
+    assert batch["label"].sum(1).tolist() == [float(len(w)) for w in want] and batch["audio"].shape == (6, 1, 40, 32)
+    # every split gives vectors when multi_label is set, even one whose clips carry one label each
+    (tmp_path / "eval.json").write_text(json.dumps({"data": [{"wav": str(ds.samples[2][0]), "labels": "/m/0ytgt"}]}))
+    single = AudioList("eval", False, data_file=str(tmp_path / "{split}.json"), label_csv=str(labels),
+                       multi_label=True, **SMALL)
+    assert single[0]["label"].tolist() == [0.0, 0.0, 0.0, 1.0]
+    assert AudioList("eval", False, data_file=str(tmp_path / "{split}.json"), label_csv=str(labels))[0]["label"] == 3
+    # class-balanced sampling weights: sum over a clip's labels of 1000 / (count + 0.01)
+    counts = torch.tensor([4.0, 2.0, 2.0, 2.0], dtype=torch.float64)
+    expected = torch.tensor([sum(1000 / (counts[c] + 0.01) for c in w) for w in want], dtype=torch.float64)
+    torch.testing.assert_close(ds.sample_weights(), expected)
+
+
+def test_audioset_unknown_label_names_file_and_line(tmp_path):
+    data, labels, _ = _audioset_files(tmp_path)
+    text = data.read_text().replace('"/m/0ytgt"', '"/m/unknown"')  # entry 2, a single-label clip
+    data.write_text(text)
+    clip = str(sorted(embedded_root().glob("*.flac"))[2])
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if f'"wav": "{clip}"' in row)
+    assert line > 10  # pretty-printed: one entry spans several lines
+    with pytest.raises(DataError, match=rf"train.json:{line}: unknown label\(s\) \['/m/unknown'\] for .*class_labels"):
+        AudioList("train", False, data_file=str(data), label_csv=str(labels), multi_label=True)
+    bad_index = tmp_path / "bad_index.csv"
+    bad_index.write_text("index,mid,display_name\n0,/m/a,A\nx,/m/b,B\n")
+    with pytest.raises(DataError, match=r"bad_index.csv:3: index 'x'"):
+        AudioList("train", False, data_file=str(data), label_csv=str(bad_index))
+    clips = sorted(embedded_root().glob("*.flac"))[:5]
+    listing = tmp_path / "list.csv"
+    listing.write_text("wav,labels\n" + "".join(f'{c},"/m/09x0r,/m/{"nope" if i == 3 else "02zsn"}"\n'
+                                                 for i, c in enumerate(clips)))
+    with pytest.raises(DataError, match=r"list.csv:5: unknown label\(s\) \['/m/nope'\]"):
+        AudioList("train", False, data_file=str(listing), label_csv=str(labels))
+    listing.write_text(f'wav,labels\n{clips[0]},/m/09x0r\n{clips[1]},"/m/09x0r,/m/02zsn"\n')
+    with pytest.raises(DataError, match=r"list.csv:3: .* has 2 labels; set multi_label"):
+        AudioList("train", False, data_file=str(listing), label_csv=str(labels), multi_label=False)
+
+
+def test_mixup_mixes_waveforms_and_targets_with_beta_10_10(tmp_path):
+    data, labels, want = _audioset_files(tmp_path)
+    ds = AudioList("train", True, data_file=str(data), label_csv=str(labels), multi_label=True, mixup=1.0, **SMALL)
+    plain = AudioList("train", False, data_file=str(data), label_csv=str(labels), multi_label=True, **SMALL)
+    torch.manual_seed(0)
+    item = ds[4]  # labels [2]
+    torch.manual_seed(0)
+    assert float(torch.rand(())) < 1.0
+    other = int(torch.randint(len(ds), ()))
+    lam = float(torch.distributions.Beta(10.0, 10.0).sample())
+    expected = lam * plain[4]["label"] + (1 - lam) * plain[other]["label"]
+    torch.testing.assert_close(item["label"], expected)
+    assert 0.2 < lam < 0.8 and item["label"].dtype == torch.float32
+    torch.testing.assert_close(item["audio"], ds.frontend.normalize(ds.mixed_fbank(4, other, lam)))
+    if other != 4:
+        assert not torch.allclose(item["audio"], plain[4]["audio"], atol=1e-3)
+    # no mixing in evaluation; a single-label dataset with mixup gives float targets too
+    assert torch.equal(AudioList("train", False, data_file=str(data), label_csv=str(labels), multi_label=True,
+                                 mixup=1.0, **SMALL)[4]["label"], plain[4]["label"])
+    digits = SpokenDigits("train", augment=False, mixup=0.5, **SMALL)
+    assert digits[0]["label"].tolist() == [1.0] + [0.0] * 9
+    with pytest.raises(ValueError, match="probability"):
+        SpokenDigits("train", augment=True, mixup=1.5)

@@ -5,7 +5,12 @@ CSV: a header row with a path column (``wav``, ``path``, ``file`` or ``filename`
 column (``labels``, ``label``, ``target`` or ``category``); several labels in one field are
 separated by ``,`` or ``;``. Labels are AudioSet ids (``/m/...``), display names or integer
 indices, resolved through ``label_csv`` (AudioSet's ``class_labels_indices.csv``: ``index,mid,
-display_name``) or a ``classes`` list.
+display_name``) or a ``classes`` list. An unknown label is an error naming the data file and the
+line of its entry.
+
+Multi-label lists (AudioSet: 527 classes, several per clip) give ``"label"`` as a float32 multi-hot
+``(num_classes,)`` vector, ``(B, num_classes)`` once batched: the target of a BCE loss
+(``finetune.multilabel: true``) and of mAP.
 """
 
 from __future__ import annotations
@@ -26,18 +31,41 @@ LABEL_COLUMNS = ("labels", "label", "target", "category")
 
 def read_label_csv(path: Path) -> tuple[list[str], dict[str, int]]:
     """Class names and a lookup ``{mid or display name or index: index}`` from ``index,mid,display_name``."""
+    if not path.is_file():
+        raise DataError(f"{path}: class label file not found (expected index,mid,display_name)")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"index", "display_name"} <= set(rows[0]):
         raise DataError(f"{path}: expected columns index,mid,display_name")
-    names, lookup = [""] * len(rows), {}
+    names: list[str | None] = [None] * len(rows)
+    lookup: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
-        i = int(row["index"])
+        try:
+            i = int(row["index"])
+        except (TypeError, ValueError):
+            raise DataError(f"{path}:{line}: index {row['index']!r} is not an integer") from None
         if not 0 <= i < len(rows):
             raise DataError(f"{path}:{line}: index {i} outside 0..{len(rows) - 1}")
+        if names[i] is not None:
+            raise DataError(f"{path}:{line}: index {i} given twice")
         names[i] = row["display_name"]
-        lookup.update({row.get("mid", "") or str(i): i, row["display_name"]: i, str(i): i})
-    return names, lookup
+        lookup.update({row["display_name"]: i, str(i): i})
+        if row.get("mid"):
+            lookup[row["mid"]] = i
+    return [str(n) for n in names], lookup
+
+
+def _entry_lines(text: str, wavs: Sequence[str]) -> list[int]:
+    """1-based line of each JSON entry, found by its ``wav`` string in order (0 where not found)."""
+    lines, pos = [], 0
+    for wav in wavs:
+        found = text.find(json.dumps(wav)[1:-1], pos)
+        if found < 0:
+            lines.append(0)
+            continue
+        lines.append(text.count("\n", 0, found) + 1)
+        pos = found + 1
+    return lines
 
 
 def read_entries(path: Path) -> list[tuple[str, list[str], int]]:
@@ -45,19 +73,19 @@ def read_entries(path: Path) -> list[tuple[str, list[str], int]]:
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     if path.suffix.lower() == ".json":
+        text = path.read_text()
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid JSON ({err})") from err
+            raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from err
         items = data.get("data") if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise DataError(f"{path}: expected {{'data': [{{'wav': ..., 'labels': ...}}, ...]}}")
-        out = []
         for i, item in enumerate(items):
             if not isinstance(item, dict) or "wav" not in item:
                 raise DataError(f"{path}: entry {i} has no 'wav'")
-            out.append((str(item["wav"]), _split_labels(item.get("labels", "")), i))
-        return out
+        lines = _entry_lines(text, [str(item["wav"]) for item in items])
+        return [(str(item["wav"]), _split_labels(item.get("labels", "")), line) for item, line in zip(items, lines)]
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
@@ -66,7 +94,7 @@ def read_entries(path: Path) -> list[tuple[str, list[str], int]]:
         if path_col is None or label_col is None:
             raise DataError(f"{path}: needs a path column ({'/'.join(PATH_COLUMNS)}) and a label column "
                             f"({'/'.join(LABEL_COLUMNS)}); header is {fields}")
-        return [(row[path_col], _split_labels(row[label_col]), line) for line, row in enumerate(reader, start=2)]
+        return [(row[path_col], _split_labels(row[label_col]), reader.line_num) for row in reader]
 
 
 def _split_labels(value: Any) -> list[str]:
@@ -85,8 +113,9 @@ class AudioList(AudioClipDataset):
         label_csv: AudioSet-style ``index,mid,display_name`` file naming the classes.
         classes: class names instead of ``label_csv`` (labels are names or indices into it).
         root: base folder for relative audio paths (default: the data file's folder).
-        multi_label: items carry a multi-hot ``"labels"`` vector; ``None``: when any file has
-            more than one label.
+        multi_label: ``"label"`` is a float32 multi-hot ``(num_classes,)`` vector; ``None``: when any
+            file has more than one label. Set it explicitly for AudioSet so that every split (even
+            one whose clips all carry a single label) gives the same kind of target.
         **options: :class:`AudioClipDataset` options (defaults: AudioSet's 1024 frames, statistics).
     """
 
@@ -105,17 +134,24 @@ class AudioList(AudioClipDataset):
         base = Path(root).expanduser() if root is not None else self.data_file.parent
         entries = read_entries(self.data_file)
         samples: list[tuple[str, Any]] = []
+        lines = []
         for path, labels, line in entries:
+            where = f"{self.data_file}:{line}" if line else f"{self.data_file} (entry {len(samples)})"
             unknown = [lab for lab in labels if lab not in lookup]
             if unknown:
-                raise DataError(f"{self.data_file}:{line}: unknown label(s) {unknown}")
+                source = f" (classes from {label_csv})" if label_csv is not None else ""
+                raise DataError(f"{where}: unknown label(s) {unknown} for {path}{source}")
+            if not labels:
+                raise DataError(f"{where}: {path} has no label")
             resolved = str(path if Path(path).is_absolute() else base / path)
-            samples.append((resolved, [lookup[lab] for lab in labels]))
+            samples.append((resolved, sorted({lookup[lab] for lab in labels})))
+            lines.append(where)
         if multi_label is None:
             multi_label = any(len(labels) != 1 for _, labels in samples)
         if not multi_label:
-            bad = next(((p, ls) for p, ls in samples if len(ls) != 1), None)
+            bad = next((i for i, (_, ls) in enumerate(samples) if len(ls) != 1), None)
             if bad is not None:
-                raise DataError(f"{self.data_file}: {bad[0]} has {len(bad[1])} labels; set multi_label: true")
+                raise DataError(f"{lines[bad]}: {samples[bad][0]} has {len(samples[bad][1])} labels; "
+                                f"set multi_label: true")
             samples = [(p, ls[0]) for p, ls in samples]
         super().__init__(samples, names, augment, **options)

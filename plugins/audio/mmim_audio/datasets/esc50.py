@@ -34,6 +34,9 @@ class ESC50(AudioClipDataset):
         **options: :class:`AudioClipDataset` options (defaults: 512 frames, ESC-50 statistics).
     """
 
+    # defaults it gives the AudioClipDataset options (read by the visualizer for audio files)
+    option_defaults = {"target_frames": ESC50_FRAMES, "norm_mean": ESC50_STATS[0], "norm_std": ESC50_STATS[1]}
+
     def __init__(self, split: str, augment: bool, root: str, fold: int = 1, esc10: bool = False,
                  **options: Any) -> None:
         self.split = check_split(split, ("train", "test"))
@@ -56,7 +59,6 @@ class ESC50(AudioClipDataset):
         index = {t: i for i, t in enumerate(targets)}
         keep = (lambda r: int(r["fold"]) == fold) if self.split == "test" else (lambda r: int(r["fold"]) != fold)
         samples = [(str(self.root / "audio" / r["filename"]), index[int(r["target"])]) for r in rows if keep(r)]
-        options.setdefault("target_frames", ESC50_FRAMES)
-        options.setdefault("norm_mean", ESC50_STATS[0])
-        options.setdefault("norm_std", ESC50_STATS[1])
+        for key, value in self.option_defaults.items():
+            options.setdefault(key, value)
         super().__init__(samples, [names[t] for t in targets], augment, **options)

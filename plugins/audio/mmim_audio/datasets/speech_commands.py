@@ -39,6 +39,10 @@ class SpeechCommands(AudioClipDataset):
         **options: :class:`AudioClipDataset` options (defaults: 128 frames, Speech Commands statistics).
     """
 
+    # defaults it gives the AudioClipDataset options (read by the visualizer for audio files)
+    option_defaults = {"target_frames": SPEECHCOMMANDS_FRAMES, "norm_mean": SPEECHCOMMANDS_STATS[0],
+                       "norm_std": SPEECHCOMMANDS_STATS[1]}
+
     def __init__(self, split: str, augment: bool, root: str, **options: Any) -> None:
         self.split = check_split(split, ("train", "validation", "test"))
         self.root = Path(root).expanduser()
@@ -56,7 +60,6 @@ class SpeechCommands(AudioClipDataset):
                     not any(rel in listed for listed in held_out.values())
                 if in_split:
                     samples.append((str(wav), label))
-        options.setdefault("target_frames", SPEECHCOMMANDS_FRAMES)
-        options.setdefault("norm_mean", SPEECHCOMMANDS_STATS[0])
-        options.setdefault("norm_std", SPEECHCOMMANDS_STATS[1])
+        for key, value in self.option_defaults.items():
+            options.setdefault(key, value)
         super().__init__(samples, classes, augment, **options)
