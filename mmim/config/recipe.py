@@ -152,6 +152,7 @@ class FinetuneConfig:
     head_hidden: int = 256  # width of the mlp head's hidden layers
     head_dropout: float = 0.5  # dropout of the mlp head
     votes: int = 1  # test-time votes (Point-MAE's voting: average logits over augmented copies)
+    streams: list[str] | None = None  # fused models: the input streams the classifier sees (default: all inputs)
     multilabel: bool = False  # multi-label targets (AudioSet): BCE on multi-hot labels, mAP as the metric
     grad_clip: float | None = None
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans ``epochs``

@@ -11,7 +11,10 @@ plugin = Plugin(
     modality="multimodal",
     components={
         "converter": {"multimae": "mmim_multimodal.converters.multimae:load_multimae_checkpoint"},
-        "dataset": {"image_derived": "mmim_multimodal.derived:ImageDerived"},
+        "dataset": {
+            "image_derived": "mmim_multimodal.derived:ImageDerived",
+            "multitask_folder": "mmim_multimodal.folder:MultiTaskFolder",
+        },
     },
     recipes="mmim_multimodal/recipes",
     default_recipe="multimae_fashion_derived.yaml",

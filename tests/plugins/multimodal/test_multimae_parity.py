@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from einops import rearrange
+from mmim_multimodal.converters.multimae import CheckpointFormatError, load_multimae_checkpoint, multimae_to_mmim
 from safetensors.torch import load_file, save_file
 
 from mmim.config.recipe import recipe_from_dict
 from mmim.fusion.masking import BudgetNoise
 from mmim.model import build_model
 from mmim.types import JointMask
-from mmim_multimodal.converters.multimae import CheckpointFormatError, load_multimae_checkpoint, multimae_to_mmim
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "multimae"
 TASKS = ("rgb", "depth", "semseg")
