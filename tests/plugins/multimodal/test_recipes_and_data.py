@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mmim_multimodal.derived import erosion_depth, intensity_segments, truncated_standardize
+from mmim_multimodal.folder import MultiTaskFolder
 from PIL import Image
 
 from mmim import registry
@@ -14,8 +16,6 @@ from mmim.config.recipe import load_recipe
 from mmim.data import DataError
 from mmim.data.paired import PairedDataset, sample_labels
 from mmim.model import build_model
-from mmim_multimodal.derived import erosion_depth, intensity_segments, truncated_standardize
-from mmim_multimodal.folder import MultiTaskFolder
 
 ROOT = Path(__file__).parents[3]
 
