@@ -121,7 +121,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from mmim.config.recipe import apply_overrides, load_recipe, recipe_from_dict
     from mmim.engine.checkpoint import load_checkpoint
     from mmim.engine.trainer import Trainer
-    from mmim.finetune.task import FinetuneTask, dataset_spec, top1_accuracy
+    from mmim.finetune.task import FinetuneTask
     from mmim.recipes_catalog import find_recipe
 
     target, overrides = _split_train_args(args)
@@ -143,13 +143,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
              recipe.finetune.layer_decay, run_dir)
     summary = trainer.fit()
     if trainer.rt.is_main:
-        from mmim import registry
-
-        test = registry.build("dataset", dataset_spec(recipe), where="finetune.dataset",
-                              split=recipe.finetune.test_split, augment=False)
-        acc = top1_accuracy(trainer.model, test, device=trainer.rt.device)
-        (run_dir / "finetune.json").write_text(json.dumps({"top1": acc, "init": init, **summary}, indent=2, default=str))
-        print(f"fine-tuned {summary['steps']} steps in {summary['seconds']:.1f}s; top-1 on {recipe.finetune.test_split}: {acc:.4f}")
+        metrics = task.evaluate(trainer.model, device=trainer.rt.device)  # {"top1": ...} or {"mAP": ...} (multilabel)
+        (name, value), = metrics.items()
+        votes = f", {task.votes} votes" if task.votes > 1 else ""
+        (run_dir / "finetune.json").write_text(json.dumps({**metrics, "votes": task.votes, "init": init, **summary},
+                                                          indent=2, default=str))
+        label = "top-1" if name == "top1" else name
+        print(f"fine-tuned {summary['steps']} steps in {summary['seconds']:.1f}s; {label} on {recipe.finetune.test_split}"
+              f"{votes}: {value:.4f}")
     return 0
 
 
@@ -200,6 +201,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
     def predict_all(data: dict) -> None:  # the decoders must predict every token
         for stream in data["model"]["streams"].values():
+            if not stream.get("decoder"):
+                continue
             decoder_cls = registry.resolve("decoder", stream["decoder"]["name"])
             if "predict" in inspect.signature(decoder_cls).parameters:
                 stream["decoder"]["predict"] = "all"
@@ -208,7 +211,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     model.eval()
     spec = recipe.eval.dataset or recipe.data.dataset
     out_dir = Path(args.out) if args.out else _run_dir(args.run) / "visualize"
-    visualizers = {name: registry.companion("visualizer", s.tokenizer["name"])() for name, s in recipe.model.streams.items()}
+    visualizers = {name: registry.companion("visualizer", s.tokenizer["name"])()
+                   for name, s in recipe.model.streams.items() if s.tokenizer is not None}
     if args.input:
         if len(visualizers) != 1:
             raise ValueError("--input works for single-stream models; use dataset samples for several streams")
@@ -221,6 +225,12 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     with torch.no_grad():
         output = model(batch, generator=torch.Generator().manual_seed(args.seed))
     raw = model.raw_inputs(batch)
+    if model.fused:
+        from mmim.fusion.visualize import render_fused
+
+        for path in render_fused(model, raw, output, out_dir, visualizers, spec):
+            print(path)
+        return 0
     for name, vis in visualizers.items():
         for path in vis.render(model, name, raw[name], output, out_dir, spec, prefix=name):
             print(path)

@@ -20,7 +20,10 @@ plugin = Plugin(
             "mask_patch": "mmim_image.maskers:MaskPatchMasker",
         },
         "target": {"hog": "mmim_image.hog:HOGTarget"},
-        "visualizer": {"patch": "mmim_image.visualize:ImageVisualizer"},
+        "visualizer": {
+            "patch": "mmim_image.visualize:ImageVisualizer",
+            "segmap": "mmim_image.visualize:SegMapVisualizer",
+        },
         "converter": {"mae": "mmim_image.converters.mae:load_mae_checkpoint"},
         "exporter": {"patch": "mmim_image.export:export_timm"},
         "dataset": {

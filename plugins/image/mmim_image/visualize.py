@@ -114,3 +114,49 @@ class ImageVisualizer:
         mean, std = display_stats(dataset_spec, tokenizer.in_chans)
         transform = build_transform(tokenizer.img_size, False, mean=mean.flatten().tolist(), std=std.flatten().tolist())
         return transform(decode(str(path), MODES[tokenizer.in_chans])).unsqueeze(0)
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """``(num_classes, 3)`` uint8 colours: class 0 black, the others spread over the hue circle."""
+    import colorsys
+
+    colours = [(0, 0, 0)] + [tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / max(1, num_classes - 1) * 0.85, 0.8, 1.0))
+                             for i in range(num_classes - 1)]
+    return np.array(colours, dtype=np.uint8)
+
+
+class SegMapVisualizer:
+    """Writes one PNG per sample for a class-map stream: original | masked | predicted classes |
+    prediction pasted into the visible part (hidden patches grey)."""
+
+    def render(self, model: MaskedModel, stream: str, raw: Tensor, output: ModelOutput, out_dir: Path,
+               dataset_spec: dict[str, Any] | None = None, prefix: str = "sample") -> list[Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tok = model.streams[stream].tokenizer
+        tokens, mask, pred = output.tokens[stream], output.masks[stream], output.predictions[stream]
+        if pred.full is None:
+            raise ValueError("visualisation needs predictions for every token")
+        b, n, _ = tokens.content.shape
+        k = tokens.content.shape[-1]
+        classes = pred.full.float().reshape(b, n, tok.num_classes, k).argmax(2).float()
+        hidden = mask.bool_mask().unsqueeze(-1)
+        colours = palette(tok.num_classes)
+        grey = np.full(3, 128, np.uint8)
+
+        def draw(content: Tensor, hide: Tensor | None = None) -> list[np.ndarray]:
+            ids = tok.content_to_raw(content).long().clamp(0, tok.num_classes - 1)
+            out = colours[ids.cpu().numpy()]
+            if hide is not None:
+                gone = tok.content_to_raw(hide.expand(-1, -1, k).float()).bool().cpu().numpy()
+                out[gone] = grey
+            return list(out)
+
+        rows = zip(draw(tokens.content), draw(tokens.content, hidden), draw(classes),
+                   draw(torch.where(hidden, classes, tokens.content)))
+        scale = max(1, 224 // raw.shape[-1])
+        paths = []
+        for i, panels in enumerate(rows):
+            path = out_dir / f"{prefix}_{i:03d}.png"
+            render_grid([list(panels)], scale=scale).save(path)
+            paths.append(path)
+        return paths

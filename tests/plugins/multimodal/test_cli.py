@@ -1,0 +1,29 @@
+"""`mmim train --modality multimodal`, then eval (cross-modal) and visualize on the run."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from mmim.cli import main
+
+
+def test_train_eval_visualize_a_fused_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    small = ["schedule.max_steps=3", "data.batch_size=16", "eval.after_train=false", "train.progress=false",
+             f"train.out_dir={run}", "train.threads=1"]
+    assert main(["train", "--modality", "multimodal", *small]) == 0
+    assert (run / "config.yaml").is_file()
+    capsys.readouterr()
+    assert main(["eval", str(run), "--no-baseline", "eval.protocols=[knn,cross_modal]",
+                 "eval.dataset={name: image_derived, image: {name: fashion_mnist, max_samples: 200}}"]) == 0
+    printed = capsys.readouterr().out
+    for col in ("knn", "from_others/image", "blind/image", "from_others/semseg", "blind/depth"):
+        assert col in printed, col
+    out = tmp_path / "vis"
+    assert main(["visualize", str(run), "--num", "2", "--out", str(out)]) == 0
+    pictures = sorted(out.glob("sample_*.png"))
+    assert [p.name for p in pictures] == ["sample_000.png", "sample_001.png"]
+    one = Image.open(out / "streams" / "image_sample000_000.png")
+    whole = Image.open(pictures[0])
+    assert whole.height > 2.5 * one.height, "image, depth and semseg rows stacked in one picture"
+    assert {p.name.split("_")[0] for p in (out / "streams").glob("*.png")} == {"image", "depth", "semseg"}
