@@ -211,8 +211,16 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     model.eval()
     spec = recipe.eval.dataset or recipe.data.dataset
     out_dir = Path(args.out) if args.out else _run_dir(args.run) / "visualize"
-    visualizers = {name: registry.companion("visualizer", s.tokenizer["name"])()
-                   for name, s in recipe.model.streams.items() if s.tokenizer is not None}
+    visualizers = {}
+    for name, s in recipe.model.streams.items():
+        if s.tokenizer is None:
+            continue
+        try:
+            visualizers[name] = registry.companion("visualizer", s.tokenizer["name"])()
+        except registry.RegistryError as err:
+            if not model.fused:
+                raise
+            print(f"mmim visualize: stream {name!r} is not drawn: {err}", file=sys.stderr)
     if args.input:
         if len(visualizers) != 1:
             raise ValueError("--input works for single-stream models; use dataset samples for several streams")

@@ -27,3 +27,19 @@ def test_train_eval_visualize_a_fused_run(tmp_path, capsys):
     whole = Image.open(pictures[0])
     assert whole.height > 2.5 * one.height, "image, depth and semseg rows stacked in one picture"
     assert {p.name.split("_")[0] for p in (out / "streams").glob("*.png")} == {"image", "depth", "semseg"}
+
+
+def test_fusing_the_third_party_plugin_with_images(tmp_path, capsys):
+    """The docs/multimodal.md guide: image (built-in plugin) + series (examples/mmim-timeseries)."""
+    from pathlib import Path
+
+    recipe = Path(__file__).parents[3] / "recipes" / "multimodal" / "fusion_fashion_timeseries.yaml"
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "schedule.max_steps=3", "data.batch_size=16", "eval.after_train=false",
+                 "train.progress=false", f"train.out_dir={run}", "train.threads=1"]) == 0
+    assert "trained 3 steps" in capsys.readouterr().out
+    out = tmp_path / "vis"
+    assert main(["visualize", str(run), "--num", "1", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "stream 'series' is not drawn" in captured.err  # the example plugin ships no renderer
+    assert (out / "sample_000.png").is_file()
