@@ -112,6 +112,19 @@ class MaskedModel(nn.Module):
     def fused(self) -> bool:
         return self.fusion is not None
 
+    def encoder_inputs(self) -> list[str] | None:
+        """The streams an unmasked encoding reads (a fused model's inputs; None: every stream)."""
+        return list(self.fusion_inputs) if self.fused else None
+
+    def restrict_inputs(self, names: list[str]) -> None:
+        """A fused model encodes only ``names`` from now on (e.g. RGB-only fine-tuning)."""
+        if not self.fused:
+            raise ValueError("finetune.streams selects input streams of a fused model (model.fusion)")
+        unknown = [n for n in names if n not in self.token_streams]
+        if unknown or not names:
+            raise ValueError(f"finetune.streams: {unknown or names} are not tokenized streams; streams: {self.token_streams}")
+        self.fusion_inputs = list(names)
+
     def token_source(self, name: str) -> str:
         """The stream whose tokens ``name`` predicts (itself, or its ``tokens_of``)."""
         return self.streams[name].tokens_of or name
@@ -127,9 +140,12 @@ class MaskedModel(nn.Module):
         """EMA step of the teacher after an optimizer step (``progress`` in [0, 1]); its momentum."""
         return self.teacher.update(self, progress) if self.teacher is not None else None
 
-    def raw_inputs(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def raw_inputs(self, batch: Mapping[str, Tensor], names: list[str] | None = None) -> dict[str, Tensor]:
+        """Each stream's raw input from the batch (only ``names`` when given)."""
         out = {}
         for name, stream in self.streams.items():
+            if names is not None and name not in names:
+                continue
             if stream.tokens_of:  # an extra head reads its source stream's input unless told otherwise
                 key = stream.input_key or self.streams[stream.tokens_of].input_key or stream.tokens_of
             else:
@@ -140,7 +156,8 @@ class MaskedModel(nn.Module):
         return out
 
     def tokenize(self, raw: Mapping[str, Tensor]) -> dict[str, Tokens]:
-        return {name: stream.tokenizer(raw[name]) for name, stream in self.streams.items() if stream.tokenizer is not None}
+        return {name: stream.tokenizer(raw[name]) for name, stream in self.streams.items()
+                if stream.tokenizer is not None and name in raw}
 
     def make_masks(self, tokens: Mapping[str, Tokens], generator: torch.Generator) -> dict[str, StreamMask]:
         """Draw every stream's mask from ``generator`` (a stream at a time, in stream order)."""
@@ -286,7 +303,7 @@ class MaskedModel(nn.Module):
     @torch.no_grad()
     def features(self, batch: Mapping[str, Tensor], pool: str = "mean") -> Tensor:
         """Frozen features ``(B, D)`` with every token visible: mean of all stream tokens or cls."""
-        prefix, encoded = self.encode(self.tokenize(self.raw_inputs(batch)), None)
+        prefix, encoded = self.encode(self.tokenize(self.raw_inputs(batch, self.encoder_inputs())), None)
         if pool == "cls":
             if prefix.shape[1] == 0:
                 raise ValueError("pool='cls' needs an encoder with a cls token")

@@ -169,3 +169,17 @@ def test_stream_embeddings_are_not_decayed():
     names = {n for n, p in model.named_parameters() if no_weight_decay(n, p)}
     assert "modality_embed.image" in names and "streams.image.decoder.task_embeddings.series" in names
     assert "streams.image.decoder.xattn.q.weight" not in names
+
+
+def test_finetuning_a_fused_model_on_one_stream():
+    from mmim.finetune.classifier import EncoderClassifier
+
+    data = recipe()
+    data["model"]["encoder"]["final_norm"] = False
+    model = build_model(recipe_from_dict(data).model)
+    model.restrict_inputs(["image"])
+    clf = EncoderClassifier(model, num_classes=4)
+    logits = clf({"image": batch()["image"]})  # no "series" key needed
+    assert logits.shape == (3, 4)
+    with pytest.raises(ValueError, match="'sound'"):
+        model.restrict_inputs(["sound"])

@@ -21,8 +21,41 @@ def set_drop_path(model: MaskedModel, rate: float) -> None:
         block.drop_path2 = drop_path_cls(r) if r > 0 else nn.Identity()
 
 
+HEADS = ("linear", "mlp")
+
+
+def pooled_dim(backbone: MaskedModel, pool: str) -> int:
+    """Width of the pooled features the head sees: ``2 * D`` for ``cls_max``, else ``D``."""
+    return 2 * backbone.encoder.embed_dim if pool == "cls_max" else backbone.encoder.embed_dim
+
+
+def build_head(kind: str, in_features: int, num_classes: int, hidden: int = 256, dropout: float = 0.5) -> nn.Module:
+    """A classification head ``(B, in_features) -> (B, num_classes)``.
+
+    ``linear``: one ``Linear``, MAE's init (weights ``trunc_normal(std=2e-5)``, zero bias).
+    ``mlp``: Point-MAE's ``cls_head_finetune``: ``Linear(in, h) - BatchNorm1d - ReLU - Dropout -
+    Linear(h, h) - BatchNorm1d - ReLU - Dropout - Linear(h, C)``, PyTorch's default init (as the
+    official fine-tuning from a checkpoint). Its indices (``0, 1, 4, 5, 8`` hold weights) are the
+    official ones, so ``head.N.*`` is ``cls_head_finetune.N.*``.
+    """
+    if kind == "linear":
+        head = nn.Linear(in_features, num_classes)
+        nn.init.trunc_normal_(head.weight, std=2e-5)  # MAE's head init
+        nn.init.zeros_(head.bias)
+        return head
+    if kind == "mlp":
+        if hidden < 1 or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"mlp head needs head_hidden >= 1 and 0 <= head_dropout < 1, got {hidden}, {dropout}")
+        return nn.Sequential(
+            nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+    raise ValueError(f"head must be one of {HEADS}, got {kind!r}")
+
+
 class EncoderClassifier(nn.Module):
-    """Tokenizers + encoder of a :class:`MaskedModel` (decoders dropped), pooled, then a linear head.
+    """Tokenizers + encoder of a :class:`MaskedModel` (decoders dropped), pooled, then a head.
 
     ``pool="mean"`` averages every stream's tokens and applies a fresh ``fc_norm`` instead of the
     encoder's final norm (MAE ``global_pool``); ``pool="cls"`` uses the normed cls token;
@@ -32,33 +65,36 @@ class EncoderClassifier(nn.Module):
     Args:
         backbone: a masked model whose encoder is to be fine-tuned.
         num_classes: output classes.
-        pool: ``"mean"`` or ``"cls"``.
+        pool: ``"mean"``, ``"cls"`` or ``"cls_max"``.
+        head: ``"linear"``, ``"mlp"`` (see :func:`build_head`) or a ready module taking the pooled
+            features (e.g. one a converter already filled with official weights).
+        head_hidden, head_dropout: the ``mlp`` head's width and dropout.
     """
 
-    def __init__(self, backbone: MaskedModel, num_classes: int, pool: str = "mean") -> None:
+    def __init__(self, backbone: MaskedModel, num_classes: int, pool: str = "mean", head: str | nn.Module = "linear",
+                 head_hidden: int = 256, head_dropout: float = 0.5) -> None:
         super().__init__()
         if pool not in ("mean", "cls", "cls_max"):
             raise ValueError(f"pool must be 'mean', 'cls' or 'cls_max', got {pool!r}")
         if pool != "mean" and backbone.encoder.cls_token is None:
-            raise ValueError(f"pool={pool!r} needs an encoder with a cls token")
+            raise ValueError(f"pool={pool!r} needs an encoder with a cls token (model.encoder.cls_token: true)")
         for stream in backbone.streams.values():
             stream.decoder = nn.Identity()
             stream.target = nn.Identity()
         self.backbone, self.pool = backbone, pool
         dim = backbone.encoder.embed_dim
         if pool == "mean":
-            eps = backbone.encoder.norm.eps
+            eps = backbone.encoder.config.norm_eps
             backbone.encoder.norm = nn.Identity()
             self.fc_norm = nn.LayerNorm(dim, eps=eps)
         else:
             self.fc_norm = nn.Identity()
-        self.head = nn.Linear(2 * dim if pool == "cls_max" else dim, num_classes)
-        nn.init.trunc_normal_(self.head.weight, std=2e-5)  # MAE's head init
-        nn.init.zeros_(self.head.bias)
+        self.head = head if isinstance(head, nn.Module) else build_head(head, pooled_dim(backbone, pool), num_classes,
+                                                                       head_hidden, head_dropout)
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """Raw inputs by batch key -> logits ``(B, num_classes)``."""
-        tokens = self.backbone.tokenize(self.backbone.raw_inputs(batch))
+        """Raw inputs by batch key -> logits ``(B, num_classes)`` (features ``(B, D)`` or ``(B, 2D)`` pooled)."""
+        tokens = self.backbone.tokenize(self.backbone.raw_inputs(batch, self.backbone.encoder_inputs()))
         prefix, encoded = self.backbone.encode(tokens, None)
         if self.pool == "cls":
             feats = prefix[:, 0]

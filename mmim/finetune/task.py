@@ -1,21 +1,27 @@
-"""Supervised fine-tuning as a :class:`~mmim.engine.task.Task` of the shared training loop."""
+"""Supervised fine-tuning as a :class:`~mmim.engine.task.Task` of the shared training loop.
+
+Labels: ``batch["label"]`` is ``(B,)`` class indices (cross-entropy), or with
+``finetune.multilabel: true`` a float multi-hot ``(B, num_classes)`` tensor (binary cross-entropy
+with logits; evaluated by mAP).
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from mmim import registry
 from mmim.config.recipe import Recipe
-from mmim.data.loading import collate_skipping
 from mmim.engine.checkpoint import load_checkpoint
 from mmim.engine.task import LoopSettings
-from mmim.finetune.classifier import EncoderClassifier, set_drop_path
+from mmim.finetune.classifier import EncoderClassifier, build_head, pooled_dim, set_drop_path
+from mmim.finetune.evaluate import evaluate, vote_hook
 from mmim.finetune.layer_decay import layer_decay_groups
 from mmim.model import MaskedModel, build_model
 from mmim.timm_compat import import_timm
@@ -23,17 +29,29 @@ from mmim.timm_compat import import_timm
 log = logging.getLogger(__name__)
 
 
-def load_pretrained(model: MaskedModel, init: str) -> None:
+FRESH_KEYS = ("encoder.cls_token", "encoder.cls_pos")  # may stay freshly initialised (pre-training had no cls)
+
+
+def load_pretrained(model: MaskedModel, init: str, head: nn.Module | None = None) -> None:
     """Load encoder weights: an mmim run directory or checkpoint, or ``<converter>:<path>`` for an
-    official checkpoint through a plugin's converter (e.g. ``mae:mae_pretrain_vit_base.pth``)."""
+    official checkpoint through a plugin's converter (e.g. ``mae:mae_pretrain_vit_base.pth``).
+
+    A converter that takes a ``head`` keyword receives ``head`` (the classifier's head module) and
+    may fill it from a fine-tuned checkpoint (Point-MAE's ``cls_head_finetune`` into ``head: mlp``).
+    A cls token (and its position) missing from an mmim pre-training checkpoint stays freshly
+    initialised, as in Point-MAE's fine-tuning.
+    """
     name, sep, path = init.partition(":")
     if sep and name in {c.split(":")[1] for c in registry.available("converter")}:
-        missing = registry.resolve("converter", name)(path, model)
+        converter = registry.resolve("converter", name)
+        kwargs = {"head": head} if head is not None and "head" in inspect.signature(converter).parameters else {}
+        missing = converter(path, model, **kwargs)
         log.info("loaded %s through converter %r (%d keys not in the checkpoint)", path, name, len(missing))
         return
     state = load_checkpoint(init)["model"]
     result = model.load_state_dict(state, strict=False)
-    encoder_missing = [k for k in result.missing_keys if k.startswith("encoder.") or ".tokenizer." in k]
+    encoder_missing = [k for k in result.missing_keys
+                       if (k.startswith("encoder.") or ".tokenizer." in k) and k not in FRESH_KEYS]
     if encoder_missing or result.unexpected_keys:
         raise ValueError(f"{init}: checkpoint does not fit the recipe's model: missing {encoder_missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")
@@ -45,29 +63,38 @@ def dataset_spec(recipe: Recipe) -> dict[str, Any]:
 
 class FinetuneTask:
     """Fine-tunes ``recipe.model``'s encoder (optionally initialised from ``init``) with the
-    ``recipe.finetune`` settings: layer-wise lr decay, drop path, label smoothing, mixup/cutmix."""
+    ``recipe.finetune`` settings: layer-wise lr decay, drop path, label smoothing, mixup/cutmix,
+    a linear or MLP head, multi-label targets; :meth:`evaluate` tests with optional voting."""
 
     def __init__(self, recipe: Recipe, init: str | None = None) -> None:
         ft = recipe.finetune
-        backbone = build_model(recipe.model, recipe.source)
-        if init:
-            load_pretrained(backbone, init)
-        set_drop_path(backbone, ft.drop_path)
+        self.recipe = recipe
         spec = dataset_spec(recipe)
         self.dataset: Dataset = registry.build("dataset", spec, where="finetune.dataset", split=ft.train_split, augment=True)
         num_classes = ft.num_classes or getattr(self.dataset, "num_classes", None)
         if not num_classes:
             raise ValueError("finetune.num_classes is not set and the dataset has no num_classes attribute")
-        self.module = EncoderClassifier(backbone, num_classes, ft.pool)
+        vote_hook(self.dataset, ft.votes)  # fail before training when voting cannot work
+        backbone = build_model(recipe.model, recipe.source)
+        head = build_head(ft.head, pooled_dim(backbone, ft.pool), num_classes, ft.head_hidden, ft.head_dropout)
+        if init:
+            load_pretrained(backbone, init, head)
+        set_drop_path(backbone, ft.drop_path)
+        if ft.streams is not None:
+            backbone.restrict_inputs(ft.streams)
+        self.module = EncoderClassifier(backbone, num_classes, ft.pool, head=head)
         self.num_layers = len(backbone.encoder.blocks)
         self.layer_decay, self.num_classes = ft.layer_decay, num_classes
+        self.multilabel, self.votes = ft.multilabel, ft.votes
         self.input_keys = [s.input_key or n for n, s in backbone.streams.items()]
         self.mixup = None
         if ft.mixup > 0 or ft.cutmix > 0:
             if len(self.input_keys) != 1:
                 raise ValueError("mixup/cutmix need a single-stream model")
             mixup_cls = import_timm().data.Mixup
-            self.mixup = mixup_cls(mixup_alpha=ft.mixup, cutmix_alpha=ft.cutmix, label_smoothing=ft.label_smoothing,
+            # multi-label: timm mixes the inputs; the multi-hot labels are mixed by mix_multihot
+            self.mixup = mixup_cls(mixup_alpha=ft.mixup, cutmix_alpha=ft.cutmix,
+                                   label_smoothing=0.0 if ft.multilabel else ft.label_smoothing,
                                    num_classes=num_classes)
         self.label_smoothing = ft.label_smoothing
         self.settings = LoopSettings(ft.batch_size, ft.effective_batch_size, ft.epochs, ft.warmup_epochs, ft.min_lr,
@@ -79,7 +106,13 @@ class FinetuneTask:
         return layer_decay_groups(self.module, self.num_layers, self.settings.weight_decay, self.layer_decay)
 
     def step(self, net: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, dict[str, float], int]:
-        labels = batch["label"].long()
+        if self.multilabel:
+            return self._multilabel_step(net, batch)
+        labels = batch["label"]
+        if labels.dim() != 1:
+            raise ValueError(f"batch['label'] has shape {tuple(labels.shape)}; class indices (B,) expected "
+                             f"(multi-hot labels need finetune.multilabel: true)")
+        labels = labels.long()
         if self.mixup is not None:
             key = self.input_keys[0]
             batch = dict(batch)
@@ -91,18 +124,46 @@ class FinetuneTask:
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
         return loss, {"ce": float(loss.detach())}, labels.shape[0]
 
+    def _multilabel_step(self, net: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float], int]:
+        labels = batch["label"]
+        if not (isinstance(labels, Tensor) and labels.is_floating_point() and labels.dim() == 2
+                and labels.shape[1] == self.num_classes):
+            got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+            raise ValueError(f"finetune.multilabel: batch['label'] must be a float multi-hot tensor (B, {self.num_classes}), "
+                             f"got {got}{' ' + str(labels.dtype) if isinstance(labels, Tensor) else ''}")
+        if self.mixup is not None:
+            key = self.input_keys[0]
+            batch = dict(batch)
+            batch[key], labels = mix_multihot(self.mixup, batch[key], labels)
+        if self.label_smoothing > 0:  # timm's on/off values: 1 -> 1 - eps + eps / C, 0 -> eps / C
+            labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
+        logits = net(batch)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        return loss, {"bce": float(loss.detach())}, labels.shape[0]
 
-@torch.no_grad()
+    def evaluate(self, classifier: nn.Module, device: torch.device | str = "cpu") -> dict[str, float]:
+        """The test split's ``top1`` (or ``mAP`` when multi-label), voting when ``finetune.votes > 1``."""
+        ft = self.recipe.finetune
+        test = registry.build("dataset", dataset_spec(self.recipe), where="finetune.dataset", split=ft.test_split,
+                              augment=False)
+        return evaluate(classifier, test, multilabel=self.multilabel, votes=self.votes, device=device,
+                        seed=self.recipe.seed)
+
+
+def mix_multihot(mixup: Any, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """timm mixup/cutmix of ``inputs`` with the same mixing applied to multi-hot ``labels`` ``(B, C)``.
+
+    timm's ``Mixup`` only builds one-hot targets from class indices. Asked to mix the targets
+    ``arange(B)`` over ``B`` classes (no smoothing), it returns the mixing matrix ``W`` ``(B, B)``
+    (``W[i, j]``: the share of sample ``j`` in mixed sample ``i``, whatever mode and cut-mix area
+    correction timm chose), and ``W @ labels`` are the mixed multi-hot labels.
+    """
+    size = labels.shape[0]
+    mixup.num_classes, mixup.label_smoothing = size, 0.0
+    mixed, weights = mixup(inputs, torch.arange(size, device=labels.device))
+    return mixed, weights.to(labels.dtype) @ labels
+
+
 def top1_accuracy(classifier: nn.Module, dataset: Dataset, batch_size: int = 256, device: torch.device | str = "cpu") -> float:
     """Top-1 accuracy of ``classifier`` on ``dataset`` (no augmentation expected)."""
-    was_training = classifier.training
-    classifier.eval()
-    correct = total = 0
-    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_skipping):
-        batch.pop("_skipped", None)
-        inputs = {k: v.to(device) for k, v in batch.items() if isinstance(v, Tensor)}
-        pred = classifier(inputs).argmax(-1).cpu()
-        correct += int((pred == batch["label"]).sum())
-        total += pred.shape[0]
-    classifier.train(was_training)
-    return correct / max(total, 1)
+    return evaluate(classifier, dataset, batch_size=batch_size, device=device)["top1"]

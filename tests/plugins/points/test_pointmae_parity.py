@@ -13,6 +13,7 @@ from mmim.model import build_model
 from mmim.types import StreamMask, gather_tokens
 from mmim_points.converters.pointmae import (
     is_finetune_state,
+    load_pointmae_checkpoint,
     mmim_to_pointmae,
     mmim_to_pointtransformer,
     official_state_dict,
@@ -180,3 +181,43 @@ def test_registered_converter_loads_files(fixture, tmp_path):
     assert all(k.startswith("streams.points.decoder.") for k in load(tmp_path / "modelnet_1k.pth", cls_net))
     with pytest.raises(ValueError, match="modelnet_1k.pth: does not fit the model .*cls_token"):
         load(tmp_path / "modelnet_1k.pth", net)
+
+
+def test_converter_fills_the_mlp_head_from_cls_head_finetune(fixture, tmp_path, caplog):
+    """``finetune.head: mlp`` has the official head's layout: a fine-tuned checkpoint fills it exactly."""
+    from mmim.finetune.classifier import EncoderClassifier, build_head
+
+    cfg, sd, inp, _ = fixture
+    official = _finetune_state(sd)
+    torch.save({"base_model": official}, tmp_path / "modelnet_1k.pth")
+    dim = sd["mask_token"].shape[-1]
+    net = build_model(_config(cfg, finetune=True))
+    head = build_head("mlp", 2 * dim, 40)
+    load_pointmae_checkpoint(tmp_path / "modelnet_1k.pth", net, head=head)
+    for key, value in head.state_dict().items():
+        assert torch.equal(value, official[f"cls_head_finetune.{key}"]), key
+    # the whole PointTransformer: [cls, max over groups] -> cls_head_finetune, in eval mode
+    clf = EncoderClassifier(net, 40, pool="cls_max", head=head).eval()
+    with torch.no_grad():
+        tokens = net.tokenize({"points": inp["points"]})["points"]
+        x = torch.cat([official["cls_token"].expand(2, -1, -1), tokens.embeddings], 1)
+        pos = torch.cat([official["cls_pos"].expand(2, -1, -1), tokens.pos], 1)
+        for block in net.encoder.blocks:
+            x = block(x + pos)
+        x = torch.nn.functional.layer_norm(x, (dim,), official["norm.weight"], official["norm.bias"], 1e-5)
+        feats = torch.cat([x[:, 0], x[:, 1:].max(1).values], -1)
+        for i in (0, 1, 4, 5, 8):
+            p = {n: official[f"cls_head_finetune.{i}.{n}"] for n in ("weight", "bias", "running_mean", "running_var")
+                 if f"cls_head_finetune.{i}.{n}" in official}
+            if i in (1, 5):
+                feats = torch.relu(torch.nn.functional.batch_norm(feats, p["running_mean"], p["running_var"], p["weight"],
+                                                                  p["bias"], eps=1e-5))
+            else:
+                feats = torch.nn.functional.linear(feats, p["weight"], p["bias"])
+        torch.testing.assert_close(clf({"points": inp["points"]}), feats, **TOL)
+    other = build_head("mlp", 2 * dim, 15)  # another class count: stays fresh, with a warning
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with caplog.at_level("WARNING"):
+        load_pointmae_checkpoint(tmp_path / "modelnet_1k.pth", build_model(_config(cfg, finetune=True)), head=other)
+    assert "modelnet_1k.pth: classification head not loaded" in caplog.text
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())

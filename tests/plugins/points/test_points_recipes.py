@@ -104,3 +104,72 @@ def test_default_points_run_via_console_script(tmp_path):
                          capture_output=True, text=True, timeout=600, env=env)
     assert vis.returncode == 0, vis.stderr
     assert (tmp_path / "visualize" / "points_001.png").is_file()
+
+
+# cfgs/finetune_modelnet.yaml / finetune_scan_hardest.yaml and tools/runner_finetune.py of Pang-Yatian/Point-MAE
+FINETUNE_COMMON = {
+    "epochs": 300, "warmup_epochs": 10, "lr": 5e-4, "min_lr": 1e-6, "weight_decay": 0.05, "betas": (0.9, 0.999),
+    "batch": 32, "grad_clip": 10.0, "drop_path": 0.1, "layer_decay": 1.0, "label_smoothing": 0.0, "mixup": 0.0,
+    "cutmix": 0.0, "pool": "cls_max", "head": "mlp", "head_hidden": 256, "head_dropout": 0.5, "multilabel": False,
+    "trans_dim": 384, "depth": 12, "num_heads": 6, "group_size": 32,
+}
+FINETUNE = {
+    "pointmae_modelnet40_finetune": {**FINETUNE_COMMON, "num_classes": 40, "num_group": 64, "npoints": 1024,
+                                     "votes": 10, "reported": 93.8, "dataset": "modelnet40", "normalize": True},
+    "pointmae_scanobjectnn_finetune": {**FINETUNE_COMMON, "num_classes": 15, "num_group": 128, "npoints": 2048,
+                                       "votes": 1, "reported": 85.18, "dataset": "scanobjectnn", "normalize": False},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FINETUNE))
+def test_finetune_recipe_matches_official_config(name):
+    r = load_recipe(RECIPES / f"{name}.yaml")
+    ft, enc, stream = r.finetune, r.model.encoder, r.model.streams["points"]
+    got = {
+        "epochs": ft.epochs, "warmup_epochs": ft.warmup_epochs, "lr": ft.lr, "min_lr": ft.min_lr,
+        "weight_decay": ft.weight_decay, "betas": tuple(ft.betas), "batch": ft.effective_batch_size,
+        "grad_clip": ft.grad_clip, "drop_path": ft.drop_path, "layer_decay": ft.layer_decay,
+        "label_smoothing": ft.label_smoothing, "mixup": ft.mixup, "cutmix": ft.cutmix, "pool": ft.pool, "head": ft.head,
+        "head_hidden": ft.head_hidden, "head_dropout": ft.head_dropout, "multilabel": ft.multilabel,
+        "trans_dim": enc.embed_dim, "depth": enc.depth, "num_heads": enc.num_heads,
+        "group_size": stream.tokenizer["group_size"], "num_classes": ft.num_classes,
+        "num_group": stream.tokenizer["num_group"], "npoints": ft.dataset["num_points"], "votes": ft.votes,
+        "reported": ft.reported_top1, "dataset": ft.dataset["name"], "normalize": ft.dataset["normalize"],
+    }
+    assert got == FINETUNE[name]
+    assert r.provenance.reported == ft.reported_top1 and "Point-MAE" in r.provenance.paper
+    assert ft.batch_size == ft.effective_batch_size == 32
+    # PointTransformer: the pre-training encoder plus a cls token with its own position
+    assert (enc.qkv_bias, enc.norm_eps, enc.cls_token, enc.cls_pos, enc.pos_every_block) == (False, 1e-5, True, True, True)
+    if ft.dataset["name"] == "scanobjectnn":
+        assert ft.dataset["variant"] == "pb_t50_rs"
+    # the model is pointmae_shapenet55's plus the cls token: its pre-training checkpoints fit
+    pre = build_model(load_recipe(RECIPES / "pointmae_shapenet55.yaml").model).state_dict()
+    fine = build_model(r.model).state_dict()
+    assert set(fine) - set(pre) == {"encoder.cls_token", "encoder.cls_pos"} and set(pre) <= set(fine)
+    assert all(fine[k].shape == pre[k].shape for k in pre)
+
+
+def test_finetune_from_an_official_finetuned_file_loads_encoder_and_head(tmp_path):
+    """``mmim finetune RECIPE --init pointmae:FILE`` path: encoder, cls token and the MLP head all load."""
+    from mmim.finetune.task import FinetuneTask
+    from mmim_points.converters.pointmae import mmim_to_pointtransformer
+
+    overrides = ["data.dataset.num_samples=20", "data.dataset.num_points=64", "model.encoder.cls_token=true",
+                 "model.encoder.cls_pos=true", "model.streams.points.tokenizer.num_group=8",
+                 "model.streams.points.tokenizer.group_size=8", "finetune.pool=cls_max", "finetune.head=mlp",
+                 "finetune.head_hidden=32"]
+    r = load_recipe(default_recipe("points"), overrides)
+    torch.manual_seed(1)
+    source = FinetuneTask(r)  # a "fine-tuned" model with random weights everywhere
+    for p in source.module.parameters():
+        torch.nn.init.normal_(p)
+    head_state = source.module.head.state_dict()
+    official = mmim_to_pointtransformer(source.module.backbone.state_dict(), head_state)
+    torch.save({"base_model": {f"module.{k}": v for k, v in official.items()}}, tmp_path / "ft.pth")
+    task = FinetuneTask(r, init=f"pointmae:{tmp_path / 'ft.pth'}")
+    for key, value in head_state.items():
+        assert torch.equal(task.module.head.state_dict()[key], value), key
+    assert torch.equal(task.module.backbone.encoder.cls_token, source.module.backbone.encoder.cls_token)
+    assert torch.equal(task.module.backbone.encoder.blocks[0].attn.qkv.weight,
+                       source.module.backbone.encoder.blocks[0].attn.qkv.weight)

@@ -8,7 +8,9 @@ loader strips. Two model classes use that layout:
   ``mask_token``, ``decoder_pos_embed``, ``MAE_decoder.{blocks.N,norm}``, ``increase_dim.0``.
 * ``PointTransformer`` (fine-tuned classifiers, ``modelnet_1k.pth``, ``scan_hardest.pth``, ...):
   ``cls_token``, ``cls_pos``, ``encoder``, ``pos_embed``, ``blocks.blocks.N``, ``norm``, and the
-  classification head ``cls_head_finetune.*`` (mmim has no head; it is returned separately).
+  classification head ``cls_head_finetune.*``: mmim's fine-tuning ``head: mlp`` has the same
+  layout (``head.N.*`` is ``cls_head_finetune.N.*``), and ``load_pointmae_checkpoint(..., head=)``
+  fills it.
 
 In mmim the mini-PointNet and encoder position MLP live in the stream's tokenizer, the blocks and
 final norm in the shared encoder, and the rest in the stream's ``pointmae`` decoder.
@@ -16,6 +18,7 @@ final norm in the shared encoder, and the rest in the stream's ``pointmae`` deco
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from mmim.config.recipe import ModelConfig, StreamConfig
 from mmim.trunk.encoder import EncoderConfig
 
 HEAD_PREFIX = "cls_head_finetune."
+log = logging.getLogger(__name__)
 
 
 def _pretrain_renames(stream: str) -> list[tuple[str, str]]:
@@ -156,13 +160,16 @@ def pointmae_model_config(trans_dim: int = 384, depth: int = 12, num_heads: int 
     return ModelConfig(encoder=encoder, streams={stream: spec}, pool="cls" if finetune else "mean")
 
 
-def load_pointmae_checkpoint(path: str | Path, model: Any, stream: str = "points") -> list[str]:
+def load_pointmae_checkpoint(path: str | Path, model: Any, stream: str = "points", head: Any = None) -> list[str]:
     """Load an official Point-MAE file (``pretrain.pth`` or a fine-tuned ``PointTransformer``) into ``model``.
 
     The plugin's ``converter`` (``mmim finetune ... --init pointmae:pretrain.pth``). A pre-training
     checkpoint fills tokenizer, encoder and decoder; a fine-tuned one fills tokenizer and encoder
-    (cls token and position included; its head is not part of an mmim model). A cls token the
-    checkpoint lacks stays freshly initialised, as in the official fine-tuning.
+    (cls token and position included) and, when ``head`` is given (the fine-tuning classifier's
+    ``head: mlp`` module, as ``mmim finetune`` passes it), the classification head
+    ``cls_head_finetune`` too. A head of another shape (other classes, a linear head) stays fresh,
+    with a warning. A cls token the checkpoint lacks stays freshly initialised, as in the official
+    fine-tuning.
 
     Returns:
         the model keys the checkpoint did not set.
@@ -171,7 +178,11 @@ def load_pointmae_checkpoint(path: str | Path, model: Any, stream: str = "points
         ValueError: naming the file when it does not fit the model.
     """
     state = official_state_dict(path)
-    body = pointtransformer_to_mmim(state, stream)[0] if is_finetune_state(state) else pointmae_to_mmim(state, stream)
+    head_state: dict[str, Tensor] = {}
+    if is_finetune_state(state):
+        body, head_state = pointtransformer_to_mmim(state, stream)
+    else:
+        body = pointmae_to_mmim(state, stream)
     try:
         result = model.load_state_dict(body, strict=False)
     except RuntimeError as err:  # shape mismatches
@@ -182,4 +193,19 @@ def load_pointmae_checkpoint(path: str | Path, model: Any, stream: str = "points
         hint = " (a fine-tuned checkpoint needs model.encoder.cls_token and cls_pos true)" if any(
             k in fresh for k in result.unexpected_keys) else ""
         raise ValueError(f"{path}: does not fit the model{hint}: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+    if head is not None and head_state:
+        load_head(path, head_state, head)
     return list(result.missing_keys)
+
+
+def load_head(path: str | Path, head_state: Mapping[str, Tensor], head: Any) -> bool:
+    """Copy ``cls_head_finetune`` weights (prefix stripped) into ``head`` if keys and shapes all match."""
+    own = head.state_dict()
+    mismatch = sorted(set(own) ^ set(head_state)) or [k for k in own if own[k].shape != head_state[k].shape]
+    if mismatch:
+        log.warning("%s: classification head not loaded (keys or shapes differ from the model's head: %s); "
+                    "it stays freshly initialised", path, mismatch[:4])
+        return False
+    head.load_state_dict(dict(head_state))
+    log.info("%s: loaded the classification head cls_head_finetune", path)
+    return True

@@ -75,6 +75,20 @@ def scale_translate(points: Tensor, scale: tuple[float, float] = (2 / 3, 3 / 2),
     return points * s + t
 
 
+def vote_views(points: Tensor, generator: torch.Generator, scale: tuple[float, float] = (2 / 3, 3 / 2),
+               translate: float = 0.2) -> Tensor:
+    """One test-time-voting copy of a batch ``(B, N, 3)``: per cloud, :func:`scale_translate` and a
+    random point order (Point-MAE's grouping starts FPS at index 0, so the patches move too).
+    All randomness from ``generator``."""
+    b, n, _ = points.shape
+    low, high = scale
+    s = low + (high - low) * torch.rand(b, 1, 3, generator=generator)
+    t = (torch.rand(b, 1, 3, generator=generator) * 2 - 1) * translate
+    order = torch.rand(b, n, generator=generator).argsort(dim=1)
+    shuffled = points.gather(1, order[..., None].expand(b, n, points.shape[-1]).to(points.device))
+    return shuffled * s.to(points) + t.to(points)
+
+
 class PointCloudDataset(Dataset):
     """Base class: subclasses fill ``self.labels``/``self.classes`` and implement :meth:`load_raw`.
 
@@ -123,6 +137,16 @@ class PointCloudDataset(Dataset):
             points = scale_translate(points, self.scale, self.translate)[torch.randperm(points.shape[0])]
         # a copy: the raw cloud may be a view of data held in memory (HDF5 arrays, the primitives cache)
         return {"points": points.to(torch.float32, copy=True), "label": int(self.labels[index])}
+
+    def vote_augment(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
+        """The fine-tuning voting hook (``finetune.votes``): a copy of a collated test batch with every
+        cloud scaled, translated (this dataset's ranges) and reordered (:func:`vote_views`).
+
+        Point-MAE's ``test_vote`` draws 1,024 of 1,200 FPS points per vote, then scales and
+        translates; here test clouds already have ``num_points``, so the order changes instead,
+        which moves the FPS patch centers.
+        """
+        return {**batch, "points": vote_views(batch["points"], generator, self.scale, self.translate)}
 
 
 def read_lines(path: Path, what: str) -> list[tuple[int, str]]:

@@ -1,4 +1,4 @@
-"""Single point-cloud / mesh files: OFF, PCD, XYZ/TXT/CSV, NPY (plain parsers) and PLY/OBJ/STL/GLB (trimesh).
+"""Single point-cloud / mesh files: OFF, PCD, PLY, WRL, XYZ/TXT/CSV, NPY (plain parsers) and OBJ/STL/GLB (trimesh).
 
 :func:`read_point_file` returns a cloud ``(N, 3)`` float32: a file's vertices, or for a mesh
 (faces present) points sampled uniformly on its surface (area-weighted, from a seeded generator,
@@ -15,9 +15,12 @@ import torch
 from torch import Tensor
 
 from mmim.data import CorruptSampleError
+from mmim_points.datasets.lzf import LZFError, lzf_decompress
+from mmim_points.datasets.ply import read_ply
+from mmim_points.datasets.vrml import read_vrml
 
-PLAIN = (".off", ".pcd", ".xyz", ".txt", ".csv", ".pts", ".npy")
-TRIMESH = (".ply", ".obj", ".stl", ".glb", ".gltf")
+PLAIN = (".off", ".pcd", ".ply", ".wrl", ".xyz", ".txt", ".csv", ".pts", ".npy")
+TRIMESH = (".obj", ".stl", ".glb", ".gltf")
 EXTENSIONS = PLAIN + TRIMESH
 
 
@@ -66,9 +69,7 @@ _PCD_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("I", 1): "<i1", ("I", 2): "<i2"
               ("U", 1): "<u1", ("U", 2): "<u2", ("U", 4): "<u4", ("U", 8): "<u8"}
 
 
-def read_pcd(path: Path) -> np.ndarray:
-    """PCD (``DATA ascii`` or ``binary``; not ``binary_compressed``) -> the ``x, y, z`` fields ``(N, 3)``."""
-    raw = path.read_bytes()
+def _pcd_header(raw: bytes, path: Path) -> tuple[dict[str, list[str]], int]:
     header: dict[str, list[str]] = {}
     offset = 0
     for line in raw.split(b"\n"):
@@ -83,8 +84,21 @@ def read_pcd(path: Path) -> np.ndarray:
     fields = header.get("FIELDS", [])
     if "DATA" not in header or not all(f in fields for f in ("x", "y", "z")):
         raise CorruptSampleError(str(path), "PCD header lacks DATA or the x, y, z fields")
+    return header, offset
+
+
+def read_pcd(path: Path) -> np.ndarray:
+    """PCD (``DATA ascii``, ``binary`` or ``binary_compressed``) -> the ``x, y, z`` fields ``(N, 3)``.
+
+    ``binary`` stores points one after another (array of structs); ``binary_compressed`` stores
+    ``uint32 compressed size, uint32 size`` then LZF data that holds each field for all points in
+    turn (struct of arrays), as PCL writes it.
+    """
+    raw = path.read_bytes()
+    header, offset = _pcd_header(raw, path)
+    fields = header["FIELDS"]
     counts = [int(c) for c in header.get("COUNT", ["1"] * len(fields))]
-    kind = header["DATA"][0].lower()
+    kind = header["DATA"][0].lower() if header["DATA"] else ""
     if kind == "ascii":
         rows = [r.split() for r in raw[offset:].decode("ascii", errors="replace").splitlines() if r.strip()]
         try:
@@ -93,16 +107,33 @@ def read_pcd(path: Path) -> np.ndarray:
             raise CorruptSampleError(str(path), f"malformed PCD ascii data ({err})") from None
         columns = np.cumsum([0, *counts])
         return np.stack([table[:, columns[fields.index(c)]] for c in "xyz"], axis=1).astype(np.float32)
-    if kind != "binary":
-        raise CorruptSampleError(str(path), f"PCD DATA {kind} is not supported (ascii or binary only)")
+    if kind not in ("binary", "binary_compressed"):
+        raise CorruptSampleError(str(path), f"PCD DATA {kind!r} is not supported (ascii, binary, binary_compressed)")
     try:
-        dtype = np.dtype([(f, _PCD_TYPES[(t, int(s))], (c,)) for f, t, s, c in
-                          zip(fields, header["TYPE"], header["SIZE"], counts)])
+        types = [np.dtype(_PCD_TYPES[(t.upper(), int(s))]) for t, s in zip(header["TYPE"], header["SIZE"], strict=True)]
         n = int(header.get("POINTS", header.get("WIDTH", ["0"]))[0])
-        data = np.frombuffer(raw, dtype=dtype, count=n, offset=offset)
-    except (KeyError, ValueError) as err:
-        raise CorruptSampleError(str(path), f"malformed PCD binary data ({err})") from None
-    return np.concatenate([data[c].reshape(n, -1)[:, :1] for c in "xyz"], axis=1).astype(np.float32)
+        if len(types) != len(fields) or len(counts) != len(fields):
+            raise ValueError(f"{len(fields)} FIELDS but {len(types)} TYPE/SIZE and {len(counts)} COUNT entries")
+        if kind == "binary":
+            dtype = np.dtype([(f, t, (c,)) for f, t, c in zip(fields, types, counts)])
+            data = np.frombuffer(raw, dtype=dtype, count=n, offset=offset)
+            columns = {c: data[c].reshape(n, -1)[:, 0] for c in "xyz"}
+        else:
+            compressed, size = np.frombuffer(raw, dtype="<u4", count=2, offset=offset)
+            expected = n * sum(t.itemsize * c for t, c in zip(types, counts))
+            if size != expected:
+                raise ValueError(f"the header announces {n} points ({expected} bytes), the data {size} bytes")
+            if offset + 8 + int(compressed) > len(raw):
+                raise ValueError(f"compressed data of {int(compressed)} bytes passes the end of the file")
+            plain = lzf_decompress(raw[offset + 8 : offset + 8 + int(compressed)], int(size))
+            columns, at = {}, 0
+            for f, t, c in zip(fields, types, counts):
+                if f in "xyz":
+                    columns[f] = np.frombuffer(plain, dtype=t, count=n * c, offset=at).reshape(n, c)[:, 0]
+                at += n * c * t.itemsize
+    except (KeyError, ValueError, TypeError, LZFError) as err:
+        raise CorruptSampleError(str(path), f"malformed PCD {kind} data ({type(err).__name__}: {err})") from None
+    return np.stack([columns[c] for c in "xyz"], axis=1).astype(np.float32)
 
 
 def read_table(path: Path) -> np.ndarray:
@@ -169,6 +200,10 @@ def read_point_file(path: str | Path, mesh_points: int = 8192, seed: int = 0) ->
         verts, faces = read_off(path)
     elif ext == ".pcd":
         verts = read_pcd(path)
+    elif ext == ".ply":
+        verts, faces = read_ply(path)
+    elif ext == ".wrl":
+        verts, faces = read_vrml(path)
     elif ext == ".npy":
         try:
             verts = np.load(path, allow_pickle=False)
