@@ -153,6 +153,9 @@ class FinetuneConfig:
     head_dropout: float = 0.5  # dropout of the mlp head
     votes: int = 1  # test-time votes (Point-MAE's voting: average logits over augmented copies)
     streams: list[str] | None = None  # fused models: the input streams the classifier sees (default: all inputs)
+    token_masker: Component | None = None  # drop tokens while fine-tuning (Audio-MAE: time_frequency 0.2 / 0.2)
+    sampler: Literal["uniform", "weighted"] = "uniform"  # weighted: dataset.sample_weights() (AudioSet), with replacement
+    epoch_samples: int | None = None  # samples per epoch with the weighted sampler (Audio-MAE AS-2M: 200000)
     multilabel: bool = False  # multi-label targets (AudioSet): BCE on multi-hot labels, mAP as the metric
     grad_clip: float | None = None
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans ``epochs``
@@ -302,5 +305,7 @@ def check_recipe_components(recipe: Recipe) -> None:
             spec = getattr(recipe, section).dataset
             if spec is not None:
                 check_options("dataset", spec, CONTEXT["dataset"], where=f"{prefix}{section}.dataset")
+        if recipe.finetune.token_masker is not None:
+            check_options("masker", recipe.finetune.token_masker, (), where=f"{prefix}finetune.token_masker")
     except RegistryError as err:
         raise ConfigError(str(err)) from err

@@ -92,10 +92,25 @@ class EncoderClassifier(nn.Module):
         self.head = head if isinstance(head, nn.Module) else build_head(head, pooled_dim(backbone, pool), num_classes,
                                                                        head_hidden, head_dropout)
 
-    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """Raw inputs by batch key -> logits ``(B, num_classes)`` (features ``(B, D)`` or ``(B, 2D)`` pooled)."""
+    def set_token_masker(self, masker: object | None) -> None:
+        """Drop tokens before the encoder while training (Audio-MAE fine-tunes with 20% of the time
+        and 20% of the frequency token rows masked); ``masker`` is any registered masker."""
+        if masker is not None and self.backbone.fused:
+            raise ValueError("finetune.token_masker draws per-stream masks; fused models (model.fusion) are not supported")
+        self.token_masker = masker
+
+    def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        """Raw inputs by batch key -> logits ``(B, num_classes)`` (features ``(B, D)`` or ``(B, 2D)`` pooled).
+
+        With a token masker, training forwards encode only the tokens it keeps (masks drawn from
+        ``generator``, the step's, so resumed runs repeat them); evaluation sees every token.
+        """
         tokens = self.backbone.tokenize(self.backbone.raw_inputs(batch, self.backbone.encoder_inputs()))
-        prefix, encoded = self.backbone.encode(tokens, None)
+        masks = None
+        if getattr(self, "token_masker", None) is not None and self.training:
+            gen = generator if generator is not None else torch.Generator()
+            masks = {n: self.token_masker(t.layout, gen).to(t.embeddings.device) for n, t in tokens.items()}
+        prefix, encoded = self.backbone.encode(tokens, masks)
         if self.pool == "cls":
             feats = prefix[:, 0]
         elif self.pool == "cls_max":

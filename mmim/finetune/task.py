@@ -83,6 +83,8 @@ class FinetuneTask:
         if ft.streams is not None:
             backbone.restrict_inputs(ft.streams)
         self.module = EncoderClassifier(backbone, num_classes, ft.pool, head=head)
+        if ft.token_masker is not None:
+            self.module.set_token_masker(registry.build("masker", ft.token_masker, where="finetune.token_masker"))
         self.num_layers = len(backbone.encoder.blocks)
         self.layer_decay, self.num_classes = ft.layer_decay, num_classes
         self.multilabel, self.votes = ft.multilabel, ft.votes
@@ -107,7 +109,7 @@ class FinetuneTask:
 
     def step(self, net: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, dict[str, float], int]:
         if self.multilabel:
-            return self._multilabel_step(net, batch)
+            return self._multilabel_step(net, batch, generator)
         labels = batch["label"]
         if labels.dim() != 1:
             raise ValueError(f"batch['label'] has shape {tuple(labels.shape)}; class indices (B,) expected "
@@ -117,14 +119,15 @@ class FinetuneTask:
             key = self.input_keys[0]
             batch = dict(batch)
             batch[key], soft = self.mixup(batch[key], labels)
-            logits = net(batch)
+            logits = net(batch, generator=generator)
             loss = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         else:
-            logits = net(batch)
+            logits = net(batch, generator=generator)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
         return loss, {"ce": float(loss.detach())}, labels.shape[0]
 
-    def _multilabel_step(self, net: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float], int]:
+    def _multilabel_step(self, net: nn.Module, batch: dict[str, Any],
+                         generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float], int]:
         labels = batch["label"]
         if not (isinstance(labels, Tensor) and labels.is_floating_point() and labels.dim() == 2
                 and labels.shape[1] == self.num_classes):
@@ -137,7 +140,7 @@ class FinetuneTask:
             batch[key], labels = mix_multihot(self.mixup, batch[key], labels)
         if self.label_smoothing > 0:  # timm's on/off values: 1 -> 1 - eps + eps / C, 0 -> eps / C
             labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
-        logits = net(batch)
+        logits = net(batch, generator=generator)
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
         return loss, {"bce": float(loss.detach())}, labels.shape[0]
 
