@@ -238,11 +238,7 @@ class MaskedModel(nn.Module):
                 else:
                     full = stream.target(raw[name], tokens[name])
                 target = gather_tokens(full, pred.index)
-            result = stream.loss(pred.values, target) if pred.weight is None else \
-                weighted_loss(stream.loss, name, pred.values, target, pred.weight)
-            out.loss = out.loss + stream.weight * result.total
-            out.parts.update({f"{name}/{k}": v for k, v in result.parts.items()})
-            out.predictions[name], out.targets[name] = pred, target
+            add_stream_loss(out, name, stream, pred, target)
         return out
 
     def forward_fused(self, batch: Mapping[str, Tensor], mask: JointMask | None = None,
@@ -273,11 +269,7 @@ class MaskedModel(nn.Module):
             pred = stream.decoder(context)
             with torch.no_grad():
                 target = gather_tokens(stream.target(raw[name], tokens[source]), pred.index)
-            result = stream.loss(pred.values, target) if pred.weight is None else \
-                weighted_loss(stream.loss, name, pred.values, target, pred.weight)
-            out.loss = out.loss + stream.weight * result.total
-            out.parts.update({f"{name}/{k}": v for k, v in result.parts.items()})
-            out.predictions[name], out.targets[name] = pred, target
+            add_stream_loss(out, name, stream, pred, target)
         return out
 
     @torch.no_grad()
@@ -309,6 +301,15 @@ class MaskedModel(nn.Module):
                 raise ValueError("pool='cls' needs an encoder with a cls token")
             return prefix[:, 0]
         return torch.cat(list(encoded.values()), dim=1).mean(dim=1)
+
+
+def add_stream_loss(out: ModelOutput, name: str, stream: Stream, pred: Prediction, target: Tensor) -> None:
+    """Score one stream's prediction (weighted per token when the decoder says so) into ``out``."""
+    result = stream.loss(pred.values, target) if pred.weight is None else \
+        weighted_loss(stream.loss, name, pred.values, target, pred.weight)
+    out.loss = out.loss + stream.weight * result.total
+    out.parts.update({f"{name}/{k}": v for k, v in result.parts.items()})
+    out.predictions[name], out.targets[name] = pred, target
 
 
 def check_sample_ids(batch: Mapping[str, Tensor]) -> None:
