@@ -105,11 +105,12 @@ def cmd_train(args: argparse.Namespace) -> int:
              trainer.effective_batch, recipe.data.batch_size, trainer.accum, trainer.rt.world_size, trainer.peak_lr,
              trainer.rt.precision, trainer.rt.device)
     summary = trainer.fit()
+    model = trainer.unsharded_model()  # a collective under FSDP2: every rank takes part
     if trainer.rt.is_main:
         print(f"trained {summary['steps']} steps in {summary['seconds']:.1f}s, final loss {summary['final_loss']:.4f}, "
               f"{summary['samples_per_s']:.1f} samples/s, {summary['skipped']} corrupt samples skipped")
         if recipe.eval.after_train:
-            results = evaluate_with_baseline(trainer.model, recipe, trainer.rt.device)
+            results = evaluate_with_baseline(model, recipe, trainer.rt.device)
             (trainer.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
             print(format_results(results))
     return 0
@@ -142,8 +143,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
              recipe.name, init or "random init", trainer.total_steps, trainer.effective_batch, trainer.peak_lr,
              recipe.finetune.layer_decay, run_dir)
     summary = trainer.fit()
+    model = trainer.unsharded_model()  # a collective under FSDP2: every rank takes part
     if trainer.rt.is_main:
-        metrics = task.evaluate(trainer.model, device=trainer.rt.device)  # {"top1": ...} or {"mAP": ...} (multilabel)
+        metrics = task.evaluate(model, device=trainer.rt.device)  # {"top1": ...} or {"mAP": ...} (multilabel)
         (name, value), = metrics.items()
         votes = f", {task.votes} votes" if task.votes > 1 else ""
         (run_dir / "finetune.json").write_text(json.dumps({**metrics, "votes": task.votes, "init": init, **summary},

@@ -56,12 +56,17 @@ class PretrainTask:
     """Masked pre-training of ``recipe.model`` on ``recipe.data``."""
 
     def __init__(self, recipe: Recipe) -> None:
-        self.module: MaskedModel = build_model(recipe.model, recipe.source)
+        self.recipe = recipe
+        self.module: MaskedModel = self.build_module()
         self.dataset = registry.build("dataset", recipe.data.dataset, where="data.dataset", split="train", augment=True)
         o, s, d, t = recipe.optim, recipe.schedule, recipe.data, recipe.train
         self.settings = LoopSettings(d.batch_size, t.effective_batch_size, s.epochs, s.warmup_epochs, s.min_lr, o.base_lr,
                                      o.lr, o.weight_decay, o.betas, o.eps, o.fused, t.grad_clip, s.max_steps,
                                      d.num_workers, d.skip_corrupt)
+
+    def build_module(self) -> MaskedModel:
+        """A fresh (unsharded) model of the recipe; the engine loads gathered weights into one."""
+        return build_model(self.recipe.model, self.recipe.source)
 
     def param_groups(self) -> list[dict[str, Any]]:
         return param_groups(self.module, self.settings.weight_decay)

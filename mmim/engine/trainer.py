@@ -27,6 +27,7 @@ from mmim.engine import checkpoint as ckpt
 from mmim.engine.flops import FlopCounter, peak_tflops
 from mmim.engine.metrics import MetricsWriter
 from mmim.engine.optim import build_adamw
+from mmim.engine.parallel import full_state, load_full_state, set_micro_batch, shard_fsdp2
 from mmim.engine.progress import Progress
 from mmim.engine.runtime import Runtime, setup_runtime
 from mmim.engine.schedule import lr_at, scaled_lr
@@ -36,7 +37,41 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+    """The loss became NaN or infinite (on any process); every process stops and the run keeps its
+    last good checkpoint."""
+
+
+class RecipeMismatchError(ValueError):
+    """A checkpoint to resume from was written by a recipe that differs in fields that shape training."""
+
+
+# Recipe fields that may change between a run and its resumption: where and how it runs, how it
+# logs, when it stops; not what it computes.
+RESUMABLE_CHANGES = (
+    "name", "description", "provenance", "source", "eval", "schedule.max_steps", "data.num_workers",
+    "train.device", "train.distributed", "train.compile", "train.threads", "train.out_dir", "train.log_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.tensorboard", "train.progress",
+    "finetune.max_steps", "finetune.out_dir", "finetune.notes", "finetune.reported_top1",
+)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: list(data) if isinstance(data, tuple) else data}
+
+
+def recipe_differences(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = RESUMABLE_CHANGES
+                       ) -> list[str]:
+    """Fields (dotted) whose values differ between two recipe dicts, as ``"field: saved -> current"``,
+    leaving out fields under ``ignore``."""
+    a, b = _flatten(saved), _flatten(current)
+    skip = lambda key: any(key == p or key.startswith(p + ".") for p in ignore)  # noqa: E731
+    return [f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}"
+            for key in sorted(set(a) | set(b)) if not skip(key) and a.get(key) != b.get(key)]
 
 
 def run_dir_for(recipe: Recipe) -> Path:
@@ -67,6 +102,9 @@ class Trainer:
         self.model = self.task.module.to(self.rt.device)
         if recipe.train.compile:
             self.model.compile()
+        self.fsdp = recipe.train.distributed == "fsdp2"
+        if self.fsdp:
+            shard_fsdp2(self.model, self.rt)  # before the optimizer: sharding replaces the parameters
         self.dataset = self.task.dataset
         world = self.rt.world_size
         self.effective_batch = cfg.effective_batch_size or cfg.batch_size * world
@@ -93,7 +131,7 @@ class Trainer:
         self.flops = FlopCounter()
         self.peak_tflops = peak_tflops(self.rt.device, self.rt.precision)
         self._prepare_run_dir(resume)
-        self.ddp = DistributedDataParallel(self.model) if self.rt.distributed else None
+        self.ddp = DistributedDataParallel(self.model) if self.rt.distributed and not self.fsdp else None
 
     # ------------------------------------------------------------------ state
     def _prepare_run_dir(self, resume: bool | str) -> None:
@@ -114,9 +152,19 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(recipe_to_dict(self.recipe), sort_keys=False))
 
     def state_dict(self) -> dict[str, Any]:
+        """The checkpoint contents, in the one-process format whatever the sharding.
+
+        Under FSDP2 this is a collective (every rank calls it) and only rank 0 gets the state.
+        """
+        if self.fsdp:
+            model_state, optim_state = full_state(self.model, self.optimizer)
+            if not self.rt.is_main:
+                return {}
+        else:
+            model_state, optim_state = self.model.state_dict(), self.optimizer.state_dict()
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optim_state,
             "scheduler": {"step": self.step, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
                           "peak_lr": self.peak_lr},
             "scaler": self.scaler.state_dict() if self.scaler else {},
@@ -126,9 +174,48 @@ class Trainer:
             "recipe": recipe_to_dict(self.recipe),
         }
 
+    def unsharded_model(self) -> nn.Module | None:
+        """The trained model as a plain module for evaluation on rank 0 (``None`` on other ranks).
+
+        Without FSDP2 this is :attr:`model`. Under FSDP2 it is a collective (call it on every
+        rank): the full weights are gathered and loaded into a fresh module from the task's
+        ``build_module()``, so rank 0 can evaluate alone without waiting on the other ranks.
+        """
+        if not self.fsdp:
+            return self.model
+        model_state, _ = full_state(self.model, self.optimizer)
+        if not self.rt.is_main:
+            return None
+        build = getattr(self.task, "build_module", None)
+        if build is None:
+            raise NotImplementedError(f"{type(self.task).__name__} has no build_module(): cannot gather an FSDP2 model "
+                                      "for evaluation; evaluate from the final checkpoint instead")
+        fresh = build()
+        fresh.load_state_dict(model_state)
+        return fresh.to(self.rt.device).train(self.model.training)
+
+    def check_recipe(self, state: dict[str, Any]) -> None:
+        """Raise :class:`RecipeMismatchError` naming the fields in which the checkpoint's recipe
+        differs from this run's (beyond :data:`RESUMABLE_CHANGES`)."""
+        saved = state.get("recipe")
+        if saved is None:
+            return
+        ignore = RESUMABLE_CHANGES + (("finetune",) if isinstance(self.task, PretrainTask) else ())
+        diff = recipe_differences(saved, recipe_to_dict(self.recipe), ignore)
+        if diff:
+            raise RecipeMismatchError(
+                "cannot resume: the checkpoint was written by a different recipe; differing fields "
+                "(checkpoint -> now):\n  " + "\n  ".join(diff) + "\nrestore these values, or start a new run "
+                "(another train.out_dir) to train with the new ones"
+            )
+
     def load_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.check_recipe(state)
+        if self.fsdp:
+            load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
@@ -137,8 +224,9 @@ class Trainer:
 
     def save(self) -> Path | None:
         path = None
+        state = self.state_dict()  # a collective under FSDP2
         if self.rt.is_main:
-            path = ckpt.save_atomic(self.state_dict(), self.run_dir / f"ckpt-{self.step:08d}.pt")
+            path = ckpt.save_atomic(state, self.run_dir / f"ckpt-{self.step:08d}.pt")
             ckpt.prune_checkpoints(self.run_dir, self.recipe.train.keep_checkpoints)
         if self.rt.distributed:
             torch.distributed.barrier()
@@ -177,17 +265,14 @@ class Trainer:
             np.random.seed(mix_seed(seed, self.step, chunk, 4) % 2**32)  # e.g. timm's Mixup draws from numpy
             gen = torch.Generator().manual_seed(mix_seed(seed, self.step, chunk, 2))
             no_sync = self.ddp is not None and micro < self.accum - 1
+            if self.fsdp:
+                set_micro_batch(self.model, last=micro == self.accum - 1)
             counting = self.flops.per_sample is None and micro == 0
             with self.ddp.no_sync() if no_sync else contextlib.nullcontext(), \
                     self.flops if counting else contextlib.nullcontext():
                 with self.rt.autocast():
                     loss, step_parts, n = self.task.step(net, batch, gen)
-                if not torch.isfinite(loss):
-                    last = ckpt.latest_checkpoint(self.run_dir)
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({loss.item()}) at step {self.step} (epoch {epoch}, micro-batch {micro}); "
-                        f"last good checkpoint: {last or 'none yet'}"
-                    )
+                self._check_finite(loss, epoch, micro)
                 scaled = loss / self.accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
                 if counting:
@@ -196,6 +281,12 @@ class Trainer:
             samples += n * self.rt.world_size
             for k, v in step_parts.items():
                 parts[k] = parts.get(k, 0.0) + v / self.accum
+        if self.rt.distributed:  # log the step's loss over all processes, as one process would see it
+            names = sorted(parts)
+            values = torch.tensor([total, *(parts[k] for k in names)], dtype=torch.float64, device=self.rt.device)
+            torch.distributed.all_reduce(values)
+            total, *rest = (values / self.rt.world_size).tolist()
+            parts = dict(zip(names, rest))
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if self.settings.grad_clip:
@@ -212,6 +303,26 @@ class Trainer:
             parts.update(after(self.step / self.total_steps))
         parts["lr"] = lr
         return total, samples, parts, epoch
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int, micro: int) -> None:
+        """Raise :class:`NonFiniteLossError` on every process when the loss of any process is not finite.
+
+        Under several processes the flags are all-reduced before the backward, so no process
+        waits in a gradient collective for one that stopped.
+        """
+        bad = torch.zeros(self.rt.world_size, device=loss.device)
+        bad[self.rt.rank] = (~torch.isfinite(loss.detach())).float()
+        if self.rt.distributed:
+            torch.distributed.all_reduce(bad)
+        ranks = bad.nonzero().flatten().tolist()
+        if ranks:
+            last = ckpt.latest_checkpoint(self.run_dir) if self.run_dir.exists() else None
+            where = f" on process {', '.join(map(str, ranks))} of {self.rt.world_size}" if self.rt.distributed else ""
+            value = f"{loss.item()}" if self.rt.rank in ranks else "non-finite"
+            raise NonFiniteLossError(
+                f"non-finite loss ({value}){where} at step {self.step} (epoch {epoch}, micro-batch {micro}); "
+                f"last good checkpoint: {last or 'none yet'}"
+            )
 
     def fit(self) -> dict[str, Any]:
         """Train to the end of the schedule (or ``schedule.max_steps``) and return a summary."""

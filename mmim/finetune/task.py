@@ -75,20 +75,14 @@ class FinetuneTask:
         if not num_classes:
             raise ValueError("finetune.num_classes is not set and the dataset has no num_classes attribute")
         vote_hook(self.dataset, ft.votes)  # fail before training when voting cannot work
-        backbone = build_model(recipe.model, recipe.source)
-        head = build_head(ft.head, pooled_dim(backbone, ft.pool), num_classes, ft.head_hidden, ft.head_dropout)
-        if init:
-            load_pretrained(backbone, init, head)
-        set_drop_path(backbone, ft.drop_path)
-        if ft.streams is not None:
-            backbone.restrict_inputs(ft.streams)
-        self.module = EncoderClassifier(backbone, num_classes, ft.pool, head=head)
-        if ft.token_masker is not None:
-            self.module.set_token_masker(registry.build("masker", ft.token_masker, where="finetune.token_masker"))
+        self.num_classes = num_classes
+        self.module = self.build_module(init)
+        backbone = self.module.backbone
         self.num_layers = len(backbone.encoder.blocks)
-        self.layer_decay, self.num_classes = ft.layer_decay, num_classes
+        self.layer_decay = ft.layer_decay
         self.multilabel, self.votes = ft.multilabel, ft.votes
-        self.input_keys = [s.input_key or n for n, s in backbone.streams.items()]
+        encoded = backbone.encoder_inputs() or list(backbone.streams)
+        self.input_keys = [backbone.streams[n].input_key or n for n in encoded]
         self.mixup = None
         if ft.mixup > 0 or ft.cutmix > 0:
             if len(self.input_keys) != 1:
@@ -103,6 +97,22 @@ class FinetuneTask:
                                      ft.base_lr, ft.lr, ft.weight_decay, ft.betas, grad_clip=ft.grad_clip,
                                      max_steps=ft.max_steps, num_workers=recipe.data.num_workers,
                                      skip_corrupt=recipe.data.skip_corrupt)
+
+    def build_module(self, init: str | None = None) -> EncoderClassifier:
+        """The classifier: the recipe's encoder (weights from ``init`` if given), drop path, the
+        head, the input streams and the token masker. Also how FSDP2 runs rebuild a plain copy."""
+        ft = self.recipe.finetune
+        backbone = build_model(self.recipe.model, self.recipe.source)
+        head = build_head(ft.head, pooled_dim(backbone, ft.pool), self.num_classes, ft.head_hidden, ft.head_dropout)
+        if init:
+            load_pretrained(backbone, init, head)
+        set_drop_path(backbone, ft.drop_path)
+        if ft.streams is not None:
+            backbone.restrict_inputs(ft.streams)
+        module = EncoderClassifier(backbone, self.num_classes, ft.pool, head=head)
+        if ft.token_masker is not None:
+            module.set_token_masker(registry.build("masker", ft.token_masker, where="finetune.token_masker"))
+        return module
 
     def param_groups(self) -> list[dict[str, Any]]:
         return layer_decay_groups(self.module, self.num_layers, self.settings.weight_decay, self.layer_decay)
