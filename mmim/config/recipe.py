@@ -156,6 +156,7 @@ class FinetuneConfig:
     token_masker: Component | None = None  # drop tokens while fine-tuning (Audio-MAE: time_frequency 0.2 / 0.2)
     sampler: Literal["uniform", "weighted"] = "uniform"  # weighted: dataset.sample_weights() (AudioSet), with replacement
     epoch_samples: int | None = None  # samples per epoch with the weighted sampler (Audio-MAE AS-2M: 200000)
+    sampler_replacement: bool = False  # the weighted sampler draws with replacement (Audio-MAE: without)
     multilabel: bool = False  # multi-label targets (AudioSet): BCE on multi-hot labels, mAP as the metric
     grad_clip: float | None = None
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans ``epochs``

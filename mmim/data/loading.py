@@ -50,14 +50,32 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         accum: micro-batches per optimizer step.
         rank, world_size: this process's place.
         shuffle: permute per epoch (else keep order).
+        weights: per-sample weights: each epoch draws ``epoch_samples`` indices in proportion to them
+            (AudioSet's class-balanced sampling) instead of permuting; the draw is a pure function of
+            ``(seed, epoch)`` like the permutation, so resuming stays exact.
+        epoch_samples: samples per epoch with ``weights`` (default: ``num_samples``).
+        replacement: draw with replacement (``torch.utils.data.WeightedRandomSampler``'s option).
     """
 
     def __init__(self, num_samples: int, seed: int, batch_size: int = 1, accum: int = 1, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True) -> None:
+                 world_size: int = 1, shuffle: bool = True, weights: torch.Tensor | None = None,
+                 epoch_samples: int | None = None, replacement: bool = True) -> None:
         self.num_samples, self.seed, self.shuffle = num_samples, seed, shuffle
         self.batch_size, self.accum, self.rank, self.world_size = batch_size, accum, rank, world_size
+        self.weights, self.replacement = None, replacement
+        length = num_samples
+        if weights is not None:
+            w = torch.as_tensor(weights, dtype=torch.float64)
+            if w.shape != (num_samples,) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+                raise ValueError(f"sample weights must be {num_samples} finite non-negative numbers, not all zero")
+            length = epoch_samples or num_samples
+            if not replacement and length > int((w > 0).sum()):
+                raise ValueError(f"cannot draw {length} distinct samples without replacement from "
+                                 f"{int((w > 0).sum())} samples of non-zero weight")
+            self.weights = w
+        self.epoch_length = length
         self.step_size = batch_size * accum * world_size
-        self.steps_per_epoch = num_samples // self.step_size
+        self.steps_per_epoch = length // self.step_size
         self.epoch, self.start_step = 0, 0
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
@@ -68,8 +86,10 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         return (self.steps_per_epoch - self.start_step) * self.accum * self.batch_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.epoch_length, self.replacement, generator=g)
+        elif self.shuffle:
             order = torch.randperm(self.num_samples, generator=g)
         else:
             order = torch.arange(self.num_samples)
@@ -78,8 +98,12 @@ class ResumableSampler(Sampler[tuple[int, int]]):
             base = step * self.step_size
             for micro in range(self.accum):
                 chunk = micro * self.world_size + self.rank
-                for idx in order[base + chunk * b : base + (chunk + 1) * b].tolist():
-                    yield idx, mix_seed(self.seed, self.epoch, idx, 1)
+                start = base + chunk * b
+                for pos, idx in enumerate(order[start : start + b].tolist(), start):
+                    # drawn samples may repeat: their augmentation seed follows the draw's position
+                    sample_seed = mix_seed(self.seed, self.epoch, pos, 2) if self.weights is not None else \
+                        mix_seed(self.seed, self.epoch, idx, 1)
+                    yield idx, sample_seed
 
 
 class SeededDataset(Dataset):

@@ -38,6 +38,9 @@ class LoopSettings:
     max_steps: int | None = None
     num_workers: int = 0
     skip_corrupt: bool = False
+    sample_weights: Tensor | None = None  # weighted sampling (see ResumableSampler)
+    epoch_samples: int | None = None
+    replacement: bool = True
 
 
 class Task(Protocol):

@@ -114,7 +114,9 @@ class Trainer:
                 f"({cfg.batch_size}) x processes ({world})"
             )
         self.accum = self.effective_batch // (cfg.batch_size * world)
-        self.sampler = ResumableSampler(len(self.dataset), recipe.seed, cfg.batch_size, self.accum, self.rt.rank, world)
+        self.sampler = ResumableSampler(len(self.dataset), recipe.seed, cfg.batch_size, self.accum, self.rt.rank, world,
+                                        weights=cfg.sample_weights, epoch_samples=cfg.epoch_samples,
+                                        replacement=cfg.replacement)
         self.steps_per_epoch = self.sampler.steps_per_epoch
         if self.steps_per_epoch == 0:
             raise ValueError(

@@ -96,7 +96,21 @@ class FinetuneTask:
         self.settings = LoopSettings(ft.batch_size, ft.effective_batch_size, ft.epochs, ft.warmup_epochs, ft.min_lr,
                                      ft.base_lr, ft.lr, ft.weight_decay, ft.betas, grad_clip=ft.grad_clip,
                                      max_steps=ft.max_steps, num_workers=recipe.data.num_workers,
-                                     skip_corrupt=recipe.data.skip_corrupt)
+                                     skip_corrupt=recipe.data.skip_corrupt, sample_weights=self.sample_weights(ft),
+                                     epoch_samples=ft.epoch_samples, replacement=ft.sampler_replacement)
+
+    def sample_weights(self, ft) -> Tensor | None:  # noqa: ANN001 - FinetuneConfig
+        """``finetune.sampler: weighted``: the training set's ``sample_weights()`` (AudioSet's
+        class-balancing weights); ``None`` for uniform sampling."""
+        if ft.sampler != "weighted":
+            if ft.epoch_samples is not None:
+                raise ValueError("finetune.epoch_samples needs finetune.sampler: weighted")
+            return None
+        weights = getattr(self.dataset, "sample_weights", None)
+        if not callable(weights):
+            raise ValueError(f"finetune.sampler: weighted needs a training set with sample_weights(); "
+                             f"{type(self.dataset).__name__} has none")
+        return torch.as_tensor(weights(), dtype=torch.float64)
 
     def build_module(self, init: str | None = None) -> EncoderClassifier:
         """The classifier: the recipe's encoder (weights from ``init`` if given), drop path, the

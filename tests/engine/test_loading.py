@@ -61,3 +61,46 @@ def test_corrupt_sample_raises_or_is_counted():
     skipping = SeededDataset(_Noisy(), skip_corrupt=True)
     batch = collate_skipping([skipping[(i, 0)] for i in (4, 5, 6)])
     assert batch["_skipped"] == 1 and batch["x"].shape == (2, 2)
+
+
+def test_weighted_sampler_follows_the_weights_and_resumes_exactly():
+    import torch
+
+    from mmim.data.loading import ResumableSampler
+
+    w = torch.tensor([0.0, 1.0, 1.0, 2.0, 4.0, 0.0, 1.0, 1.0])
+    s = ResumableSampler(8, seed=3, batch_size=4, accum=1, weights=w, epoch_samples=400)
+    counts = torch.zeros(8)
+    for epoch in range(5):
+        s.set_epoch(epoch)
+        for idx, _ in s:
+            counts[idx] += 1
+    assert counts[0] == 0 and counts[5] == 0, "zero-weight samples are never drawn"
+    freq = counts / counts.sum()
+    assert torch.allclose(freq, w / w.sum(), atol=0.03)
+    s.set_epoch(2)
+    full = list(s)
+    s.set_epoch(2, start_step=30)
+    assert list(s) == full[30 * 4:], "resuming at a step repeats the rest of the epoch"
+    # the same optimizer step's samples, however the batch is split over processes
+    two = [ResumableSampler(8, seed=3, batch_size=2, rank=r, world_size=2, weights=w, epoch_samples=400) for r in (0, 1)]
+    for t in two:
+        t.set_epoch(2)
+    parts = [list(t) for t in two]
+    first_step = sorted(i for p in parts for i, _ in p[:2])
+    assert first_step == sorted(i for i, _ in full[:4])
+
+
+def test_weighted_sampler_without_replacement_and_bad_weights():
+    import pytest
+    import torch
+
+    from mmim.data.loading import ResumableSampler
+
+    s = ResumableSampler(10, seed=0, batch_size=2, weights=torch.arange(10.0) + 1, epoch_samples=6, replacement=False)
+    drawn = [i for i, _ in s]
+    assert len(drawn) == 6 and len(set(drawn)) == 6
+    with pytest.raises(ValueError, match="without replacement"):
+        ResumableSampler(4, seed=0, weights=torch.tensor([1.0, 0, 0, 1]), epoch_samples=3, replacement=False)
+    with pytest.raises(ValueError, match="finite non-negative"):
+        ResumableSampler(3, seed=0, weights=torch.tensor([1.0, -1.0, 1.0]))

@@ -119,6 +119,13 @@ def test_audioset_finetuning_is_multi_label_and_builds_multi_hot_targets(tmp_pat
     item = ds[0]
     assert item["audio"].shape == (1, 1024, 128) and item["label"].shape == (527,)
     assert item["label"].dtype == torch.float32 and item["label"].nonzero().flatten().tolist() == [3, 526]
+    # the official script's sampler and fine-tuning token masking (--weight_sampler --epoch_len 200000
+    # --replacement False --mask_2d --mask_t_prob 0.2 --mask_f_prob 0.2)
+    ft = recipe.finetune
+    assert (ft.sampler, ft.epoch_samples, ft.sampler_replacement) == ("weighted", 200000, False)
+    assert ft.token_masker == {"name": "time_frequency", "time_ratio": 0.2, "freq_ratio": 0.2}
+    weights = ds.sample_weights()
+    assert len(weights) == len(ds) and all(w > 0 for w in weights)
 
 
 def test_esc50_recipe_records_where_the_official_defaults_differ():
