@@ -9,7 +9,7 @@ from mmim.registry import Plugin
 
 plugin = Plugin(
     name="video",
-    description="3-D tubelet tokens, tube and running-cell masking, VideoMAE targets and decoder, official converters, video list files and folders, Moving Fashion-MNIST (embedded)",
+    description="3-D tubelet tokens, tube and running-cell masking, VideoMAE targets and decoder, official converters, video list files, Kinetics CSVs and folders, Moving Fashion-MNIST (embedded)",
     modality="video",
     components={
         "tokenizer": {"tubelet": "mmim_video.tokenizer:TubeletTokenizer"},
@@ -24,6 +24,7 @@ plugin = Plugin(
         "dataset": {
             "video_list": "mmim_video.dataset:VideoList",
             "video_folder": "mmim_video.dataset:VideoFolder",
+            "kinetics_csv": "mmim_video.kinetics:KineticsCSV",
             "moving_fashion": "mmim_video.embedded:MovingFashion",
         },
     },

@@ -8,6 +8,10 @@ frame when the video is shorter. Training crops a random square of side ``scale 
 (``scale`` from ``crop_scales``: the multi-scale crop) at a random place, resizes it to ``img_size``
 and flips it with probability 1/2 (``hflip``); evaluation resizes the short side and takes the
 centre. Randomness uses torch's global RNG (seeded per sample by the engine).
+
+Repeated augmentation (VideoMAE's ``num_sample``): with ``num_sample = n > 1`` a training item decodes its
+frames once and returns ``n`` independently cropped and flipped copies, ``(n, 3, T, S, S)``; the
+``tubelet`` tokenizer reads a batch ``(B, n, 3, T, S, S)`` as ``B n`` clips. Evaluation items are one clip.
 """
 
 from __future__ import annotations
@@ -84,15 +88,20 @@ class VideoClips(Dataset):
         mean, std: per-channel normalisation of ``[0, 1]`` frames.
         max_samples: keep the first this many samples.
         num_classes: number of classes (default: largest label + 1).
+        num_sample: training items hold this many augmented copies of one decoded clip (VideoMAE's
+            repeated augmentation; ``1``: a single clip ``(3, T, S, S)``).
     """
 
     def __init__(self, samples: Sequence[tuple[str, int, int]], source: str, augment: bool, num_frames: int = 16,
                  sampling_rate: int = 4, img_size: int = 224, crop_scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
                  hflip: bool = True, backend: str = "auto", mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, max_samples: int | None = None,
-                 num_classes: int | None = None) -> None:
+                 num_classes: int | None = None, num_sample: int = 1) -> None:
         if not samples:
             raise DataError(f"{source}: no videos")
+        if num_sample < 1:
+            raise ValueError(f"num_sample must be >= 1, got {num_sample}")
+        self.num_sample = num_sample
         self.samples, self.source, self.augment = list(samples)[:max_samples], source, augment
         self.num_classes = num_classes or max(label for _, label, _ in self.samples) + 1
         self.num_frames, self.sampling_rate, self.img_size = num_frames, sampling_rate, img_size
@@ -103,8 +112,8 @@ class VideoClips(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def clip(self, index: int) -> Tensor:
-        """The model input ``(3, T, S, S)`` of sample ``index``."""
+    def frames(self, index: int) -> Tensor:
+        """The sampled frames of sample ``index`` as ``(T, 3, H, W)`` floats in ``[0, 1]`` (one decode)."""
         path, _, line = self.samples[index]
         try:
             total = frame_count(path, self.backend)
@@ -112,7 +121,11 @@ class VideoClips(Dataset):
             frames = read_frames(path, idx, self.backend)
         except CorruptSampleError as err:
             raise CorruptSampleError(err.path, f"{err.reason} (listed in {self.source})", line or None) from None
-        x = frames.permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
+        return frames.permute(0, 3, 1, 2).float() / 255.0
+
+    def transform(self, x: Tensor) -> Tensor:
+        """``(T, 3, H, W)`` frames -> normalised ``(3, T, S, S)``: multi-scale crop and flip when
+        augmenting, a centre crop otherwise."""
         if self.augment:
             scale = self.crop_scales[int(torch.randint(len(self.crop_scales), ()))]
             x = crop_resize(x, self.img_size, scale, random_place=True)
@@ -121,6 +134,14 @@ class VideoClips(Dataset):
         else:
             x = crop_resize(x, self.img_size, 1.0, random_place=False)
         return (x.permute(1, 0, 2, 3).clamp(0, 1) - self.mean) / self.std
+
+    def clip(self, index: int) -> Tensor:
+        """The model input of sample ``index``: ``(3, T, S, S)``, or ``(num_sample, 3, T, S, S)`` when
+        augmenting with ``num_sample > 1`` (every copy from the same decoded frames)."""
+        x = self.frames(index)
+        if not self.augment or self.num_sample == 1:
+            return self.transform(x)
+        return torch.stack([self.transform(x) for _ in range(self.num_sample)])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {"video": self.clip(index), "label": self.samples[index][1]}

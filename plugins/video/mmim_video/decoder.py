@@ -7,10 +7,11 @@ The official decoder sees ``[visible tokens + pos, mask_token + pos of each deco
 - ``decode="running_cell"`` (VideoMAE v2): the decoded tokens are those a running-cell map marks
   for reconstruction (``running_cell_maps`` rows, False = decoded), which can include encoder-visible
   positions; they are fed as mask tokens all the same. ``Prediction.index`` lists them in
-  ascending order and the loss covers them all.
+  ascending order, and ``Prediction.weight`` is 1 for the decoded tokens the encoder masked and 0
+  for those it saw (official ``cal_loss_mask``), so an element-wise loss averages over the decoded
+  and masked tokens of the whole batch (a count that varies per sample), as official VideoMAE v2.
 
-Official VideoMAE v2 averages its loss over the decoded tokens that the encoder also masked only
-(a count that varies per sample); :func:`running_cell_loss` computes that reduction exactly.
+:func:`running_cell_loss` is that reduction written out (for checks without a loss component).
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class VideoMAEDecoder(Decoder):
             decoded: ``(B, Ld)`` indices of the tokens to reconstruct.
 
         Returns:
-            ``values`` ``(B, Ld, out_dim)`` for ``index = decoded``.
+            ``values`` ``(B, Ld, out_dim)`` for ``index = decoded``; with ``decode="running_cell"``,
+            ``weight`` ``(B, Ld)`` = 1 where the encoder masked the decoded token, else 0.
         """
         pos = self.position(layout).to(visible.dtype)
         x_vis = self.embed(visible) + gather_tokens(pos, mask.visible)
@@ -117,7 +119,10 @@ class VideoMAEDecoder(Decoder):
             full = torch.empty_like(out).scatter_(1, order, out)
             return Prediction(out[:, mask.visible.shape[1]:], decoded, full)
         values = self.head(self.norm(x[:, -decoded.shape[1]:]))
-        return Prediction(values, decoded)
+        weight = None
+        if self.decode == "running_cell" and decoded is not mask.masked:
+            weight = torch.gather(mask.bool_mask(), 1, decoded).to(values.dtype)  # official cal_loss_mask
+        return Prediction(values, decoded, weight=weight)
 
 
 def running_cell_loss(pred: Prediction, target: Tensor, mask: StreamMask) -> Tensor:

@@ -1,8 +1,9 @@
 """Moving Fashion-MNIST: the video plugin's embedded default data set.
 
 800 real H.264 clips (``mmim_video/data/moving_fashion``, built by
-``plugins/video/scripts/build_embedded_moving_mnist.py``): one Fashion-MNIST garment moving in a straight
-line across a black ``64 x 64`` frame for 16 frames, right, left, down or up. Every clip has two labels,
+``plugins/video/scripts/build_embedded_moving_mnist.py``): one Fashion-MNIST garment (28 x 28) drifting
+in a straight line over a black ``32 x 32`` frame for 16 frames (0.1-0.2 px per frame, sub-pixel), right,
+left, down or up; the garment covers about three quarters of the frame. Every clip has two labels,
 the garment class (10) and the motion (4); ``label`` picks the one items carry. Train clips are made from
 train-split images and test clips from test-split images of the image plugin's embedded subset.
 
@@ -27,7 +28,7 @@ MOTIONS = ["right", "left", "down", "up"]
 LABELS = {"class": CLASSES, "motion": MOTIONS}
 SPLITS = ("train", "test")
 SPLIT_ALIASES = {"val": "test"}
-MEAN, STD = 0.0550, 0.1919  # of the train clips' [0, 1] pixels (printed by the build script)
+MEAN, STD = 0.2202, 0.3211  # of the train clips' [0, 1] pixels (printed by the build script)
 
 
 def embedded_root() -> Path:
@@ -49,7 +50,7 @@ def read_index(root: Path) -> list[dict[str, str]]:
 
 
 class MovingFashion(VideoClips):
-    """Moving Fashion-MNIST clips (embedded; 600 train / 200 test, 16 frames of 64 x 64 grey).
+    """Moving Fashion-MNIST clips (embedded; 600 train / 200 test, 16 frames of 32 x 32 grey).
 
     Args:
         split: ``"train"`` or ``"test"`` (``"val"`` reads ``"test"``) (injected).
@@ -57,7 +58,7 @@ class MovingFashion(VideoClips):
         label: ``"class"`` (garment, 10 classes) or ``"motion"`` (direction, 4 classes).
         num_frames: ``T`` (the clips have 16 frames; more repeat the last one).
         sampling_rate: frame stride.
-        img_size: output side ``S`` (frames are resized from 64).
+        img_size: output side ``S`` (frames are resized from 32).
         crop_scales: multi-scale crop scales when augmenting.
         hflip: random horizontal flips when augmenting; off by default because a flip turns
             "right" into "left" (not allowed with ``label="motion"``).
@@ -66,6 +67,7 @@ class MovingFashion(VideoClips):
         root: folder with ``index.csv`` and the clips; ``None`` for the embedded ones.
         backend: ``"auto"``, ``"decord"`` or ``"pyav"``.
         max_samples: keep the first this many clips.
+        num_sample: repeated augmentation (see :class:`~mmim_video.dataset.VideoClips`).
 
     Attributes:
         classes: names of the ``label`` classes; ``num_classes``: their number.
@@ -75,9 +77,10 @@ class MovingFashion(VideoClips):
     """
 
     def __init__(self, split: str, augment: bool, label: str = "class", num_frames: int = 16,
-                 sampling_rate: int = 1, img_size: int = 64, crop_scales: Sequence[float] = (1.0, 0.875, 0.75),
+                 sampling_rate: int = 1, img_size: int = 32, crop_scales: Sequence[float] = (1.0, 0.875, 0.75),
                  hflip: bool = False, in_chans: int = 1, mean: float = MEAN, std: float = STD,
-                 root: str | None = None, backend: str = "auto", max_samples: int | None = None) -> None:
+                 root: str | None = None, backend: str = "auto", max_samples: int | None = None,
+                 num_sample: int = 1) -> None:
         split = SPLIT_ALIASES.get(split, split)
         if split not in SPLITS:
             raise ValueError(f"Moving Fashion-MNIST has splits 'train' and 'test' (or 'val'), got {split!r}")
@@ -95,11 +98,12 @@ class MovingFashion(VideoClips):
         super().__init__(samples, str(folder / "index.csv"), augment, num_frames=num_frames,
                          sampling_rate=sampling_rate, img_size=img_size, crop_scales=crop_scales, hflip=hflip,
                          backend=backend, mean=(mean,) * 3, std=(std,) * 3, max_samples=max_samples,
-                         num_classes=len(self.classes))
+                         num_classes=len(self.classes), num_sample=num_sample)
         if max_samples is not None:
             self.labels = {k: v[:max_samples] for k, v in self.labels.items()}
 
     def clip(self, index: int) -> Tensor:
-        """The model input ``(in_chans, T, S, S)`` of clip ``index``."""
+        """The model input ``(in_chans, T, S, S)`` of clip ``index`` (``(num_sample, in_chans, T, S, S)``
+        when augmenting with ``num_sample > 1``)."""
         x = super().clip(index)
-        return x[:1] if self.in_chans == 1 else x
+        return x.narrow(-4, 0, 1) if self.in_chans == 1 else x  # the channel axis, also with num_sample > 1

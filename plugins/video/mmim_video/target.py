@@ -62,7 +62,7 @@ class TubeletPixelTarget(Target):
         """``tokens.content`` ``(B, L, t*p*q*C)`` -> target ``(B, L, t*p*q*C)`` (same feature order)."""
         if tokens.content is None:
             raise ValueError("TubeletPixelTarget needs a tokenizer that fills Tokens.content")
-        x = self.pixels(tokens.content, raw.shape[1] if raw.dim() == 5 else 1)  # (B, L, t*p*q, C)
+        x = self.pixels(tokens.content, raw.shape[-4] if raw.dim() >= 5 else 1)  # (B, L, t*p*q, C)
         if self.normalize:
             mean = x.mean(dim=-2, keepdim=True)
             std = x.var(dim=-2, unbiased=True, keepdim=True).sqrt()

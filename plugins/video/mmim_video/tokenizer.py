@@ -85,7 +85,12 @@ class TubeletTokenizer(Tokenizer):
         return t * p * q * self.in_chans
 
     def forward(self, x: Tensor) -> Tokens:
-        """``x`` ``(B, C, T, H, W)`` -> tokens ``(B, L, D)`` with ``L = T'H'W'``."""
+        """``x`` ``(B, C, T, H, W)`` -> tokens ``(B, L, D)`` with ``L = T'H'W'``.
+
+        A batch of repeated-augmentation items ``(B, n, C, T, H, W)`` is read as ``B n`` clips.
+        """
+        if x.dim() == 6:
+            x = x.flatten(0, 1)
         if x.dim() != 5 or x.shape[1] != self.in_chans:
             raise ValueError(f"TubeletTokenizer expects clips (B, {self.in_chans}, T, H, W), got {tuple(x.shape)}")
         grid = self.grid_for(*x.shape[2:])

@@ -60,11 +60,16 @@ def test_frame_count_and_content(clips, backend):
     assert box[1] > 150 and frames[1, 2, 50, 0] > 30
 
 
-def test_backends_return_the_same_frames(clips):
-    if len(reader.available_backends()) < 2:
-        pytest.skip("needs both decord and PyAV")
+@pytest.mark.parametrize("other", ["decord", "torchcodec"])
+def test_backends_return_the_same_frames(clips, other):
+    if other not in reader.available_backends():
+        pytest.skip(f"{other} does not import here (torchcodec needs 0.13 + the system FFmpeg libraries on a CPU torch)")
     idx = [3, 0, 17, 9, 9]
-    assert torch.equal(read_frames(clips / "a.mp4", idx, "decord"), read_frames(clips / "a.mp4", idx, "pyav"))
+    for name in ("a.mp4", "b.mp4"):
+        n = frame_count(clips / name, "pyav")
+        assert frame_count(clips / name, other) == n
+        want = [i % n for i in idx]
+        assert torch.equal(read_frames(clips / name, want, other), read_frames(clips / name, want, "pyav"))
 
 
 @pytest.mark.parametrize("backend", reader.available_backends())
@@ -89,11 +94,29 @@ def test_truncated_file_and_index_past_the_end(clips, backend):
 def test_backend_selection(monkeypatch):
     with pytest.raises(ValueError, match="unknown video backend"):
         resolve_backend("opencv")
+    monkeypatch.setitem(reader._USABLE, "torchcodec", False)
+    with pytest.raises(ImportError, match=r"'torchcodec'.*mmim\[torchcodec\]"):
+        resolve_backend("torchcodec")
+    monkeypatch.setenv(reader.ENV_VAR, "pyav")
+    explicit = reader.available_backends()[0]
+    assert resolve_backend("auto") == "pyav" and resolve_backend(explicit) == explicit  # a named one is kept
+    monkeypatch.setenv(reader.ENV_VAR, "opencv")
+    with pytest.raises(ValueError, match="unknown video backend 'opencv'"):
+        resolve_backend("auto")
+    monkeypatch.delenv(reader.ENV_VAR)
     monkeypatch.setattr(reader, "available_backends", lambda: [])
     with pytest.raises(ImportError, match=r"mmim\[video\]"):
         resolve_backend("auto")
     with pytest.raises(ImportError, match="'av'"):
         resolve_backend("pyav")
+
+
+def test_auto_prefers_decord_then_torchcodec_then_pyav(monkeypatch):
+    for name in reader.BACKENDS:
+        monkeypatch.setitem(reader._USABLE, name, name != "decord")
+    assert resolve_backend("auto") == "torchcodec"
+    monkeypatch.setitem(reader._USABLE, "torchcodec", False)
+    assert resolve_backend("auto") == "pyav"
 
 
 def test_sample_indices():

@@ -75,8 +75,30 @@ def test_videomaev2_without_decoder_mask_is_videomae_decoding(setup):
     torch.testing.assert_close(running_cell_loss(pred, result.targets["video"], mask), out["loss_nodecmask"], **TOL)
 
 
+@pytest.mark.parametrize("normalize, key", [(True, "loss"), (False, "loss_nonorm")])
+def test_videomaev2_training_loss_through_model_forward(setup, normalize, key):
+    """``MaskedModel.forward`` with the fixture's decoder masks gives the official loss: the decoder's
+    ``Prediction.weight`` is ``cal_loss_mask`` and the core ``mse`` loss averages over it."""
+    _, _, inp, out, model = setup
+    stream = model.streams["video"]
+    stream.target.normalize = normalize
+    mask = StreamMask.from_bool(inp["bool_masked_pos"])
+    decoded = StreamMask.from_bool(inp["decode_masked_pos"]).visible
+    stream.decoder.decode_index = lambda m, layout: decoded  # the official run's running-cell maps
+    with torch.no_grad():
+        result = model({"video": inp["videos"]}, masks={"video": mask})
+    pred = result.predictions["video"]
+    assert torch.equal(pred.index, decoded)
+    assert torch.equal(pred.weight.bool(), out["cal_loss_mask"])
+    torch.testing.assert_close(pred.values, out["decoder_pred"], **TOL)
+    torch.testing.assert_close(result.loss, out[key], **TOL)
+    unweighted = torch.nn.functional.mse_loss(pred.values, result.targets["video"])
+    assert abs(float(unweighted) - float(out[key])) > 1e-4  # the weights matter in this fixture
+
+
 def test_running_cell_model_forward_uses_decoded_tokens(setup):
-    """Through ``MaskedModel.forward`` (eval: map 0) the loss covers every decoded token."""
+    """Through ``MaskedModel.forward`` (eval: map 0) the decoder predicts every decoded token and
+    weights the loss by the encoder's mask at them."""
     _, _, inp, _, model = setup
     mask = StreamMask.from_bool(inp["bool_masked_pos"])
     with torch.no_grad():
@@ -84,7 +106,8 @@ def test_running_cell_model_forward_uses_decoded_tokens(setup):
     pred = result.predictions["video"]
     expected = StreamMask.from_bool(running_cell_maps((2, 4, 4), 0.5)[[0, 0]]).visible
     assert torch.equal(pred.index, expected)
-    torch.testing.assert_close(result.loss, torch.nn.functional.mse_loss(pred.values, result.targets["video"]))
+    assert torch.equal(pred.weight.bool(), torch.gather(inp["bool_masked_pos"], 1, expected))
+    torch.testing.assert_close(result.loss, running_cell_loss(pred, result.targets["video"], mask), **TOL)
 
 
 def test_v2_state_dict_round_trip_with_compile_prefix(setup):
