@@ -43,3 +43,14 @@ def test_fusing_the_third_party_plugin_with_images(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "stream 'series' is not drawn" in captured.err  # the example plugin ships no renderer
     assert (out / "sample_000.png").is_file()
+
+
+def test_audio_visual_pairs_train(tmp_path, capsys):
+    """The paired audio-visual recipe (video plugin clips + audio plugin digits, paired by class)."""
+    from pathlib import Path
+
+    recipe = Path(__file__).parents[3] / "plugins" / "multimodal" / "mmim_multimodal" / "recipes" / "multimae_video_audio.yaml"
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "schedule.max_steps=2", "data.batch_size=8", "eval.after_train=false",
+                 "train.progress=false", f"train.out_dir={run}"]) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
