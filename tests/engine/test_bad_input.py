@@ -79,6 +79,7 @@ def _nan_worker(rank: int, world: int, port: int, data: dict, out_dir: str) -> N
         outcome = "finished"
     except NonFiniteLossError as err:
         outcome = str(err)
+    torch.distributed.barrier()  # no rank tears gloo down while another still talks to it
     torch.distributed.destroy_process_group()
     with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
         f.write(outcome)

@@ -27,6 +27,7 @@ def _worker(rank: int, world: int, port: int, data: dict) -> None:
     torch.set_num_threads(1)
     trainer = Trainer(recipe_from_dict(data))
     trainer.fit()
+    torch.distributed.barrier()  # no rank tears gloo down while another still talks to it
     torch.distributed.destroy_process_group()
 
 

@@ -39,6 +39,7 @@ def _worker(rank: int, world: int, port: int, data: dict, resume: bool) -> None:
             model.eval()
             features = model.features({"image": torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))})
         torch.save({"model": model.state_dict(), "features": features}, os.path.join(data["train"]["out_dir"], "plain.pt"))
+    torch.distributed.barrier()  # no rank tears gloo down while another still talks to it
     torch.distributed.destroy_process_group()
 
 
