@@ -242,8 +242,9 @@ class MaskedModel(nn.Module):
         return out
 
     def forward_fused(self, batch: Mapping[str, Tensor], mask: JointMask | None = None,
-                      generator: torch.Generator | None = None) -> ModelOutput:
-        """MultiMAE / 4M: encode the budgeted tokens of all input streams, predict the targets."""
+                      generator: torch.Generator | None = None, targets: list[str] | None = None) -> ModelOutput:
+        """MultiMAE / 4M: encode the budgeted tokens of all input streams, predict the targets
+        (``targets``: a subset of the fusion targets; default all)."""
         if mask is not None and not isinstance(mask, JointMask):
             raise TypeError("a fused model takes one JointMask (see mmim.types.JointMask), not per-stream masks")
         raw = self.raw_inputs(batch)
@@ -264,7 +265,7 @@ class MaskedModel(nn.Module):
         prefix, encoded = self.encode_fused({n: tokens[n] for n in self.token_streams}, mask)
         context = FusionContext(prefix, encoded, mask, {n: t.layout for n, t in tokens.items()})
         out = ModelOutput(loss=torch.zeros((), device=device), masks=mask, tokens=tokens)
-        for name in self.fusion_targets:
+        for name in targets if targets is not None else self.fusion_targets:
             stream, source = self.streams[name], self.token_source(name)
             pred = stream.decoder(context)
             with torch.no_grad():
@@ -285,12 +286,8 @@ class MaskedModel(nn.Module):
         budget = self.budget_masker(tokens)
         batch_size = next(iter(tokens.values())).embeddings.shape[0]
         mask = budget.predict_from(batch_size, inputs, source, next(iter(tokens.values())).embeddings.device)
-        saved = self.fusion_targets
-        try:
-            self.fusion_targets = [t for t in saved if self.token_source(t) == source]
-            return self.forward_fused(batch, mask)
-        finally:
-            self.fusion_targets = saved
+        heads = [t for t in self.fusion_targets if self.token_source(t) == source]
+        return self.forward_fused(batch, mask, targets=heads)
 
     @torch.no_grad()
     def features(self, batch: Mapping[str, Tensor], pool: str = "mean") -> Tensor:

@@ -152,6 +152,8 @@ class BudgetMasker:
     def __init__(self, config: FusionConfig, sizes: dict[str, int], targets: dict[str, str]) -> None:
         self.config, self.sizes = config, dict(sizes)
         self.names = tuple(sizes)
+        ends = torch.tensor(list(self.sizes.values())).cumsum(0).tolist()
+        self.starts = {n: end - self.sizes[n] for n, end in zip(self.names, ends)}
         self.inputs = list(config.inputs) if config.inputs is not None else list(self.names)
         for name in self.inputs:
             if name not in self.sizes:
@@ -187,37 +189,26 @@ class BudgetMasker:
     def __call__(self, batch: int, generator: torch.Generator, device: torch.device | str = "cpu") -> JointMask:
         return self.from_noise(self.draw(batch, generator)).to(device)
 
-    def _global(self, local: Tensor, streams: list[str]) -> Tensor:
-        """Indices into the concatenation of ``streams`` -> indices into all streams."""
-        starts = {n: sum(self.sizes[m] for m in self.names[: self.names.index(n)]) for n in self.names}
-        table = torch.cat([torch.arange(self.sizes[n]) + starts[n] for n in streams])
-        return table[local]
+    def columns(self, streams: list[str]) -> Tensor:
+        """Positions in the concatenation of all streams of the tokens of ``streams``, in order:
+        maps indices into the concatenation of ``streams`` to indices into all streams."""
+        return torch.cat([torch.arange(self.sizes[n]) + self.starts[n] for n in streams])
 
     def from_noise(self, noise: BudgetNoise) -> JointMask:
         batch = noise.split.shape[0]
         local = budget_select(noise.split, noise.noises, noise.shuffle, self.config.input_budget)
-        visible = self._global(local, self.inputs)
+        visible = self.columns(self.inputs)[local]
         n = sum(self.sizes.values())
         seen = torch.zeros(batch, n, dtype=torch.bool).scatter_(1, visible, True)
-        in_target = torch.zeros(n, dtype=torch.bool)
-        for name in self.target_tokens:
-            start = sum(self.sizes[m] for m in self.names[: self.names.index(name)])
-            in_target[start : start + self.sizes[name]] = True
+        target_cols = self.columns(self.target_tokens)
         if self.config.target_budget is None:
-            predict = ~seen & in_target
+            predict = torch.zeros(batch, n, dtype=torch.bool)
+            predict[:, target_cols] = ~seen[:, target_cols]
         else:
-            avail = self._pick(~seen, self.target_tokens)
             local_t = budget_select(noise.target_split, noise.target_noises, noise.target_shuffle,
-                                    self.config.target_budget, available=avail)
-            predict = torch.zeros(batch, n, dtype=torch.bool).scatter_(1, self._global(local_t, self.target_tokens), True)
+                                    self.config.target_budget, available=~seen[:, target_cols])
+            predict = torch.zeros(batch, n, dtype=torch.bool).scatter_(1, target_cols[local_t], True)
         return JointMask(visible, predict, self.names, tuple(self.sizes.values()))
-
-    def _pick(self, x: Tensor, streams: list[str]) -> Tensor:
-        parts = []
-        for name in streams:
-            start = sum(self.sizes[m] for m in self.names[: self.names.index(name)])
-            parts.append(x[:, start : start + self.sizes[name]])
-        return torch.cat(parts, dim=1)
 
     def predict_from(self, batch: int, inputs: list[str], target: str, device: torch.device | str = "cpu") -> JointMask:
         """Any-to-any inference: encode every token of ``inputs``, predict every token of ``target``."""

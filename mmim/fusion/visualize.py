@@ -7,6 +7,7 @@ to the plugin renderers on its own, as a one-sample single-stream output they al
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,11 @@ def sample_view(output: ModelOutput, stream: str, i: int) -> ModelOutput:
     """Sample ``i`` of one token stream as a single-stream output (``masks[stream]`` a StreamMask)."""
     mask: JointMask = output.masks
     tokens, pred = output.tokens[stream], output.predictions[stream]
+    layout = tokens.layout
+    centers = None if layout.centers is None else layout.centers[i : i + 1]
     one = Tokens(tokens.embeddings[i : i + 1], tokens.pos[i : i + 1] if tokens.pos.shape[0] > 1 else tokens.pos,
                  None if tokens.content is None else tokens.content[i : i + 1],
-                 type(tokens.layout)(**{**tokens.layout.__dict__, "batch_size": 1,
-                                        "centers": None if tokens.layout.centers is None else tokens.layout.centers[i : i + 1]}))
+                 dataclasses.replace(layout, batch_size=1, centers=centers))
     full = pred.full if pred.full is not None else pred.values
     view = ModelOutput(loss=output.loss, masks={stream: StreamMask.from_bool(mask.stream_masked(stream)[i : i + 1])},
                        tokens={stream: one})

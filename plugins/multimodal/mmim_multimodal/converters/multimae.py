@@ -24,6 +24,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from mmim.checkpoint_keys import rename_key
 from mmim.model import MaskedModel
 from mmim.trunk.grid_patch import GridPatchTokenizer
 
@@ -111,10 +112,7 @@ def multimae_to_mmim(state: Mapping[str, Tensor], model: MaskedModel,
                 continue
             if rest.startswith("task_embeddings."):
                 rest = "task_embeddings." + name(rest.split(".", 1)[1])
-            for old, new in DECODER_RENAMES:
-                if rest.startswith(old):
-                    rest = new + rest[len(old):]
-                    break
+            rest = rename_key(rest, DECODER_RENAMES, stream) or rest
             if rest.startswith("out_proj."):
                 value = _out_proj(value, model.streams[model.token_source(stream)].tokenizer)
             out[f"streams.{stream}.decoder.{rest}"] = value
