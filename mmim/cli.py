@@ -120,8 +120,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     import torch
 
     from mmim.config.recipe import apply_overrides, load_recipe, recipe_from_dict
-    from mmim.engine.checkpoint import load_checkpoint
-    from mmim.engine.trainer import Trainer
+    from mmim.engine.trainer import Trainer, saved_recipe
     from mmim.finetune.task import FinetuneTask
     from mmim.recipes_catalog import find_recipe
 
@@ -130,8 +129,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         raise SystemExit("mmim finetune: give a pretraining run directory or a recipe")
     init = args.init
     if Path(target).is_dir() and (Path(target) / "config.yaml").exists():
-        state = load_checkpoint(target)
-        recipe = recipe_from_dict(apply_overrides(state["recipe"], overrides), source=str(target))
+        recipe = recipe_from_dict(apply_overrides(saved_recipe(target), overrides), source=str(target))
         init = init or target
     else:
         recipe = load_recipe(find_recipe(target), overrides)
@@ -156,21 +154,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_run(run: str, overrides: list[str], edit=None):  # noqa: ANN001, ANN202 - CLI plumbing
-    """A trained run's recipe (saved in its checkpoint, with ``overrides``) and model with its weights.
-
-    ``edit(data)`` may change the recipe's plain data before validation (e.g. decoders predicting
-    every token for visualisation).
-    """
+def _load_run(run: str, overrides: list[str]):  # noqa: ANN202 - CLI plumbing
+    """A trained run's recipe (its ``config.yaml``, with ``overrides``) and model with its weights
+    (the newest checkpoint, or the checkpoint file given)."""
     from mmim.config.recipe import apply_overrides, recipe_from_dict
     from mmim.engine.checkpoint import load_checkpoint
+    from mmim.engine.trainer import saved_recipe
     from mmim.model import build_model
 
     state = load_checkpoint(run)
-    data = apply_overrides(state["recipe"], overrides)
-    if edit is not None:
-        edit(data)
-    recipe = recipe_from_dict(data, source=str(run))
+    recipe = recipe_from_dict(apply_overrides(saved_recipe(run), overrides), source=str(run))
     model = build_model(recipe.model, recipe.source)
     model.load_state_dict(state["model"])
     return recipe, model
@@ -195,21 +188,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    import inspect
-
     import torch
 
     from mmim import registry
 
-    def predict_all(data: dict) -> None:  # the decoders must predict every token
-        for stream in data["model"]["streams"].values():
-            if not stream.get("decoder"):
-                continue
-            decoder_cls = registry.resolve("decoder", stream["decoder"]["name"])
-            if "predict" in inspect.signature(decoder_cls).parameters:
-                stream["decoder"]["predict"] = "all"
-
-    recipe, model = _load_run(args.run, args.overrides, predict_all)
+    recipe, model = _load_run(args.run, args.overrides)
     model.eval()
     spec = recipe.eval.dataset or recipe.data.dataset
     out_dir = Path(args.out) if args.out else _run_dir(args.run) / "visualize"
@@ -220,9 +203,9 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         try:
             visualizers[name] = registry.companion("visualizer", s.tokenizer["name"])()
         except registry.RegistryError as err:
-            if not model.fused:
-                raise
             print(f"mmim visualize: stream {name!r} is not drawn: {err}", file=sys.stderr)
+    if not visualizers:
+        raise ValueError("no stream of this model can be drawn: none of its plugins registers a visualizer")
     if args.input:
         if len(visualizers) != 1:
             raise ValueError("--input works for single-stream models; use dataset samples for several streams")
@@ -232,18 +215,18 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         ds = registry.build("dataset", spec, where="eval.dataset", split=args.split or recipe.eval.test_split, augment=False)
         items = [ds[i] for i in range(min(args.num, len(ds)))]
         batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
-    with torch.no_grad():
-        output = model(batch, generator=torch.Generator().manual_seed(args.seed))
+    with torch.no_grad():  # decoders that can are asked for every token (``full``) to draw whole reconstructions
+        output = model(batch, generator=torch.Generator().manual_seed(args.seed), full=True)
     raw = model.raw_inputs(batch)
-    if model.fused:
+    if len(visualizers) == 1 and output.mask.streams is not None:  # one stream, fixed counts: the whole batch at once
+        (name, vis), = visualizers.items()
+        paths = vis.render(model, name, raw[name], output, out_dir, spec, prefix=name)
+    else:  # several streams, or per-sample budgets: sample by sample, the streams stacked
         from mmim.fusion.visualize import render_fused
 
-        for path in render_fused(model, raw, output, out_dir, visualizers, spec):
-            print(path)
-        return 0
-    for name, vis in visualizers.items():
-        for path in vis.render(model, name, raw[name], output, out_dir, spec, prefix=name):
-            print(path)
+        paths = render_fused(model, raw, output, out_dir, visualizers, spec)
+    for path in paths:
+        print(path)
     return 0
 
 

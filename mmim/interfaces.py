@@ -4,6 +4,10 @@ Every method in the family is the same loop::
 
     raw batch ─► Tokenizer ─► Masker ─► encoder on visible tokens ─► Decoder ─► Loss(pred, Target)
 
+over a set of named streams: the masks of all streams form one :class:`~mmim.types.JointMask`,
+the encoder sees the visible tokens of every stream together, and every decoder receives the same
+:class:`DecoderContext`.
+
 Plugins subclass these and register them by name (see :mod:`mmim.registry`). The core never
 looks inside a stream: what a pixel, a frame, a point or a mel bin is lives in the plugins.
 
@@ -14,12 +18,12 @@ Each class also offers a small ``example_*`` hook so the conformance kit
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from mmim.types import JointMask, Layout, LossOutput, Prediction, StreamMask, Tokens
+from mmim.types import JointMask, Layout, LossOutput, Prediction, StreamMask, Tokens, gather_tokens
 
 
 class Tokenizer(nn.Module, ABC):
@@ -101,14 +105,17 @@ class Loss(nn.Module, ABC):
     """Compares predictions with targets on the predicted tokens.
 
     A decoder may attach per-token weights to its prediction (``Prediction.weight``); the model
-    then calls ``forward(pred, target, weight=w)`` with ``w`` ``(B, n)``. Losses that support
-    weights take that keyword (the element-wise losses do); the others are only ever called
-    without it, and a weighted prediction reaching them is an error naming the loss.
+    then calls ``forward(pred, target, weight=w)`` with ``w`` ``(B, n)``. A loss that honours
+    weights says so with ``supports_weight = True`` (the element-wise losses do); the model
+    refuses a weighted prediction for any other loss with an error naming the stream and loss.
     """
 
+    #: True when ``forward`` honours a per-token ``weight``.
+    supports_weight: bool = False
+
     @abstractmethod
-    def forward(self, pred: Tensor, target: Tensor) -> LossOutput:
-        """``pred`` and ``target`` ``(B, n, C)`` -> scalar loss and named parts."""
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> LossOutput:
+        """``pred`` and ``target`` ``(B, n, C)``, optional ``weight`` ``(B, n)`` -> scalar loss and named parts."""
 
     def example_inputs(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """A valid ``(pred, target)`` pair (conformance kit); the default is ``(2, 5, 6)`` each."""
@@ -124,58 +131,83 @@ class Loss(nn.Module, ABC):
         return {}
 
 
-class Decoder(nn.Module, ABC):
-    """Predicts token targets from the encoded visible tokens of one stream.
-
-    Subclasses take ``encoder_dim``, ``out_dim`` and ``position`` as their first arguments;
-    ``position(dim)`` is the stream tokenizer's :meth:`Tokenizer.position_embedding`, which the
-    decoder calls with its own width to get its position module.
-    """
-
-    #: True for heads that predict from encoded mask tokens (a ``mask_in_encoder`` stream).
-    needs_all_tokens: bool = False
-
-    @abstractmethod
-    def forward(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout) -> Prediction:
-        """Args:
-            prefix: ``(B, P, D_enc)`` encoded prefix tokens (cls/global tokens; ``P`` may be 0).
-            visible: ``(B, Lv, D_enc)`` encoded visible tokens, in ``mask.visible`` order; for a
-                stream that encodes mask tokens (``mask_in_encoder``, SimMIM) every token
-                ``(B, L, D_enc)`` in token order (``visible.shape[1] == layout.num_tokens``).
-            mask: the stream's mask.
-            layout: the stream's layout.
-
-        Returns:
-            predictions with the token indices they refer to.
-        """
-
-
 @dataclass
-class FusionContext:
-    """What a fused model's decoders see: every encoded token of every stream.
+class DecoderContext:
+    """What every decoder sees: every encoded token of every stream, and the one joint mask.
 
     Attributes:
-        prefix: ``(B, P, D_enc)`` encoded global tokens (``P`` may be 0).
+        prefix: ``(B, P, D_enc)`` encoded prefix tokens (cls/global tokens; ``P`` may be 0).
         encoded: ``(B, K, D_enc)`` encoded tokens in ``mask.visible`` order.
         mask: the joint mask (which tokens were encoded, which are predicted).
         layouts: every tokenized stream's layout.
+        draws: per stream, what its decoder's :meth:`Decoder.draw` drew from the step's generator
+            before the forward (VideoMAE v2's running cells), so a resumed run repeats the draw
+            and the forward itself holds no randomness.
+        full: the caller asks for predictions of every token (``Prediction.full``), e.g. to draw
+            reconstructions; decoders with ``gives_full = True`` honour it.
     """
 
     prefix: Tensor
     encoded: Tensor
     mask: JointMask
     layouts: dict[str, Layout]
+    draws: dict[str, Tensor] = field(default_factory=dict)
+    full: bool = False
+
+    @staticmethod
+    def for_stream(name: str, prefix: Tensor, encoded: Tensor, mask: StreamMask, layout: Layout,
+                   draws: Tensor | None = None, full: bool = False, encode_all: bool = False) -> DecoderContext:
+        """The context of a one-stream model: ``encoded`` ``(B, Lv, D)`` in ``mask.visible`` order
+        (every token when ``encode_all``); for testing a decoder on its own."""
+        joint = JointMask.from_streams({name: mask}, {name: layout.num_tokens}, [name] if encode_all else [])
+        return DecoderContext(prefix, encoded, joint, {name: layout}, {} if draws is None else {name: draws}, full)
+
+    def stream_mask(self, name: str) -> StreamMask:
+        """Stream ``name``'s mask in its own token indices (see :meth:`JointMask.stream_mask`)."""
+        return self.mask.stream_mask(name)
+
+    def stream_encoded(self, name: str) -> Tensor:
+        """``(B, Lv_s, D_enc)``: stream ``name``'s encoded tokens, in the order of its
+        ``stream_mask(name).visible`` (every token ``(B, L_s, D_enc)`` in token order when the
+        stream encodes mask tokens)."""
+        where = self.mask.stream_positions(name)
+        if isinstance(where, slice):
+            return self.encoded[:, where]
+        return gather_tokens(self.encoded, where)
+
+    def encodes_all(self, name: str) -> bool:
+        """True when every token of ``name`` was encoded (masked ones as mask tokens, SimMIM)."""
+        return self.mask.encode_all(name)
 
 
-class FusionDecoder(nn.Module, ABC):
-    """Predicts one stream's tokens from all encoded tokens of a fused model (MultiMAE, 4M).
+class Decoder(nn.Module, ABC):
+    """Predicts one stream's token targets from a :class:`DecoderContext`.
 
-    Subclasses take ``encoder_dim``, ``out_dim``, ``position``, ``context_positions`` (every
-    tokenized stream's :meth:`Tokenizer.position_embedding`, in concatenation order) and
-    ``stream`` (the token stream whose tokens it predicts) from the model builder.
+    The model builder passes, by keyword, what a decoder's constructor names of: ``encoder_dim``,
+    ``out_dim``, ``stream`` (the token stream whose tokens it predicts), ``position``
+    (``position(dim)`` is that stream tokenizer's :meth:`Tokenizer.position_embedding`, called
+    with the decoder's own width) and ``context_positions`` (every tokenized stream's, in
+    concatenation order, for decoders that embed the whole joint sequence).
+
+    Capabilities are declared, not discovered:
     """
 
+    #: True for heads that predict from encoded mask tokens (the stream must set ``mask_in_encoder``).
+    needs_all_tokens: bool = False
+    #: True when the decoder honours ``context.full`` (returns ``Prediction.full`` for every token).
+    gives_full: bool = False
+    #: True when it reads only its own stream's encoded tokens (``context.stream_encoded``): it then
+    #: needs a fixed per-sample count in its stream, which per-stream maskers give and budgets may not.
+    per_stream: bool = True
+
+    stream: str
+
     @abstractmethod
-    def forward(self, context: FusionContext) -> Prediction:
-        """Predictions for the tokens of ``stream``; ``index`` into that stream, ``weight`` (B, Lp)
-        marking the tokens that count (``context.mask.predict``)."""
+    def forward(self, context: DecoderContext) -> Prediction:
+        """Predictions for tokens of ``self.stream``, with the token indices they refer to."""
+
+    def draw(self, layout: Layout, generator: torch.Generator, full: bool = False) -> Tensor | None:
+        """Random numbers the decoder needs for one forward, drawn on the host from the step's
+        ``generator`` before the (compilable) forward; they reach it as ``context.draws[stream]``.
+        Default: none."""
+        return None

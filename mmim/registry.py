@@ -197,9 +197,33 @@ def check_options(kind: str, spec: dict[str, Any], context: tuple[str, ...] | di
     return cls
 
 
+def option_value(kind: str, spec: dict[str, Any] | None, name: str, default: Any = None) -> Any:
+    """The value a component built from ``spec`` has for option ``name``: the spec's, else the
+    constructor's default, else the class's ``option_defaults`` (options it passes on), else
+    ``default``."""
+    if spec is None:
+        return default
+    if name in spec:
+        return spec[name]
+    cls = resolve(kind, spec["name"])
+    params = inspect.signature(cls).parameters
+    if name in params and params[name].default is not inspect.Parameter.empty:
+        return params[name].default
+    return getattr(cls, "option_defaults", {}).get(name, default)
+
+
 def build(kind: str, spec: dict[str, Any], *, where: str = "", **context: Any) -> Any:
-    """Build a component from ``{"name": ..., **options}``; ``context`` args come from the model."""
-    cls = check_options(kind, spec, context, where=where)
+    """Build a component from ``{"name": ..., **options}``; ``context`` args come from the model.
+
+    The options were checked when the recipe was loaded (:func:`check_options`); a constructor
+    that still refuses them raises an error naming ``where``.
+    """
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise RegistryError(f"{where or kind}: give the component as a mapping with a 'name'")
+    try:
+        cls = resolve(kind, spec["name"])
+    except RegistryError as err:
+        raise RegistryError(f"{where}: {err}" if where else str(err)) from None
     params = inspect.signature(cls).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     accepted = {k: v for k, v in context.items() if k in params or takes_any}
@@ -207,6 +231,8 @@ def build(kind: str, spec: dict[str, Any], *, where: str = "", **context: Any) -
     try:
         return cls(**accepted, **options)
     except (TypeError, ValueError) as err:
+        if isinstance(err, TypeError):  # a spec that skipped recipe validation: name the bad option
+            check_options(kind, spec, context, where=where)
         raise RegistryError(f"{where or kind}: cannot build {kind} {spec['name']!r}: {err}") from err
 
 

@@ -16,13 +16,12 @@ import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from mmim.model import MaskedModel
+from mmim.trunk.joint import encode
 
 
 @dataclass
@@ -48,34 +47,38 @@ def momentum_at(cfg: TeacherConfig, progress: float) -> float:
 
 
 class Teacher(nn.Module):
-    """Produces per-block teacher features of every stream's unmasked input."""
+    """Per-block features of every stream's unmasked input, through the model's one :func:`encode`.
 
-    def __init__(self, student: MaskedModel, cfg: TeacherConfig) -> None:
+    ``ema: true``: the teacher owns frozen copies of the student's encoder and tokenizers, always
+    in eval mode (it is a target, not a learner), moved towards the student by :meth:`update`.
+    ``ema: false``: it owns nothing; the caller passes the shared encoder and tokenizers, which
+    run as they are (the student's own mode) without gradients.
+    """
+
+    def __init__(self, cfg: TeacherConfig, encoder: nn.Module, tokenizers: Mapping[str, nn.Module]) -> None:
         super().__init__()
         self.cfg = cfg
         if cfg.ema:
-            self.encoder = copy.deepcopy(student.encoder)
-            self.tokenizers = nn.ModuleDict({n: copy.deepcopy(s.tokenizer) for n, s in student.streams.items()})
+            self.encoder = copy.deepcopy(encoder)
+            self.tokenizers = nn.ModuleDict({n: copy.deepcopy(t) for n, t in tokenizers.items()})
             for p in self.parameters():
                 p.requires_grad_(False)
-        else:
-            object.__setattr__(self, "_student", student)  # a reference, not a submodule
+        super().train(False)
 
-    def _parts(self) -> tuple[nn.Module, Mapping[str, nn.Module]]:
-        if self.cfg.ema:
-            return self.encoder, self.tokenizers
-        student = self.__dict__["_student"]
-        return student.encoder, {n: s.tokenizer for n, s in student.streams.items()}
+    def train(self, mode: bool = True) -> Teacher:
+        """The EMA copy stays in eval mode whatever its parent's mode."""
+        return super().train(False)
 
     @torch.no_grad()
-    def update(self, student: MaskedModel, progress: float) -> float:
-        """One EMA step towards ``student``; returns the momentum used (no-op for a shared teacher)."""
+    def update(self, encoder: nn.Module, tokenizers: Mapping[str, nn.Module], progress: float) -> float:
+        """One EMA step towards the student's ``encoder`` and ``tokenizers``; returns the momentum
+        used (1.0, nothing moved, for a shared teacher)."""
         if not self.cfg.ema:
             return 1.0
         m = momentum_at(self.cfg, progress)
-        pairs = [(self.encoder, student.encoder)] + [(self.tokenizers[n], s.tokenizer) for n, s in student.streams.items()]
+        pairs = [(self.encoder, encoder)] + [(self.tokenizers[n], t) for n, t in tokenizers.items()]
         for mine, theirs in pairs:
-            t_params = [p for p in mine.parameters()]
+            t_params = list(mine.parameters())
             s_params = [p.detach() for p in theirs.parameters()]
             torch._foreach_lerp_(t_params, s_params, 1.0 - m)
             for tb, sb in zip(mine.buffers(), theirs.buffers()):
@@ -83,23 +86,15 @@ class Teacher(nn.Module):
         return m
 
     @torch.no_grad()
-    def layer_features(self, raw: Mapping[str, Tensor]) -> dict[str, list[Tensor]]:
-        """Per stream, every block's output on the unmasked input, prefix tokens removed: ``(B, L_s, D)``."""
-        encoder, tokenizers = self._parts()
-        modules = [encoder, *tokenizers.values()]
-        modes = [m.training for m in modules]
-        for m in modules:
-            m.eval()
-        try:
-            tokens = {n: tokenizers[n](raw[n]) for n in tokenizers}
-            sep = encoder.pos_every_block
-            xs = [t.embeddings if sep else t.embeddings + t.pos.to(t.embeddings.dtype) for t in tokens.values()]
-            pos = torch.cat([t.pos.expand(t.embeddings.shape[0], -1, -1) for t in tokens.values()], 1) if sep else None
-            _, _, layers = encoder(torch.cat(xs, 1), pos=pos, return_layers=True)
-        finally:
-            for m, mode in zip(modules, modes):
-                m.train(mode)
-        sizes = [x.shape[1] for x in xs]
+    def forward(self, raw: Mapping[str, Tensor], encoder: nn.Module, tokenizers: Mapping[str, nn.Module]
+                ) -> dict[str, list[Tensor]]:
+        """Per stream, every block's output on the unmasked input, prefix tokens removed:
+        ``(B, L_s, D)``. ``encoder``/``tokenizers`` are the student's (used by a shared teacher)."""
+        if self.cfg.ema:
+            encoder, tokenizers = self.encoder, self.tokenizers
+        tokens = {n: tokenizers[n](raw[n]) for n in tokenizers if n in raw}
+        _, _, layers = encode(encoder, tokens, None, return_layers=True)
+        sizes = [t.embeddings.shape[1] for t in tokens.values()]
         out: dict[str, list[Tensor]] = {n: [] for n in tokens}
         for layer in layers:
             for name, part in zip(tokens, torch.split(layer[:, encoder.num_prefix:], sizes, dim=1)):

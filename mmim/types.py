@@ -7,6 +7,7 @@ Shapes use: ``B`` batch, ``L`` tokens of one stream, ``D`` width, ``C`` per-toke
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -108,23 +109,30 @@ class StreamMask:
 
 @dataclass
 class JointMask:
-    """Which tokens of several streams the encoder sees, and which are predicted (fusion).
+    """The model's one mask: which tokens of its streams the encoder sees, and which are predicted.
 
     Tokens of all tokenized streams are concatenated in stream order (``names``/``sizes``);
-    indices refer to that ``N``-token sequence. The encoder sees exactly ``K`` tokens per sample,
-    but how they split across streams varies per sample (MultiMAE's Dirichlet budgets).
+    indices refer to that ``N``-token sequence. The encoder sees exactly ``K`` tokens per sample.
+    A single-stream model is the one-stream case. Under per-stream maskers every stream keeps a
+    fixed count (its :class:`StreamMask`, kept in ``streams``, official visible order included);
+    under fusion budgets (MultiMAE, 4M) the split across streams varies per sample.
+
+    A token that is both encoded and predicted enters the encoder as its stream's mask token
+    (SimMIM/MaskFeat's ``mask_in_encoder``: every token is encoded, the masked ones hidden).
 
     Attributes:
         visible: ``(B, K)`` int64 indices of the encoded tokens, in the order the encoder gets them.
         predict: ``(B, N)`` bool, True for tokens whose targets count in the loss.
         names: the tokenized streams in concatenation order.
         sizes: tokens per stream, same order.
+        streams: per-stream masks this joint mask was made from (``None`` for budget masks).
     """
 
     visible: Tensor
     predict: Tensor
     names: tuple[str, ...]
     sizes: tuple[int, ...]
+    streams: dict[str, StreamMask] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         n = sum(self.sizes)
@@ -138,12 +146,19 @@ class JointMask:
     def num_tokens(self) -> int:
         return sum(self.sizes)
 
+    @property
+    def batch_size(self) -> int:
+        return self.visible.shape[0]
+
     def offset(self, name: str) -> int:
         """Index of ``name``'s first token in the concatenated sequence."""
         if name not in self.names:
             raise KeyError(f"JointMask has no stream {name!r}; streams: {list(self.names)}")
         i = self.names.index(name)
         return sum(self.sizes[:i])
+
+    def size(self, name: str) -> int:
+        return self.sizes[self.names.index(name)]
 
     def visible_bool(self) -> Tensor:
         """``(B, N)`` bool, True where the token is encoded."""
@@ -153,14 +168,115 @@ class JointMask:
     def stream_slice(self, x: Tensor, name: str) -> Tensor:
         """The part of a ``(B, N, ...)`` tensor that belongs to stream ``name``."""
         start = self.offset(name)
-        return x[:, start : start + self.sizes[self.names.index(name)]]
+        return x[:, start : start + self.size(name)]
 
     def stream_masked(self, name: str) -> Tensor:
         """``(B, L_s)`` bool, True where a token of ``name`` is not encoded."""
         return ~self.stream_slice(self.visible_bool(), name)
 
+    def hidden(self) -> Tensor:
+        """``(B, N)`` bool: tokens that are encoded as mask tokens (encoded and predicted)."""
+        return self.visible_bool() & self.predict
+
+    def stream_mask(self, name: str) -> StreamMask:
+        """Stream ``name``'s mask in the stream's own indices: its visible tokens in encoder order
+        and its masked (predicted) tokens. Needs a fixed count per sample (per-stream maskers, or
+        budgets that happen to split evenly); a per-sample split raises an error naming the stream."""
+        if self.streams is not None and name in self.streams:
+            return self.streams[name]
+        start, size = self.offset(name), self.size(name)
+        inside = (self.visible >= start) & (self.visible < start + size)
+        counts = inside.sum(1)
+        if (counts != counts[:1]).any():
+            raise ValueError(f"stream {name!r}: the encoded token count varies per sample ({counts.tolist()}); "
+                             "this needs a decoder that reads the joint context (e.g. multimae, joint)")
+        # stable order: the stream's encoded tokens keep the encoder order
+        order = torch.argsort((~inside).to(torch.int8), dim=1, stable=True)[:, : int(counts[0])]
+        visible = torch.gather(self.visible, 1, order) - start
+        predicted = self.stream_slice(self.predict, name)
+        n_pred = predicted.sum(1)
+        if (n_pred != n_pred[:1]).any():
+            raise ValueError(f"stream {name!r}: the predicted token count varies per sample ({n_pred.tolist()})")
+        masked = torch.argsort((~predicted).to(torch.int8), dim=1, stable=True)[:, : int(n_pred[0])]
+        return StreamMask(visible, masked)
+
+    def stream_positions(self, name: str) -> Tensor | slice:
+        """Where stream ``name``'s encoded tokens sit among the ``K`` encoded ones: a slice when the
+        mask was made from per-stream masks (a contiguous block), else ``(B, Lv_s)`` indices."""
+        if self.streams is not None and name in self.streams:
+            start = 0
+            for other in self.names:
+                n = self.encoded_count(other)
+                if other == name:
+                    return slice(start, start + n)
+                start += n
+        start, size = self.offset(name), self.size(name)
+        inside = (self.visible >= start) & (self.visible < start + size)
+        n = int(inside.sum(1)[0])
+        return torch.argsort((~inside).to(torch.int8), dim=1, stable=True)[:, :n]
+
+    def encoded_count(self, name: str) -> int:
+        """Encoded tokens of ``name`` per sample (per-stream masks only)."""
+        if self.streams is None or name not in self.streams:
+            raise ValueError(f"stream {name!r} has no fixed encoded count in this mask")
+        m = self.streams[name]
+        return m.num_tokens if self.encode_all(name) else m.visible.shape[1]
+
+    def encode_all(self, name: str) -> bool:
+        """True when every token of ``name`` is encoded (masked ones as mask tokens)."""
+        return bool(self.streams is not None and name in self.streams and name in self._encode_all)
+
+    _encode_all: frozenset = field(default=frozenset(), compare=False, repr=False)
+
     def to(self, device: torch.device | str) -> JointMask:
-        return JointMask(self.visible.to(device), self.predict.to(device), self.names, self.sizes)
+        streams = None if self.streams is None else {n: m.to(device) for n, m in self.streams.items()}
+        return JointMask(self.visible.to(device), self.predict.to(device), self.names, self.sizes, streams,
+                         self._encode_all)
+
+    @staticmethod
+    def from_streams(masks: Mapping[str, StreamMask], sizes: Mapping[str, int],
+                     encode_all: Iterable[str] = ()) -> JointMask:
+        """Join per-stream masks: the encoder sees each stream's visible tokens in its
+        ``mask.visible`` order, stream after stream; the masked tokens are predicted. Streams in
+        ``encode_all`` have every token encoded (the masked ones as mask tokens, SimMIM). A stream
+        of ``sizes`` without a mask is not encoded at all and not predicted."""
+        encode_all = frozenset(encode_all)
+        ref = next(iter(masks.values()))
+        batch, device = ref.visible.shape[0], ref.visible.device
+        visible, predict, start = [], [], 0
+        for name, size in sizes.items():
+            m = masks.get(name)
+            if m is None:
+                predict.append(torch.zeros(batch, size, dtype=torch.bool, device=device))
+            else:
+                if m.num_tokens != size or m.visible.shape[0] != batch:
+                    raise ValueError(f"mask of stream {name!r} covers {m.visible.shape[0]} x {m.num_tokens} tokens; "
+                                     f"the stream has {batch} x {size}")
+                enc = torch.arange(size, device=device).expand(batch, -1) if name in encode_all else m.visible
+                visible.append(enc + start)
+                predict.append(m.bool_mask())
+            start += size
+        vis = torch.cat(visible, dim=1) if visible else torch.zeros(batch, 0, dtype=torch.long, device=device)
+        return JointMask(vis, torch.cat(predict, dim=1), tuple(sizes), tuple(sizes.values()), dict(masks), encode_all)
+
+    @staticmethod
+    def from_inputs(batch: int, sizes: Mapping[str, int], inputs: Iterable[str], predict: Iterable[str] = (),
+                    device: torch.device | str = "cpu") -> JointMask:
+        """Encode every token of ``inputs``, predict every token of ``predict`` (any-to-any
+        inference; ``inputs=[]`` is the blind baseline, every token visible is ``predict=[]``)."""
+        inputs, predict = set(inputs), set(predict)
+        for name in inputs | predict:
+            if name not in sizes:
+                raise ValueError(f"no tokenized stream {name!r}; streams: {list(sizes)}")
+        streams = {n: StreamMask(torch.arange(s, device=device).expand(batch, -1) if n in inputs else
+                                 torch.zeros(batch, 0, dtype=torch.long, device=device),
+                                 torch.zeros(batch, 0, dtype=torch.long, device=device) if n in inputs else
+                                 torch.arange(s, device=device).expand(batch, -1))
+                   for n, s in sizes.items() if n in inputs or n in predict}
+        joint = JointMask.from_streams(streams, sizes)
+        joint.predict = joint.predict & torch.cat([torch.full((batch, s), n in predict, dtype=torch.bool, device=device)
+                                                   for n, s in sizes.items()], dim=1)
+        return joint
 
     @staticmethod
     def from_stream_masks(masked: dict[str, Tensor], sizes: dict[str, int] | None = None,
@@ -213,10 +329,11 @@ class Prediction:
 
 @dataclass
 class LossOutput:
-    """A scalar loss plus named parts for logging (detached floats)."""
+    """A scalar loss plus named parts for logging: detached 0-dim tensors, so a training step never
+    waits on the device; the trainer reads them on logging steps only."""
 
     total: Tensor
-    parts: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, Tensor] = field(default_factory=dict)
 
 
 def gather_tokens(x: Tensor, index: Tensor) -> Tensor:

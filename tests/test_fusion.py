@@ -122,9 +122,9 @@ def test_fused_forward_backward_and_any_to_any(decoder):
     cross = model.predict_stream(batch(), inputs=["series"], target="image")
     assert set(cross.predictions) == {"image"}
     assert cross.predictions["image"].weight.all(), "every token of the predicted stream counts"
-    assert cross.masks.stream_masked("image").all() and not cross.masks.stream_masked("series").any()
+    assert cross.mask.stream_masked("image").all() and not cross.mask.stream_masked("series").any()
     blind = model.predict_stream(batch(), inputs=[], target="image")
-    assert blind.masks.visible.shape == (3, 0) and blind.loss.isfinite()
+    assert blind.mask.visible.shape == (3, 0) and blind.loss.isfinite()
     feats = model.features(batch())
     assert feats.shape == (3, 32)
 
@@ -133,7 +133,7 @@ def test_4m_target_only_stream_and_target_budget():
     model = build_model(recipe_from_dict(recipe(inputs=["series"], targets=["image"], target_budget=5)).model)
     out = model(batch(), generator=torch.Generator().manual_seed(0))
     assert set(out.predictions) == {"image"}
-    assert out.masks.stream_masked("image").all(), "image is a target only"
+    assert out.mask.stream_masked("image").all(), "image is a target only"
     assert (out.predictions["image"].weight.sum(1) == 5).all()
 
 
@@ -158,8 +158,8 @@ def test_bad_recipes_are_named():
         recipe_from_dict(bad)
     bad = recipe()
     bad["model"]["streams"]["image"]["decoder"] = {"name": "mae", "embed_dim": 16, "depth": 1, "num_heads": 2}
-    with pytest.raises(ValueError, match="image.decoder: 'mae' is not a fusion decoder"):
-        build_model(recipe_from_dict(bad).model)
+    with pytest.raises(ConfigError, match="image.decoder: decoder 'mae' reads its own stream's tokens only"):
+        recipe_from_dict(bad)  # refused at load, from the decoder's declared capability
     with pytest.raises(ValueError, match="input_budget=99"):
         build_model(recipe_from_dict(recipe(input_budget=99)).model)(batch())
 

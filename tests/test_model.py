@@ -23,7 +23,7 @@ def test_masks_from_generator_are_reproducible(tiny_recipe_dict):
     x = {"image": torch.randn(2, 1, 28, 28)}
     a = model(x, generator=torch.Generator().manual_seed(1))
     b = model(x, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(a.masks["image"].visible, b.masks["image"].visible) and torch.equal(a.loss, b.loss)
+    assert torch.equal(a.stream_mask("image").visible, b.stream_mask("image").visible) and torch.equal(a.loss, b.loss)
     assert a.predictions["image"].values.shape == (2, 12, 49)
 
 

@@ -47,7 +47,7 @@ def test_recipe_builds_and_trains_one_step(timeseries_plugin):
 
     out = model(batch, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out.loss)
-    mask = out.masks["series"]
+    mask = out.stream_mask("series")
     assert mask.masked.shape == (8, round(12 * 0.4)) and mask.visible.shape == (8, 12 - round(12 * 0.4))
     out.loss.backward()
     grad = model.streams["series"].tokenizer.proj.weight.grad
@@ -62,7 +62,7 @@ def test_core_random_masker_works_with_the_plugin(timeseries_plugin):
     model = build_model(recipe.model)
     series = model.streams["series"].tokenizer.example_input(4, torch.Generator().manual_seed(0))
     out = model({"series": series}, generator=torch.Generator().manual_seed(0))
-    assert torch.isfinite(out.loss) and out.masks["series"].masked.shape == (4, 6)
+    assert torch.isfinite(out.loss) and out.stream_mask("series").masked.shape == (4, 6)
 
 
 @pytest.mark.slow

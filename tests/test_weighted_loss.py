@@ -5,7 +5,8 @@ import torch
 
 from mmim.components.contrastive_loss import CosineLoss
 from mmim.components.regression_loss import L1Loss, MSELoss, SmoothL1Loss
-from mmim.model import weighted_loss
+from mmim.model import ModelOutput, Stream, add_stream_loss
+from mmim.types import JointMask, Prediction
 
 
 def test_weighted_token_reduction_counts_only_weighted_tokens():
@@ -39,5 +40,13 @@ def test_bad_reduction_and_weight_shape_are_named():
 
 
 def test_weighted_prediction_on_a_loss_without_weights_is_a_clear_error():
+    assert not CosineLoss.supports_weight and MSELoss.supports_weight  # declared, not discovered
+    stream = Stream(None, None, None, CosineLoss(), None)
+    out = ModelOutput(torch.zeros(()), JointMask(torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 2, dtype=torch.bool),
+                                                 ("video",), (2,)))
+    pred = Prediction(torch.zeros(1, 2, 3), torch.arange(2)[None], weight=torch.ones(1, 2))
     with pytest.raises(TypeError, match="stream 'video'.*CosineLoss"):
-        weighted_loss(CosineLoss(), "video", torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.ones(1, 2))
+        add_stream_loss(out, "video", stream, pred, torch.zeros(1, 2, 3))
+    stream.loss = MSELoss()
+    add_stream_loss(out, "video", stream, pred, torch.ones(1, 2, 3))
+    assert torch.allclose(out.loss, torch.tensor(1.0))

@@ -34,13 +34,15 @@ class CrossEntropyLoss(Loss):
             raise ValueError(f"cross_entropy: reduction must be 'token' or 'sample', got {reduction!r}")
         self.num_classes, self.label_smoothing, self.reduction = num_classes, label_smoothing, reduction
 
+    supports_weight = True
+
     def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> LossOutput:
         b, n, k = target.shape
         if pred.shape != (b, n, self.num_classes * k):
             raise ValueError(f"cross_entropy: prediction {tuple(pred.shape)} does not hold {self.num_classes} logits "
                              f"for each of the {k} items of target {tuple(target.shape)}")
         labels = target.round().long()
-        if labels.min() < 0 or labels.max() >= self.num_classes:
+        if not torch.compiler.is_compiling() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f"cross_entropy: target classes span {int(labels.min())}..{int(labels.max())}, "
                              f"outside 0..{self.num_classes - 1}")
         logits = pred.float().reshape(b * n, self.num_classes, k)
@@ -53,8 +55,8 @@ class CrossEntropyLoss(Loss):
         else:
             counts = w.sum(1)
             has = counts > 0
-            loss = ((per_token * w).sum(1) / counts.clamp_min(1e-12))[has].sum() / has.sum().clamp_min(1)
-        return LossOutput(loss, {"ce": float(loss.detach())})
+            loss = torch.where(has, (per_token * w).sum(1) / counts.clamp_min(1e-12), 0.0).sum() / has.sum().clamp_min(1)
+        return LossOutput(loss, {"ce": loss.detach()})
 
     @classmethod
     def example_options(cls) -> dict:

@@ -31,7 +31,7 @@ class InfoNCELoss(Loss):
             raise ValueError(f"negatives must be 'sample' or 'batch', got {negatives!r}")
         self.temperature, self.negatives = temperature, negatives
 
-    def forward(self, pred: Tensor, target: Tensor) -> LossOutput:
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> LossOutput:
         if pred.shape != target.shape:
             raise ValueError(f"InfoNCELoss: prediction {tuple(pred.shape)} vs target {tuple(target.shape)}")
         p, t = F.normalize(pred.float(), dim=-1), F.normalize(target.float(), dim=-1)
@@ -42,14 +42,14 @@ class InfoNCELoss(Loss):
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
         with torch.no_grad():
             acc = (logits.argmax(-1) == labels).float().mean()
-        return LossOutput(loss, {"info_nce": float(loss.detach()), "nce_acc": float(acc)})
+        return LossOutput(loss, {"info_nce": loss.detach(), "nce_acc": acc})
 
 
 class CosineLoss(Loss):
     """``1 - cos(pred, target)`` averaged over tokens (BYOL/SimSiam-style feature regression)."""
 
-    def forward(self, pred: Tensor, target: Tensor) -> LossOutput:
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> LossOutput:
         if pred.shape != target.shape:
             raise ValueError(f"CosineLoss: prediction {tuple(pred.shape)} vs target {tuple(target.shape)}")
         loss = (1 - F.cosine_similarity(pred.float(), target.float(), dim=-1)).mean()
-        return LossOutput(loss, {"cosine": float(loss.detach())})
+        return LossOutput(loss, {"cosine": loss.detach()})

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import Tensor, nn
+from torch import nn
 
-from mmim.interfaces import Decoder
-from mmim.types import Layout, Prediction, StreamMask, gather_tokens
+from mmim.interfaces import Decoder, DecoderContext
+from mmim.types import Prediction, gather_tokens
 
 
 class LinearHead(Decoder):
@@ -20,20 +20,28 @@ class LinearHead(Decoder):
         encoder_dim: encoded token width (injected).
         out_dim: target size per token (injected).
         position: unused (injected); a linear head adds no positions.
+        stream: the stream it predicts (injected).
     """
 
     needs_all_tokens = True
+    gives_full = True
 
-    def __init__(self, encoder_dim: int, out_dim: int, position: Callable[[int], nn.Module] | None = None) -> None:
+    def __init__(self, encoder_dim: int, out_dim: int, stream: str,
+                 position: Callable[[int], nn.Module] | None = None) -> None:
         super().__init__()
+        self.stream = stream
         self.head = nn.Linear(encoder_dim, out_dim)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout) -> Prediction:
-        if visible.shape[1] != layout.num_tokens:
+    def forward(self, context: DecoderContext) -> Prediction:
+        if not context.encodes_all(self.stream):
             raise ValueError(
-                "the linear head predicts masked tokens from their encoded mask tokens: set the stream's "
-                f"mask_in_encoder: true (got {visible.shape[1]} encoded tokens of {layout.num_tokens})"
+                f"stream {self.stream!r}: the linear head predicts masked tokens from their encoded mask tokens: "
+                "set the stream's mask_in_encoder: true"
             )
-        return Prediction(self.head(gather_tokens(visible, mask.masked)), mask.masked)
+        encoded, mask = context.stream_encoded(self.stream), context.stream_mask(self.stream)
+        if context.full:
+            full = self.head(encoded)
+            return Prediction(gather_tokens(full, mask.masked), mask.masked, full)
+        return Prediction(self.head(gather_tokens(encoded, mask.masked)), mask.masked)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from mmim.interfaces import Decoder
+from mmim.interfaces import Decoder, DecoderContext
 from mmim.trunk.encoder import make_blocks
 from mmim.trunk.init import xavier_init_
-from mmim.types import Layout, Prediction, StreamMask, gather_tokens
+from mmim.types import Prediction, gather_tokens
 
 
 class MAEDecoder(Decoder):
@@ -23,15 +23,19 @@ class MAEDecoder(Decoder):
         encoder_dim: width of the encoded tokens (injected).
         out_dim: target size per token (injected).
         position: ``position(embed_dim)`` builds the module mapping a layout to positions (injected).
+        stream: the stream it predicts (injected).
         embed_dim, depth, num_heads, mlp_ratio, qkv_bias, norm_eps: decoder trunk.
         predict: ``"masked"`` (head on masked tokens only) or ``"all"`` (head on every token,
             returned as ``Prediction.full``; the loss still covers the masked tokens).
     """
 
-    def __init__(self, encoder_dim: int, out_dim: int, position: Callable[[int], nn.Module], embed_dim: int = 512, depth: int = 8,
-                 num_heads: int = 16, mlp_ratio: float = 4.0, qkv_bias: bool = True, norm_eps: float = 1e-6,
-                 predict: str = "masked") -> None:
+    gives_full = True
+
+    def __init__(self, encoder_dim: int, out_dim: int, position: Callable[[int], nn.Module], stream: str,
+                 embed_dim: int = 512, depth: int = 8, num_heads: int = 16, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, norm_eps: float = 1e-6, predict: str = "masked") -> None:
         super().__init__()
+        self.stream = stream
         if predict not in ("masked", "all"):
             raise ValueError(f"predict must be 'masked' or 'all', got {predict!r}")
         self.predict = predict
@@ -44,11 +48,13 @@ class MAEDecoder(Decoder):
         xavier_init_(self)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def forward(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout) -> Prediction:
+    def forward(self, context: DecoderContext) -> Prediction:
+        prefix, visible = context.prefix, context.stream_encoded(self.stream)
+        mask, layout = context.stream_mask(self.stream), context.layouts[self.stream]
         num_prefix = prefix.shape[1]
         x = self.embed(torch.cat([prefix, visible], dim=1))
         batch, dim = x.shape[0], x.shape[2]
-        if visible.shape[1] == layout.num_tokens:  # the encoder already saw every position (mask_in_encoder)
+        if context.encodes_all(self.stream):  # the encoder already saw every position (mask_in_encoder)
             full = x[:, num_prefix:]
         else:
             full = self.mask_token.to(x.dtype).expand(batch, layout.num_tokens, dim)
@@ -58,7 +64,7 @@ class MAEDecoder(Decoder):
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)[:, num_prefix:]
-        if self.predict == "all":
+        if self.predict == "all" or context.full:
             full = self.head(x)
             return Prediction(gather_tokens(full, mask.masked), mask.masked, full)
         return Prediction(self.head(gather_tokens(x, mask.masked)), mask.masked)

@@ -23,6 +23,7 @@ class _ElementwiseLoss(Loss):
     """
 
     label = "loss"
+    supports_weight = True
 
     def __init__(self, reduction: Literal["token", "sample"] = "token") -> None:
         super().__init__()
@@ -49,8 +50,8 @@ class _ElementwiseLoss(Loss):
             counts = weight.sum(dim=1)
             has = counts > 0
             per_sample = (per_token * weight).sum(dim=1) / counts.clamp_min(1e-12)
-            loss = per_sample[has].sum() / has.sum().clamp_min(1)
-        return LossOutput(loss, {self.label: float(loss.detach())})
+            loss = torch.where(has, per_sample, 0.0).sum() / has.sum().clamp_min(1)
+        return LossOutput(loss, {self.label: loss.detach()})
 
 
 class MSELoss(_ElementwiseLoss):

@@ -258,24 +258,31 @@ CONTEXT = {
 
 
 def check_stream_slots(model: ModelConfig, prefix: str = "") -> None:
-    """Which slots each stream must fill: all five without fusion; under fusion a tokenizer (or
-    ``tokens_of``) and, for predicted streams, target, loss and decoder."""
+    """Which slots each stream must fill. Every stream has a tokenizer (or ``tokens_of``); a
+    predicted stream has target, loss and decoder (under fusion the predicted streams are
+    ``model.fusion.targets``, else those that name any of the three); without fusion every
+    stream with a tokenizer has a masker (under fusion the budget masks)."""
     streams = model.streams
     fused = model.fusion is not None
-    targets = set(model.fusion.targets if fused and model.fusion.targets is not None else streams)
+    if fused and model.fusion.targets is not None:
+        targets = set(model.fusion.targets)
+    elif fused:
+        targets = set(streams)
+    else:
+        targets = {n for n, s in streams.items() if s.target or s.loss or s.decoder}
+        if not targets:
+            raise ConfigError(f"{prefix}model.streams: no stream is predicted (give one a target, loss and decoder)")
     for name, s in streams.items():
         at = f"{prefix}model.streams.{name}"
         if s.tokens_of is not None:
-            if not fused:
-                raise ConfigError(f"{at}.tokens_of: only fused models (model.fusion) have streams that share tokens")
             if s.tokens_of not in streams or streams[s.tokens_of].tokens_of is not None:
                 raise ConfigError(f"{at}.tokens_of: {s.tokens_of!r} is not a stream with its own tokenizer")
             if s.tokenizer is not None:
                 raise ConfigError(f"{at}: give either a tokenizer or tokens_of, not both")
         elif s.tokenizer is None:
             raise ConfigError(f"{at}.tokenizer: missing")
-        needed = ["target", "loss", "decoder"] if (not fused or name in targets) else []
-        if not fused:
+        needed = ["target", "loss", "decoder"] if name in targets else []
+        if not fused and s.tokens_of is None:
             needed.append("masker")
         for kind in needed:
             if getattr(s, kind) is None:
@@ -290,8 +297,22 @@ def check_stream_slots(model: ModelConfig, prefix: str = "") -> None:
                 raise ConfigError(f"{prefix}model.fusion.inputs: {name!r} has no tokens of its own (tokens_of)")
 
 
+def check_decoder_fits(model: ModelConfig, name: str, decoder_cls: type, at: str) -> None:
+    """A decoder's declared capabilities against its stream's settings."""
+    stream = model.streams[name]
+    source = model.streams[stream.tokens_of] if stream.tokens_of else stream
+    if getattr(decoder_cls, "needs_all_tokens", False) and not source.mask_in_encoder:
+        raise ConfigError(f"{at}: decoder {stream.decoder['name']!r} predicts from encoded mask tokens; set "
+                          f"mask_in_encoder: true on stream {stream.tokens_of or name!r}")
+    if getattr(decoder_cls, "per_stream", True) and model.fusion is not None:
+        raise ConfigError(f"{at}: decoder {stream.decoder['name']!r} reads its own stream's tokens only, but "
+                          "model.fusion budgets split the encoded tokens differently per sample; use a decoder "
+                          "that reads the joint context (multimae, joint)")
+
+
 def check_recipe_components(recipe: Recipe) -> None:
-    """Resolve every component name and check its options without building anything."""
+    """Validate the recipe once, at load: stream slots, every component name and its options,
+    and each decoder's declared capabilities; nothing is built."""
     from mmim.registry import RegistryError, check_options
 
     prefix = f"{recipe.source}: " if recipe.source else ""
@@ -300,7 +321,10 @@ def check_recipe_components(recipe: Recipe) -> None:
         for sname, stream in recipe.model.streams.items():
             for kind in ("tokenizer", "masker", "target", "loss", "decoder"):
                 if getattr(stream, kind) is not None:
-                    check_options(kind, getattr(stream, kind), CONTEXT[kind], where=f"{prefix}model.streams.{sname}.{kind}")
+                    at = f"{prefix}model.streams.{sname}.{kind}"
+                    cls = check_options(kind, getattr(stream, kind), CONTEXT[kind], where=at)
+                    if kind == "decoder":
+                        check_decoder_fits(recipe.model, sname, cls, at)
         check_options("dataset", recipe.data.dataset, CONTEXT["dataset"], where=f"{prefix}data.dataset")
         for section in ("eval", "finetune"):
             spec = getattr(recipe, section).dataset

@@ -21,25 +21,28 @@ def peak_tflops(device: torch.device, precision: str) -> float | None:
 
 
 class FlopCounter:
-    """Counts forward+backward FLOPs of one micro-batch; ``per_sample`` is then fixed for the run."""
+    """Counts the FLOPs of one forward pass; ``per_sample`` (forward + backward) is then fixed for the run.
+
+    Model FLOPs per training sample are taken as 3x the forward's (the backward costs twice the
+    forward), the usual convention of MFU: recomputation (activation checkpointing) is not counted.
+    """
 
     def __init__(self) -> None:
         self.per_sample: float | None = None
         self._mode = None
 
     def __enter__(self) -> FlopCounter:
-        if self.per_sample is None:
-            from torch.utils.flop_counter import FlopCounterMode
+        from torch.utils.flop_counter import FlopCounterMode
 
-            self._mode = FlopCounterMode(display=False)
-            self._mode.__enter__()
+        self._mode = FlopCounterMode(display=False)
+        self._mode.__enter__()
         return self
 
     def done(self, samples: int) -> None:
-        if self._mode is not None:
-            self._mode.__exit__(None, None, None)
-            self.per_sample = self._mode.get_total_flops() / max(samples, 1)
-            self._mode = None
+        """The counted forward covered ``samples`` samples."""
+        self._mode.__exit__(None, None, None)
+        self.per_sample = 3.0 * self._mode.get_total_flops() / max(samples, 1)
+        self._mode = None
 
     def __exit__(self, *exc: object) -> None:
         if self._mode is not None:  # an exception before done()

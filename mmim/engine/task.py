@@ -19,9 +19,12 @@ from mmim.engine.optim import param_groups
 from mmim.model import MaskedModel, build_model
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopSettings:
-    """Batching, schedule and optimizer numbers of one training run."""
+    """Batching, schedule and optimizer numbers of one training run: the one shape in which the
+    loop reads them, for pre-training and fine-tuning alike (each task fills it, by keyword, from
+    its recipe sections). Where and how the run executes (device, precision, logging,
+    checkpoints) stays in ``recipe.train``."""
 
     batch_size: int
     effective_batch_size: int | None
@@ -47,12 +50,14 @@ class Task(Protocol):
     module: nn.Module
     dataset: Dataset
     settings: LoopSettings
+    #: recipe fields (dotted) that may change when this task's run is resumed, beyond the engine's own
+    resumable_changes: tuple[str, ...]
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimizer groups; a group's ``lr_scale`` multiplies the scheduled lr."""
 
-    def step(self, net: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, dict[str, float], int]:
-        """Loss of one micro-batch, named parts for logging, and the number of samples."""
+    def step(self, net: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor], int]:
+        """Loss of one micro-batch, named parts for logging (detached tensors), and the number of samples."""
 
 
 class PretrainTask:
@@ -63,9 +68,14 @@ class PretrainTask:
         self.module: MaskedModel = self.build_module()
         self.dataset = registry.build("dataset", recipe.data.dataset, where="data.dataset", split="train", augment=True)
         o, s, d, t = recipe.optim, recipe.schedule, recipe.data, recipe.train
-        self.settings = LoopSettings(d.batch_size, t.effective_batch_size, s.epochs, s.warmup_epochs, s.min_lr, o.base_lr,
-                                     o.lr, o.weight_decay, o.betas, o.eps, o.fused, t.grad_clip, s.max_steps,
-                                     d.num_workers, d.skip_corrupt)
+        self.settings = LoopSettings(
+            batch_size=d.batch_size, effective_batch_size=t.effective_batch_size, epochs=s.epochs,
+            warmup_epochs=s.warmup_epochs, min_lr=s.min_lr, base_lr=o.base_lr, lr=o.lr, weight_decay=o.weight_decay,
+            betas=o.betas, eps=o.eps, fused=o.fused, grad_clip=t.grad_clip, max_steps=s.max_steps,
+            num_workers=d.num_workers, skip_corrupt=d.skip_corrupt)
+
+    #: fine-tuning settings do not shape pre-training
+    resumable_changes = ("finetune",)
 
     def build_module(self) -> MaskedModel:
         """A fresh (unsharded) model of the recipe; the engine loads gathered weights into one."""
@@ -79,6 +89,6 @@ class PretrainTask:
         momentum = self.module.update_teacher(progress)
         return {"teacher_momentum": momentum} if momentum is not None else {}
 
-    def step(self, net: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, dict[str, float], int]:
+    def step(self, net: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor], int]:
         out = net(batch, generator=generator)
-        return out.loss, out.parts, next(iter(out.tokens.values())).embeddings.shape[0]
+        return out.loss, out.parts, out.mask.batch_size

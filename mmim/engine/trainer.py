@@ -8,6 +8,7 @@ seeds the global RNG (drop-path) the same way, and the data order is a pure func
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -46,13 +47,22 @@ class RecipeMismatchError(ValueError):
 
 
 # Recipe fields that may change between a run and its resumption: where and how it runs, how it
-# logs, when it stops; not what it computes.
+# logs, when it stops; not what it computes. A task adds its own (``Task.resumable_changes``).
 RESUMABLE_CHANGES = (
     "name", "description", "provenance", "source", "eval", "schedule.max_steps", "data.num_workers",
     "train.device", "train.distributed", "train.compile", "train.threads", "train.out_dir", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.tensorboard", "train.progress",
-    "finetune.max_steps", "finetune.out_dir", "finetune.notes", "finetune.reported_top1",
 )
+
+
+def saved_recipe(run: str | Path) -> dict[str, Any]:
+    """The recipe of a run, from its one home: ``config.yaml`` in the run directory (``run`` is the
+    directory or one of its checkpoint files)."""
+    run = Path(run)
+    path = (run if run.is_dir() else run.parent) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: no config.yaml in the run directory {path.parent} (a run keeps its recipe there)")
+    return yaml.safe_load(path.read_text())
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -142,6 +152,7 @@ class Trainer:
             path = Path(resume) if isinstance(resume, str) else existing
             if path is None:
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}")
+            self.check_recipe(saved_recipe(self.run_dir))
             self.load_state(ckpt.load_checkpoint(path, map_location=self.rt.device))
             log.info("resumed from %s at step %d", path, self.step)
         elif existing is not None:
@@ -173,7 +184,6 @@ class Trainer:
             "rng": ckpt.rng_state(),
             "data": {"samples_done": self.step * self.effective_batch, "skipped": self.skipped},
             "step": self.step,
-            "recipe": recipe_to_dict(self.recipe),
         }
 
     def unsharded_model(self) -> nn.Module | None:
@@ -196,13 +206,10 @@ class Trainer:
         fresh.load_state_dict(model_state)
         return fresh.to(self.rt.device).train(self.model.training)
 
-    def check_recipe(self, state: dict[str, Any]) -> None:
-        """Raise :class:`RecipeMismatchError` naming the fields in which the checkpoint's recipe
-        differs from this run's (beyond :data:`RESUMABLE_CHANGES`)."""
-        saved = state.get("recipe")
-        if saved is None:
-            return
-        ignore = RESUMABLE_CHANGES + (("finetune",) if isinstance(self.task, PretrainTask) else ())
+    def check_recipe(self, saved: dict[str, Any]) -> None:
+        """Raise :class:`RecipeMismatchError` naming the fields in which the run's saved recipe
+        differs from this one (beyond :data:`RESUMABLE_CHANGES` and the task's own)."""
+        ignore = RESUMABLE_CHANGES + tuple(getattr(self.task, "resumable_changes", ()))
         diff = recipe_differences(saved, recipe_to_dict(self.recipe), ignore)
         if diff:
             raise RecipeMismatchError(
@@ -212,7 +219,6 @@ class Trainer:
             )
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.check_recipe(state)
         if self.fsdp:
             load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
         else:
@@ -247,14 +253,19 @@ class Trainer:
                 yield epoch, batch
             epoch, offset = epoch + 1, 0
 
-    def _train_step(self, batches: Iterator[tuple[int, dict[str, Any]]]) -> tuple[float, int, dict[str, float], int]:
-        """One optimizer step over ``accum`` micro-batches -> (loss, samples, parts, epoch)."""
+    def _train_step(self, batches: Iterator[tuple[int, dict[str, Any]]]) -> tuple[torch.Tensor, int, dict[str, torch.Tensor], int]:
+        """One optimizer step over ``accum`` micro-batches -> (loss, samples, parts, epoch).
+
+        The loss and its parts stay on the device (no host synchronisation in a step): the loop
+        reads them, and checks that they are finite, on logging and checkpoint steps only.
+        """
         net: nn.Module = self.ddp or self.model
         seed, lr = self.recipe.seed, lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr,
                                           self.settings.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        total, samples, parts, epoch = 0.0, 0, {}, 0
+        total = torch.zeros((), device=self.rt.device)
+        samples, parts, epoch = 0, {}, 0
         for micro in range(self.accum):
             epoch, batch = next(batches)
             self.skipped += int(batch.pop(SKIPPED_KEY, 0))
@@ -269,26 +280,17 @@ class Trainer:
             no_sync = self.ddp is not None and micro < self.accum - 1
             if self.fsdp:
                 set_micro_batch(self.model, last=micro == self.accum - 1)
-            counting = self.flops.per_sample is None and micro == 0
-            with self.ddp.no_sync() if no_sync else contextlib.nullcontext(), \
-                    self.flops if counting else contextlib.nullcontext():
+            with self.ddp.no_sync() if no_sync else contextlib.nullcontext():
                 with self.rt.autocast():
                     loss, step_parts, n = self.task.step(net, batch, gen)
-                self._check_finite(loss, epoch, micro)
                 scaled = loss / self.accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-                if counting:
-                    self.flops.done(n)
-            total += loss.item() / self.accum
+            self._bad_loss = torch.where(self._nonfinite, self._bad_loss, loss.detach().float())
+            self._nonfinite = self._nonfinite | ~torch.isfinite(loss.detach())
+            total = total + loss.detach() / self.accum
             samples += n * self.rt.world_size
             for k, v in step_parts.items():
                 parts[k] = parts.get(k, 0.0) + v / self.accum
-        if self.rt.distributed:  # log the step's loss over all processes, as one process would see it
-            names = sorted(parts)
-            values = torch.tensor([total, *(parts[k] for k in names)], dtype=torch.float64, device=self.rt.device)
-            torch.distributed.all_reduce(values)
-            total, *rest = (values / self.rt.world_size).tolist()
-            parts = dict(zip(names, rest))
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if self.settings.grad_clip:
@@ -303,28 +305,65 @@ class Trainer:
         after = getattr(self.task, "after_step", None)
         if after is not None:
             parts.update(after(self.step / self.total_steps))
-        parts["lr"] = lr
         return total, samples, parts, epoch
 
-    def _check_finite(self, loss: torch.Tensor, epoch: int, micro: int) -> None:
-        """Raise :class:`NonFiniteLossError` on every process when the loss of any process is not finite.
+    def _count_flops(self, batches: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Count the model's FLOPs per sample on the first micro-batch, outside the training step:
+        one eager forward without gradients under torch's FLOP counter (a dispatch mode that would
+        keep a compiled step from compiling), buffers (BatchNorm statistics) restored afterwards,
+        so the count leaves no trace in training. Returns the micro-batches, the first one kept."""
+        if self.flops.per_sample is not None:
+            return batches
+        first = next(batches)
+        batches = itertools.chain([first], batches)
+        probe = {k: v for k, v in first[1].items() if k != SKIPPED_KEY}
+        if not probe:
+            return batches
+        saved = [b.detach().clone() for b in self.model.buffers()]
+        with torch.no_grad(), self.rt.autocast(), torch.compiler.set_stance("force_eager"):
+            with self.flops:
+                _, _, n = self.task.step(self.model, to_device(probe, self.rt.device), torch.Generator().manual_seed(0))
+                self.flops.done(n)
+        with torch.no_grad():
+            for b, v in zip(self.model.buffers(), saved):
+                b.copy_(v)
+        return batches
 
-        Under several processes the flags are all-reduced before the backward, so no process
-        waits in a gradient collective for one that stopped.
+    def _read(self, loss: torch.Tensor, parts: dict[str, Any], steps: int, epoch: int) -> tuple[float, dict[str, float]]:
+        """Host values of a logging window's summed loss and parts, averaged over ``steps`` and over
+        processes (as one process would see the whole batch); stops the run on a non-finite loss."""
+        self._check_finite(epoch)
+        names = sorted(parts)
+        values = torch.stack([torch.as_tensor(loss, dtype=torch.float64, device=self.rt.device)] +
+                             [torch.as_tensor(parts[k], dtype=torch.float64, device=self.rt.device) for k in names])
+        if self.rt.distributed:
+            torch.distributed.all_reduce(values)
+            values = values / self.rt.world_size
+        total, *rest = (values / max(steps, 1)).tolist()
+        return total, dict(zip(names, rest))
+
+    def _check_finite(self, epoch: int) -> None:
+        """Raise :class:`NonFiniteLossError` on every process when the loss of any process was not
+        finite since the last check (logging and checkpoint steps; a checkpoint is only written
+        after a passing check, so the last one on disk is good).
+
+        Every process checks at the same steps, so none waits in a collective for one that stopped.
         """
-        bad = torch.zeros(self.rt.world_size, device=loss.device)
-        bad[self.rt.rank] = (~torch.isfinite(loss.detach())).float()
+        bad = torch.zeros(self.rt.world_size, device=self.rt.device)
+        bad[self.rt.rank] = self._nonfinite.float()
         if self.rt.distributed:
             torch.distributed.all_reduce(bad)
         ranks = bad.nonzero().flatten().tolist()
         if ranks:
             last = ckpt.latest_checkpoint(self.run_dir) if self.run_dir.exists() else None
             where = f" on process {', '.join(map(str, ranks))} of {self.rt.world_size}" if self.rt.distributed else ""
-            value = f"{loss.item()}" if self.rt.rank in ranks else "non-finite"
+            value = f" ({self._bad_loss.item()})" if self.rt.rank in ranks else ""
+            steps = f"at step {self.step}" if self.step == self._checked_step + 1 else \
+                f"in steps {self._checked_step + 1}..{self.step}"
             raise NonFiniteLossError(
-                f"non-finite loss ({value}){where} at step {self.step} (epoch {epoch}, micro-batch {micro}); "
-                f"last good checkpoint: {last or 'none yet'}"
+                f"non-finite loss{value}{where} {steps} (epoch {epoch}); last good checkpoint: {last or 'none yet'}"
             )
+        self._checked_step = self.step
 
     def fit(self) -> dict[str, Any]:
         """Train to the end of the schedule (or ``schedule.max_steps``) and return a summary."""
@@ -334,19 +373,27 @@ class Trainer:
         progress = Progress(stop, self.step, enabled=self.rt.is_main and cfg.progress)
         batches = self._micro_batches(self.step)
         self.model.train()
-        window_loss, window_samples, window_start, last_loss = 0.0, 0, time.perf_counter(), math.nan
-        window_steps, start_time, total_samples = 0, time.perf_counter(), 0
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.rt.device)
+        self._bad_loss = torch.zeros((), device=self.rt.device)
+        self._checked_step = self.step
+        batches = self._count_flops(batches)
+        window_loss, window_parts, window_samples, window_start = 0.0, {}, 0, time.perf_counter()
+        window_steps, start_time, total_samples, last_loss = 0, time.perf_counter(), 0, math.nan
         try:
             while self.step < stop:
                 loss, samples, parts, epoch = self._train_step(batches)
                 window_loss, window_samples, window_steps = window_loss + loss, window_samples + samples, window_steps + 1
+                for k, v in parts.items():
+                    window_parts[k] = window_parts.get(k, 0.0) + v
                 total_samples += samples
-                last_loss = loss
                 if self.step % cfg.log_every == 0 or self.step == stop:
+                    mean_loss, mean_parts = self._read(window_loss, window_parts, window_steps, epoch)
+                    last_loss = mean_loss
                     elapsed = time.perf_counter() - window_start
                     rate = window_samples / max(elapsed, 1e-9)
-                    record = {"epoch": epoch, "loss": window_loss / window_steps, "samples_per_s": rate,
-                              "skipped": self.skipped, **parts}
+                    record = {"epoch": epoch, "loss": mean_loss, "samples_per_s": rate, "skipped": self.skipped,
+                              **mean_parts, "lr": self.optimizer.param_groups[0]["lr"] /
+                              self.optimizer.param_groups[0].get("lr_scale", 1.0)}
                     if self.flops.per_sample:
                         tflops = self.flops.per_sample * rate / 1e12 / self.rt.world_size
                         record["tflops_per_device"] = tflops
@@ -354,9 +401,11 @@ class Trainer:
                             record["mfu"] = tflops / self.peak_tflops
                     metrics.write(record, self.step)
                     progress.update(self.step, record)
-                    window_loss, window_samples, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
+                    window_loss, window_parts, window_samples, window_steps = 0.0, {}, 0, 0
+                    window_start = time.perf_counter()
                 end_of_epoch = self.step % self.steps_per_epoch == 0
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or end_of_epoch or self.step == stop:
+                    self._check_finite(epoch)
                     self.save()
         finally:
             progress.close()
@@ -365,4 +414,3 @@ class Trainer:
         return {"run_dir": str(self.run_dir), "steps": self.step, "total_steps": self.total_steps,
                 "final_loss": last_loss, "samples_per_s": total_samples / max(elapsed, 1e-9),
                 "skipped": self.skipped, "seconds": elapsed}
-

@@ -1,5 +1,6 @@
-"""Cross-modal prediction of a fused model: predict each target stream from the other input
-streams, next to a blind baseline that sees none of them (only the global tokens)."""
+"""Cross-modal prediction: predict each target stream from the other input streams, next to a
+blind baseline that sees none of them (only the global tokens). A one-stream model has only the
+blind baseline."""
 
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ def cross_modal_losses(model: MaskedModel, dataset: Dataset, batch_size: int = 2
     when every token of the other input streams is encoded — and ``blind/t`` — the same with no
     input at all. A fused encoder that learned how the streams relate has ``from_others < blind``.
     """
-    if not model.fused:
-        raise ValueError("cross-modal evaluation needs a fused model (model.fusion)")
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
@@ -27,15 +26,15 @@ def cross_modal_losses(model: MaskedModel, dataset: Dataset, batch_size: int = 2
         batch.pop("_skipped", None)
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         n = next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0]
-        for target in model.fusion_targets:
+        for target in model.targets:
             source = model.token_source(target)
-            others = [s for s in model.fusion_inputs if s != source]
+            others = [s for s in model.inputs if s != source]
             for tag, inputs in (("from_others", others), ("blind", [])):
                 if tag == "from_others" and not others:
                     continue
                 out = model.predict_stream(batch, inputs, target)
                 part = next(v for k, v in out.parts.items() if k.startswith(f"{target}/"))
-                sums[f"{tag}/{target}"] = sums.get(f"{tag}/{target}", 0.0) + part * n
+                sums[f"{tag}/{target}"] = sums.get(f"{tag}/{target}", 0.0) + float(part) * n
         count += n
     model.train(was_training)
     return {k: v / max(count, 1) for k, v in sorted(sums.items())}

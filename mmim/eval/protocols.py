@@ -40,8 +40,6 @@ def evaluate(model: MaskedModel, recipe: Recipe, device: torch.device | str = "c
     if "knn" in cfg.protocols:
         results["knn"] = knn_accuracy(train_x, train_y, test_x, test_y, cfg.knn_k, cfg.knn_temperature)
     if "cross_modal" in cfg.protocols:
-        if not model.fused:
-            raise ValueError("eval.protocols: 'cross_modal' needs a fused model (model.fusion)")
         results.update(cross_modal_losses(model, test_ds, cfg.batch_size, device))
     log.info("evaluated %d/%d samples in %.1fs: %s", len(train_y), len(test_y), time.perf_counter() - t0, results)
     return results

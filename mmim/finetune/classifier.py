@@ -94,9 +94,8 @@ class EncoderClassifier(nn.Module):
 
     def set_token_masker(self, masker: object | None) -> None:
         """Drop tokens before the encoder while training (Audio-MAE fine-tunes with 20% of the time
-        and 20% of the frequency token rows masked); ``masker`` is any registered masker."""
-        if masker is not None and self.backbone.fused:
-            raise ValueError("finetune.token_masker draws per-stream masks; fused models (model.fusion) are not supported")
+        and 20% of the frequency token rows masked); ``masker`` is any registered masker, applied
+        to each input stream."""
         self.token_masker = masker
 
     def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
@@ -105,16 +104,17 @@ class EncoderClassifier(nn.Module):
         With a token masker, training forwards encode only the tokens it keeps (masks drawn from
         ``generator``, the step's, so resumed runs repeat them); evaluation sees every token.
         """
-        tokens = self.backbone.tokenize(self.backbone.raw_inputs(batch, self.backbone.encoder_inputs()))
-        masks = None
+        backbone = self.backbone
+        tokens = backbone.tokenize(backbone.raw_inputs(batch, backbone.inputs))
+        mask = None
         if getattr(self, "token_masker", None) is not None and self.training:
             gen = generator if generator is not None else torch.Generator()
-            masks = {n: self.token_masker(t.layout, gen).to(t.embeddings.device) for n, t in tokens.items()}
-        prefix, encoded = self.backbone.encode(tokens, masks)
+            mask = backbone.joint_mask({n: self.token_masker(t.layout, gen) for n, t in tokens.items()}, tokens)
+        prefix, encoded = backbone.encode(tokens, mask)
         if self.pool == "cls":
             feats = prefix[:, 0]
         elif self.pool == "cls_max":
-            feats = torch.cat([prefix[:, 0], torch.cat(list(encoded.values()), dim=1).max(dim=1).values], dim=-1)
+            feats = torch.cat([prefix[:, 0], encoded.max(dim=1).values], dim=-1)
         else:
-            feats = torch.cat(list(encoded.values()), dim=1).mean(dim=1)
+            feats = encoded.mean(dim=1)
         return self.head(self.fc_norm(feats))

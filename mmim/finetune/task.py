@@ -7,7 +7,6 @@ with logits; evaluated by mAP).
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any
 
@@ -36,16 +35,16 @@ def load_pretrained(model: MaskedModel, init: str, head: nn.Module | None = None
     """Load encoder weights: an mmim run directory or checkpoint, or ``<converter>:<path>`` for an
     official checkpoint through a plugin's converter (e.g. ``mae:mae_pretrain_vit_base.pth``).
 
-    A converter that takes a ``head`` keyword receives ``head`` (the classifier's head module) and
-    may fill it from a fine-tuned checkpoint (Point-MAE's ``cls_head_finetune`` into ``head: mlp``).
+    Every converter is called as ``converter(path, model, head=head)`` (the registry's converter
+    contract): one whose format carries a classifier head may fill ``head`` from a fine-tuned
+    checkpoint (Point-MAE's ``cls_head_finetune`` into ``head: mlp``); the others leave it alone.
     A cls token (and its position) missing from an mmim pre-training checkpoint stays freshly
     initialised, as in Point-MAE's fine-tuning.
     """
     name, sep, path = init.partition(":")
     if sep and name in {c.split(":")[1] for c in registry.available("converter")}:
         converter = registry.resolve("converter", name)
-        kwargs = {"head": head} if head is not None and "head" in inspect.signature(converter).parameters else {}
-        missing = converter(path, model, **kwargs)
+        missing = converter(path, model, head=head)
         log.info("loaded %s through converter %r (%d keys not in the checkpoint)", path, name, len(missing))
         return
     state = load_checkpoint(init)["model"]
@@ -81,8 +80,7 @@ class FinetuneTask:
         self.num_layers = len(backbone.encoder.blocks)
         self.layer_decay = ft.layer_decay
         self.multilabel, self.votes = ft.multilabel, ft.votes
-        encoded = backbone.encoder_inputs() or list(backbone.streams)
-        self.input_keys = [backbone.streams[n].input_key or n for n in encoded]
+        self.input_keys = [backbone.streams[n].input_key or n for n in backbone.inputs]
         self.mixup = None
         if ft.mixup > 0 or ft.cutmix > 0:
             if len(self.input_keys) != 1:
@@ -93,11 +91,16 @@ class FinetuneTask:
                                    label_smoothing=0.0 if ft.multilabel else ft.label_smoothing,
                                    num_classes=num_classes)
         self.label_smoothing = ft.label_smoothing
-        self.settings = LoopSettings(ft.batch_size, ft.effective_batch_size, ft.epochs, ft.warmup_epochs, ft.min_lr,
-                                     ft.base_lr, ft.lr, ft.weight_decay, ft.betas, grad_clip=ft.grad_clip,
-                                     max_steps=ft.max_steps, num_workers=recipe.data.num_workers,
-                                     skip_corrupt=recipe.data.skip_corrupt, sample_weights=self.sample_weights(ft),
-                                     epoch_samples=ft.epoch_samples, replacement=ft.sampler_replacement)
+        self.settings = LoopSettings(
+            batch_size=ft.batch_size, effective_batch_size=ft.effective_batch_size, epochs=ft.epochs,
+            warmup_epochs=ft.warmup_epochs, min_lr=ft.min_lr, base_lr=ft.base_lr, lr=ft.lr,
+            weight_decay=ft.weight_decay, betas=ft.betas, grad_clip=ft.grad_clip, max_steps=ft.max_steps,
+            num_workers=recipe.data.num_workers, skip_corrupt=recipe.data.skip_corrupt,
+            sample_weights=self.sample_weights(ft), epoch_samples=ft.epoch_samples,
+            replacement=ft.sampler_replacement)
+
+    #: where fine-tuning runs, when it stops and its notes may change on resume
+    resumable_changes = ("finetune.max_steps", "finetune.out_dir", "finetune.notes", "finetune.reported_top1")
 
     def sample_weights(self, ft) -> Tensor | None:  # noqa: ANN001 - FinetuneConfig
         """``finetune.sampler: weighted``: the training set's ``sample_weights()`` (AudioSet's
@@ -148,7 +151,7 @@ class FinetuneTask:
         else:
             logits = net(batch, generator=generator)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
-        return loss, {"ce": float(loss.detach())}, labels.shape[0]
+        return loss, {"ce": loss.detach()}, labels.shape[0]
 
     def _multilabel_step(self, net: nn.Module, batch: dict[str, Any],
                          generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float], int]:
@@ -166,7 +169,7 @@ class FinetuneTask:
             labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
         logits = net(batch, generator=generator)
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
-        return loss, {"bce": float(loss.detach())}, labels.shape[0]
+        return loss, {"bce": loss.detach()}, labels.shape[0]
 
     def evaluate(self, classifier: nn.Module, device: torch.device | str = "cpu") -> dict[str, float]:
         """The test split's ``top1`` (or ``mAP`` when multi-label), voting when ``finetune.votes > 1``."""

@@ -1,4 +1,4 @@
-"""Decoders of a fused model: each predicts one stream's tokens from every encoded token.
+"""Decoders that read the whole joint context: each predicts one stream's tokens from every encoded token.
 
 ``multimae``: MultiMAE's spatial output adapter — the stream's queries (its own encoded tokens
 where visible, mask tokens elsewhere, plus stream embedding and positions) cross-attend to all
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmim.interfaces import FusionContext, FusionDecoder
+from mmim.interfaces import Decoder, DecoderContext
 from mmim.timm_compat import import_timm
 from mmim.trunk.encoder import make_blocks
 from mmim.trunk.init import xavier_init_
@@ -46,8 +46,15 @@ class CrossAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, nq, d))
 
 
-class _FusionDecoderBase(FusionDecoder):
-    """Shared parts: context projection, mask token, per-stream embeddings and positions."""
+class _FusionDecoderBase(Decoder):
+    """Shared parts: context projection, mask token, per-stream embeddings and positions.
+
+    They predict every token of their stream (``Prediction.full`` always) and weight the loss by
+    ``mask.predict``; they read the joint sequence, so budgets that vary per sample are fine.
+    """
+
+    gives_full = True
+    per_stream = False
 
     def __init__(self, encoder_dim: int, out_dim: int, context_positions: Mapping[str, Callable[[int], nn.Module]],
                  stream: str, dim: int, stream_embeddings: bool = True) -> None:
@@ -66,7 +73,7 @@ class _FusionDecoderBase(FusionDecoder):
             for p in self.task_embeddings.values():
                 nn.init.trunc_normal_(p, std=0.02)
 
-    def sequence(self, context: FusionContext) -> tuple[Tensor, Tensor]:
+    def sequence(self, context: DecoderContext) -> tuple[Tensor, Tensor]:
         """All ``N`` tokens at decoder width (encoded ones projected, mask tokens elsewhere, plus
         stream embeddings and positions) and the projected global tokens."""
         mask = context.mask
@@ -81,7 +88,7 @@ class _FusionDecoderBase(FusionDecoder):
             emb.append(pos + self.task_embeddings[name].to(enc.dtype) if self.task_embeddings is not None else pos)
         return full + torch.cat(emb, dim=1), glob
 
-    def prediction(self, values: Tensor, context: FusionContext) -> Prediction:
+    def prediction(self, values: Tensor, context: DecoderContext) -> Prediction:
         mask = context.mask
         weight = mask.stream_slice(mask.predict, self.stream).to(values.dtype)
         index = torch.arange(values.shape[1], device=values.device).expand(values.shape[0], -1)
@@ -120,7 +127,7 @@ class MultiMAEDecoder(_FusionDecoderBase):
         xavier_init_(self)
         self._init_embeddings()
 
-    def forward(self, context: FusionContext) -> Prediction:
+    def forward(self, context: DecoderContext) -> Prediction:
         full, glob = self.sequence(context)
         queries = context.mask.stream_slice(full, self.stream)
         ctx = torch.cat([gather_tokens(full, context.mask.visible), glob], dim=1)
@@ -153,7 +160,7 @@ class JointDecoder(_FusionDecoderBase):
         self._init_embeddings()
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def forward(self, context: FusionContext) -> Prediction:
+    def forward(self, context: DecoderContext) -> Prediction:
         full, glob = self.sequence(context)
         queries = context.mask.stream_slice(full, self.stream)
         # the stream's own encoded tokens already sit in its queries; the context holds the others

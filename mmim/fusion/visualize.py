@@ -1,8 +1,8 @@
-"""Pictures of a fused model's output: every stream's input, mask and reconstruction in one image,
-each drawn by its own plugin's visualizer.
+"""Pictures of a model's output sample by sample: every stream's input, mask and reconstruction in
+one image, each drawn by its own plugin's visualizer.
 
-Per-stream visible counts differ between samples under a joint budget, so each sample is handed
-to the plugin renderers on its own, as a one-sample single-stream output they already understand.
+Per-stream visible counts may differ between samples (joint budgets), so each sample is handed
+to the plugin renderers on its own, as a one-sample single-stream output.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from mmim.types import JointMask, Prediction, StreamMask, Tokens
 
 
 def sample_view(output: ModelOutput, stream: str, i: int) -> ModelOutput:
-    """Sample ``i`` of one token stream as a single-stream output (``masks[stream]`` a StreamMask)."""
-    mask: JointMask = output.masks
+    """Sample ``i`` of one token stream as a one-stream output (its mask a per-stream one)."""
+    mask: JointMask = output.mask
     tokens, pred = output.tokens[stream], output.predictions[stream]
     layout = tokens.layout
     centers = None if layout.centers is None else layout.centers[i : i + 1]
@@ -27,7 +27,8 @@ def sample_view(output: ModelOutput, stream: str, i: int) -> ModelOutput:
                  None if tokens.content is None else tokens.content[i : i + 1],
                  dataclasses.replace(layout, batch_size=1, centers=centers))
     full = pred.full if pred.full is not None else pred.values
-    view = ModelOutput(loss=output.loss, masks={stream: StreamMask.from_bool(mask.stream_masked(stream)[i : i + 1])},
+    one_mask = StreamMask.from_bool(mask.stream_masked(stream)[i : i + 1])
+    view = ModelOutput(loss=output.loss, mask=JointMask.from_streams({stream: one_mask}, {stream: layout.num_tokens}),
                        tokens={stream: one})
     view.predictions[stream] = Prediction(full[i : i + 1], pred.index[i : i + 1], full=full[i : i + 1])
     return view

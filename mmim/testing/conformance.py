@@ -15,9 +15,9 @@ from torch import Tensor, nn
 from mmim import registry
 from mmim.components.random_masker import RandomMasker
 from mmim.fusion.masking import BudgetMasker, FusionConfig
-from mmim.interfaces import FusionContext, FusionDecoder
+from mmim.interfaces import DecoderContext
 from mmim.trunk.position import FixedPositionTable, sincos_1d
-from mmim.types import Layout, Prediction, StreamMask, Tokens
+from mmim.types import JointMask, Layout, Prediction, StreamMask, Tokens
 
 EMBED_DIM = 32
 
@@ -97,63 +97,60 @@ def check_loss(name: str) -> None:
     assert pred.grad is not None and pred.grad.abs().sum() > 0, "no gradient reaches the prediction"
     same = loss_fn(loss_fn.example_perfect(target), target)
     assert float(same.total.detach()) <= float(out.total.detach()), "loss of a perfect prediction exceeds that of a random one"
-    assert all(isinstance(v, float) for v in out.parts.values()), "parts must be plain floats"
+    assert all(isinstance(v, Tensor) and v.dim() == 0 and not v.requires_grad for v in out.parts.values()), \
+        "parts must be detached 0-dim tensors (the step never waits on the device for them)"
+    if loss_fn.supports_weight:  # a zero weight removes a token from the loss
+        w = torch.ones(pred.shape[:2])
+        w[:, 0] = 0
+        kept = loss_fn(pred.detach()[:, 1:], target[:, 1:]).total
+        weighted = loss_fn(pred.detach(), target, weight=w).total
+        assert torch.allclose(weighted, kept, rtol=1e-5, atol=1e-6), "supports_weight, but a zero weight still counts"
 
 
 def _position(dim: int) -> nn.Module:
     return FixedPositionTable(sincos_1d(dim, torch.arange(48)).float())
 
 
-def check_fusion_decoder(name: str, options: dict[str, Any] | None = None) -> None:
-    """A fusion decoder predicts one stream of a two-stream JointMask from all encoded tokens."""
+def check_decoder(name: str, options: dict[str, Any] | None = None) -> None:
+    """A decoder predicts stream ``b`` of a two-stream model from one :class:`DecoderContext`:
+    per-stream masks for a ``per_stream`` decoder (mask tokens encoded when it ``needs_all_tokens``),
+    a per-sample fusion budget for a joint-context one."""
     spec = {"name": name, **(options or {})}
-    sizes = {"a": 12, "b": 20}
+    grids = {"a": (3, 4), "b": (6, 8)}
+    sizes = {n: g[0] * g[1] for n, g in grids.items()}
 
     def table(n: int):
         return lambda dim: FixedPositionTable(sincos_1d(dim, torch.arange(n)).float())
 
-    positions = {name: table(n) for name, n in sizes.items()}
+    positions = {n: table(s) for n, s in sizes.items()}
     decoder = registry.build("decoder", spec, encoder_dim=EMBED_DIM, out_dim=7, position=positions["b"],
                              context_positions=positions, stream="b").eval()
-    mask = BudgetMasker(FusionConfig(input_budget=8), sizes, {"b": "b"})(2, torch.Generator().manual_seed(0))
+    assert decoder.stream == "b", "a decoder keeps the stream it predicts as .stream"
+    layouts = {n: Layout(batch_size=2, grid=g) for n, g in grids.items()}
+    if decoder.per_stream:
+        masks = {n: RandomMasker(0.75)(layouts[n], torch.Generator().manual_seed(i)) for i, n in enumerate(grids)}
+        mask = JointMask.from_streams(masks, sizes, ["b"] if decoder.needs_all_tokens else [])
+    else:
+        mask = BudgetMasker(FusionConfig(input_budget=12), sizes, {"b": "b"})(2, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     prefix = torch.randn(2, 1, EMBED_DIM, generator=g)
-    encoded = torch.randn(2, 8, EMBED_DIM, generator=g, requires_grad=True)
-    layouts = {n: Layout(batch_size=2, num_tokens=s) for n, s in sizes.items()}
-    context = FusionContext(prefix, encoded, mask, layouts)
+    encoded = torch.randn(2, mask.visible.shape[1], EMBED_DIM, generator=g, requires_grad=True)
+    drawn = decoder.draw(layouts["b"], torch.Generator().manual_seed(2))
+    draws = {} if drawn is None else {"b": drawn}
+    context = DecoderContext(prefix, encoded, mask, layouts, draws)
     pred: Prediction = decoder(context)
-    assert pred.values.shape[0] == 2 and pred.values.shape[2] == 7, f"values {tuple(pred.values.shape)}"
-    assert pred.index.shape == pred.values.shape[:2], "index must be (B, Lp)"
-    assert int(pred.index.min()) >= 0 and int(pred.index.max()) < sizes["b"], "index out of range of the stream"
-    assert pred.weight is not None and pred.weight.shape == pred.index.shape, "a fusion prediction carries weights"
-    _finite(pred.values, "prediction")
-    assert torch.equal(decoder(context).values, pred.values), "decoder is not deterministic in eval mode"
-    pred.values.square().mean().backward()
-    assert encoded.grad is not None and encoded.grad.abs().sum() > 0, "no gradient reaches the encoded tokens"
-    _grad_reached(decoder, f"decoder {name}")
-
-
-def check_decoder(name: str, options: dict[str, Any] | None = None) -> None:
-    if issubclass(registry.resolve("decoder", name), FusionDecoder):
-        check_fusion_decoder(name, options)
-        return
-    spec = {"name": name, **(options or {})}
-    decoder = registry.build("decoder", spec, encoder_dim=EMBED_DIM, out_dim=7, position=_position).eval()
-    layout = Layout(batch_size=2, grid=(6, 8))
-    mask = RandomMasker(0.75)(layout, torch.Generator().manual_seed(0))
-    g = torch.Generator().manual_seed(1)
-    prefix = torch.randn(2, 1, EMBED_DIM, generator=g)
-    encoded = layout.num_tokens if decoder.needs_all_tokens else mask.visible.shape[1]
-    visible = torch.randn(2, encoded, EMBED_DIM, generator=g, requires_grad=True)
-    pred: Prediction = decoder(prefix, visible, mask, layout)
     assert pred.values.dim() == 3 and pred.values.shape[0] == 2 and pred.values.shape[2] == 7, f"values {tuple(pred.values.shape)}"
     assert pred.index.shape == pred.values.shape[:2], "index must be (B, Lp)"
-    assert int(pred.index.min()) >= 0 and int(pred.index.max()) < layout.num_tokens, "index out of range"
+    assert int(pred.index.min()) >= 0 and int(pred.index.max()) < sizes["b"], "index out of range of the stream"
+    if pred.weight is not None:
+        assert pred.weight.shape == pred.index.shape, "weight must be (B, Lp)"
     _finite(pred.values, "prediction")
-    again = decoder(prefix, visible, mask, layout)
-    assert torch.equal(again.values, pred.values), "decoder is not deterministic in eval mode"
+    assert torch.equal(decoder(context).values, pred.values), "decoder is not deterministic in eval mode"
+    if decoder.gives_full:
+        full = decoder(DecoderContext(prefix, encoded, mask, layouts, full=True)).full
+        assert full is not None and full.shape == (2, sizes["b"], 7), "gives_full, but no (B, L, C) full prediction"
     pred.values.square().mean().backward()
-    assert visible.grad is not None and visible.grad.abs().sum() > 0, "no gradient reaches the encoded tokens"
+    assert encoded.grad is not None and encoded.grad.abs().sum() > 0, "no gradient reaches the encoded tokens"
     _grad_reached(decoder, f"decoder {name}")
 
 

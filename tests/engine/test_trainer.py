@@ -50,7 +50,8 @@ def test_run_directory_holds_config_metrics_and_checkpoints(tiny_recipe_dict, tm
     assert {"loss", "lr", "samples_per_s", "epoch", "image/mse"} <= set(records[0])
     state = load_checkpoint(run)
     assert state["step"] == 12 and state["scheduler"]["total_steps"] == 12
-    assert {"model", "optimizer", "rng", "data", "scaler", "recipe"} <= set(state)
+    assert {"model", "optimizer", "rng", "data", "scaler"} <= set(state)
+    assert "recipe" not in state  # one home per run: config.yaml
     assert len(list_checkpoints(run)) == 1
     with pytest.raises(FileExistsError, match="--resume"):
         Trainer(recipe)
@@ -63,12 +64,12 @@ def test_non_finite_loss_stops_naming_step_and_keeps_checkpoint(tiny_recipe_dict
     calls = {"n": 0}
 
     def flaky(self, pred, target):
-        calls["n"] += 1
+        calls["n"] += torch.is_grad_enabled()  # the FLOP count's forward (no grad) is not a training step
         out = original(self, pred, target)
         return out * float("nan") if calls["n"] == 4 else out
 
     monkeypatch.setattr(regression_loss.MSELoss, "distance", flaky)
-    with pytest.raises(NonFiniteLossError, match=r"at step 3 .*ckpt-00000002.pt"):
+    with pytest.raises(NonFiniteLossError, match=r"\(nan\) at step 4 .*ckpt-00000002.pt"):
         trainer.fit()
     assert [s for s, _ in list_checkpoints(tmp_path / "nan")] == [2]
     assert load_checkpoint(tmp_path / "nan")["step"] == 2

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from mmim.interfaces import Decoder
+from mmim.interfaces import Decoder, DecoderContext
 from mmim.trunk.grid_patch import as_pair
 from mmim.trunk.init import xavier_init_
 from mmim.types import Layout, Prediction, StreamMask, gather_tokens
@@ -30,6 +30,7 @@ class AudioMAELocalDecoder(Decoder):
         out_dim: target size per token (injected).
         position: ``position(embed_dim)`` builds the decoder's position module (injected; the
             tokenizer's table at the decoder width, Audio-MAE's ``decoder_pos_embed``).
+        stream: the stream it predicts (injected).
         embed_dim: decoder width (divisible by ``num_heads``).
         depth: blocks; block ``i`` is shifted by ``shift`` when ``i`` is odd (official: 16).
         num_heads: heads per block (official: 16, whatever the global decoder's setting).
@@ -41,11 +42,14 @@ class AudioMAELocalDecoder(Decoder):
         predict: ``"masked"`` (head on masked tokens) or ``"all"`` (every token, as ``Prediction.full``).
     """
 
-    def __init__(self, encoder_dim: int, out_dim: int, position: Callable[[int], nn.Module], embed_dim: int = 512,
+    gives_full = True
+
+    def __init__(self, encoder_dim: int, out_dim: int, position: Callable[[int], nn.Module], stream: str, embed_dim: int = 512,
                  depth: int = 16, num_heads: int = 16, window: int | tuple[int, int] = (4, 4),
                  shift: int | tuple[int, int] = (2, 0), mlp_ratio: float = 4.0, meta_hidden_dim: int = 384,
                  meta_dropout: float = 0.1, norm_eps: float = 1e-6, predict: str = "masked") -> None:
         super().__init__()
+        self.stream = stream
         if predict not in ("masked", "all"):
             raise ValueError(f"predict must be 'masked' or 'all', got {predict!r}")
         if embed_dim % num_heads:
@@ -64,7 +68,11 @@ class AudioMAELocalDecoder(Decoder):
         xavier_init_(self)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def forward(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout) -> Prediction:
+    def forward(self, context: DecoderContext) -> Prediction:
+        return self.decode(context.prefix, context.stream_encoded(self.stream), context.stream_mask(self.stream),
+                           context.layouts[self.stream], every_token=context.full)
+
+    def decode(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout, every_token: bool = False) -> Prediction:
         """Args:
             prefix: ``(B, P, D_enc)``; not decoded (the official local decoder drops cls).
             visible: ``(B, Lv, D_enc)`` in ``mask.visible`` order.
@@ -84,7 +92,7 @@ class AudioMAELocalDecoder(Decoder):
         for block in self.blocks:
             x = block(x, layout.grid)
         x = self.norm(x)
-        if self.predict == "all":
+        if self.predict == "all" or every_token:
             full = self.head(x)
             return Prediction(gather_tokens(full, mask.masked), mask.masked, full)
         return Prediction(self.head(gather_tokens(x, mask.masked)), mask.masked)

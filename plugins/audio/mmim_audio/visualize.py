@@ -11,7 +11,6 @@ fairly - scaled by one common factor when a peak would clip.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,7 @@ PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")
 def dataset_option(spec: dict[str, Any] | None, name: str, default: Any) -> Any:
     """``spec[name]``, else the dataset class's default for it (its signature's, or its
     ``option_defaults``' for options it passes on), else ``default``."""
-    if spec is None:
-        return default
-    if name in spec:
-        return spec[name]
-    cls = registry.resolve("dataset", spec["name"])
-    params = inspect.signature(cls).parameters
-    if name in params and params[name].default is not inspect.Parameter.empty:
-        return params[name].default
-    return getattr(cls, "option_defaults", {}).get(name, default)
+    return registry.option_value("dataset", spec, name, default)
 
 
 def write_wavs(spectrograms: dict[str, Tensor], path_stem: Path, sample_rate: int, mean: float, std: float,
@@ -65,7 +56,7 @@ def reconstruct(model: MaskedModel, stream: str, output: ModelOutput) -> tuple[T
     Predictions of per-patch normalised targets are mapped back with each patch's mean and std.
     """
     s = model.streams[stream]
-    tokens, mask, pred = output.tokens[stream], output.masks[stream], output.predictions[stream]
+    tokens, mask, pred = output.tokens[stream], output.stream_mask(stream), output.predictions[stream]
     if pred.full is None:
         raise ValueError("visualisation needs predictions for every token: decoder predict='all'")
     content, full = tokens.content, pred.full.float()

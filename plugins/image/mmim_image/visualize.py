@@ -3,7 +3,6 @@ reconstruction pasted into the visible patches (the MAE paper's figure layout)."
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,8 @@ def display_stats(dataset_spec: dict[str, Any] | None, channels: int) -> tuple[T
     mean: Any = 0.0
     std: Any = 1.0
     if dataset_spec is not None:
-        params = inspect.signature(registry.resolve("dataset", dataset_spec["name"])).parameters
-        mean = dataset_spec.get("mean", params["mean"].default if "mean" in params else 0.0)
-        std = dataset_spec.get("std", params["std"].default if "std" in params else 1.0)
+        mean = registry.option_value("dataset", dataset_spec, "mean", 0.0)
+        std = registry.option_value("dataset", dataset_spec, "std", 1.0)
 
     def as_tensor(v: Any) -> Tensor:
         t = torch.as_tensor(v if isinstance(v, Sequence) else [v], dtype=torch.float32)
@@ -43,7 +41,7 @@ def reconstruct(model: MaskedModel, stream: str, raw: Tensor, output: ModelOutpu
     patch's own mean and std, as in the MAE demo.
     """
     s = model.streams[stream]
-    tokens, mask, pred = output.tokens[stream], output.masks[stream], output.predictions[stream]
+    tokens, mask, pred = output.tokens[stream], output.stream_mask(stream), output.predictions[stream]
     if pred.full is None:
         raise ValueError("visualisation needs predictions for every token: decoder predict='all'")
     content = tokens.content
@@ -133,7 +131,7 @@ class SegMapVisualizer:
                dataset_spec: dict[str, Any] | None = None, prefix: str = "sample") -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         tok = model.streams[stream].tokenizer
-        tokens, mask, pred = output.tokens[stream], output.masks[stream], output.predictions[stream]
+        tokens, mask, pred = output.tokens[stream], output.stream_mask(stream), output.predictions[stream]
         if pred.full is None:
             raise ValueError("visualisation needs predictions for every token")
         b, n, _ = tokens.content.shape

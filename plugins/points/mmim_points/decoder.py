@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from mmim.interfaces import Decoder
+from mmim.interfaces import Decoder, DecoderContext
 from mmim.trunk.encoder import make_blocks
 from mmim.trunk.init import xavier_init_
 from mmim.types import Layout, Prediction, StreamMask, gather_tokens
@@ -30,6 +30,7 @@ class PointMAEDecoder(Decoder):
         encoder_dim: width of the encoded tokens (injected).
         out_dim: values per masked token, ``3M`` for point patches (injected).
         position: ``position(dim)`` builds the position module over a layout (injected).
+        stream: the stream it predicts (injected).
         embed_dim: decoder width (Point-MAE: 384, its encoder width); ``None`` = ``encoder_dim``.
         depth, num_heads, mlp_ratio: decoder trunk (Point-MAE: 4, 6, 4.0).
         qkv_bias: bias on the qkv projection (Point-MAE: False).
@@ -37,10 +38,11 @@ class PointMAEDecoder(Decoder):
         drop_path: stochastic depth rising linearly to this over the blocks (Point-MAE: 0.1).
     """
 
-    def __init__(self, encoder_dim: int, out_dim: int, position: Callable[[int], nn.Module], embed_dim: int | None = 384,
-                 depth: int = 4, num_heads: int = 6, mlp_ratio: float = 4.0, qkv_bias: bool = False,
-                 norm_eps: float = 1e-5, drop_path: float = 0.1) -> None:
+    def __init__(self, encoder_dim: int, out_dim: int, position: Callable[[int], nn.Module], stream: str,
+                 embed_dim: int | None = 384, depth: int = 4, num_heads: int = 6, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = False, norm_eps: float = 1e-5, drop_path: float = 0.1) -> None:
         super().__init__()
+        self.stream = stream
         embed_dim = embed_dim or encoder_dim
         if embed_dim % num_heads:
             raise ValueError(f"decoder embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
@@ -55,7 +57,11 @@ class PointMAEDecoder(Decoder):
             xavier_init_(self.embed)
         nn.init.trunc_normal_(self.mask_token, std=0.02, a=-2.0, b=2.0)
 
-    def forward(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout) -> Prediction:
+    def forward(self, context: DecoderContext) -> Prediction:
+        return self.decode(context.prefix, context.stream_encoded(self.stream), context.stream_mask(self.stream),
+                           context.layouts[self.stream])
+
+    def decode(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout) -> Prediction:
         """Args:
             prefix: ``(B, P, D_enc)`` encoded prefix tokens (``P`` may be 0).
             visible: ``(B, Lv, D_enc)`` encoded visible tokens in ``mask.visible`` order.

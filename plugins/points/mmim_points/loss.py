@@ -38,11 +38,11 @@ class _ChamferLoss(Loss):
                              f"(each token must hold whole {self.point_dim}-D points)")
         return x.reshape(x.shape[0] * x.shape[1], -1, self.point_dim)
 
-    def forward(self, pred: Tensor, target: Tensor) -> LossOutput:
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> LossOutput:
         if pred.shape[:2] != target.shape[:2]:
             raise ValueError(f"{type(self).__name__}: prediction {tuple(pred.shape)} vs target {tuple(target.shape)}")
         loss = self.distance(self.as_point_sets(pred.float(), "prediction"), self.as_point_sets(target.float(), "target"))
-        return LossOutput(loss, {self.label: float(loss.detach())})
+        return LossOutput(loss, {self.label: loss.detach()})
 
     def example_inputs(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """A valid ``(pred, target)`` pair ``(2, 5, 8 * point_dim)`` (conformance kit)."""

@@ -21,7 +21,7 @@ PANELS = ("original", "visible patches", "reconstruction")
 
 def patch_points(model: MaskedModel, stream: str, output: ModelOutput) -> tuple[Tensor, Tensor]:
     """Absolute points of the visible patches ``(B, Lv*M, 3)`` and of the predicted masked ones ``(B, Lm*M, 3)``."""
-    tokens, mask, pred = output.tokens[stream], output.masks[stream], output.predictions[stream]
+    tokens, mask, pred = output.tokens[stream], output.stream_mask(stream), output.predictions[stream]
     centers = tokens.layout.centers
     if centers is None or tokens.content is None:
         raise ValueError(f"stream {stream!r}: point visualisation needs point-patch tokens (centers and content)")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from mmim.interfaces import Decoder
+from mmim.interfaces import Decoder, DecoderContext
 from mmim.trunk.encoder import make_blocks
 from mmim.trunk.init import xavier_init_
 from mmim.types import Layout, Prediction, StreamMask, gather_tokens
@@ -38,6 +38,7 @@ class VideoMAEDecoder(Decoder):
         encoder_dim: width of the encoded tokens (injected).
         out_dim: target size per token (injected).
         position: ``position(embed_dim)`` builds the layout -> ``(1, L, embed_dim)`` module (injected).
+        stream: the stream it predicts (injected).
         embed_dim, depth, num_heads, mlp_ratio, qkv_bias, norm_eps: decoder trunk (VideoMAE: 384/4/6
             for ViT-B; eps 1e-6).
         decode: ``"masked"`` or ``"running_cell"`` (see the module docstring).
@@ -46,11 +47,14 @@ class VideoMAEDecoder(Decoder):
             visualisation; decodes the encoder-masked tokens, VideoMAE v2's ``decode_mask=None`` branch).
     """
 
-    def __init__(self, encoder_dim: int, out_dim: int, position: Callable[[int], nn.Module], embed_dim: int = 384,
+    gives_full = True
+
+    def __init__(self, encoder_dim: int, out_dim: int, position: Callable[[int], nn.Module], stream: str, embed_dim: int = 384,
                  depth: int = 4, num_heads: int = 6, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  norm_eps: float = 1e-6, decode: str = "masked", decode_ratio: float = 0.5,
                  predict: str = "masked") -> None:
         super().__init__()
+        self.stream = stream
         if predict not in ("masked", "all"):
             raise ValueError(f"predict must be 'masked' or 'all', got {predict!r}")
         self.predict = predict
@@ -75,25 +79,37 @@ class VideoMAEDecoder(Decoder):
         maps = running_cell_maps(layout.grid, self.decode_ratio)[starts.cpu()]  # (B, L), True = not decoded
         return StreamMask.from_bool(maps).visible.to(layout.device)
 
-    def decode_index(self, mask: StreamMask, layout: Layout) -> Tensor:
-        """The ``(B, Ld)`` tokens to reconstruct: the masked ones, or a running-cell choice (random
-        per sample from torch's global generator in training, map 0 in eval mode)."""
-        if self.decode == "masked" or self.predict == "all":
-            return mask.masked
-        batch = mask.masked.shape[0]
-        if self.training:
-            starts = torch.randint(4, (batch,))
-        else:
-            starts = torch.zeros(batch, dtype=torch.long)
+    def draw(self, layout: Layout, generator: torch.Generator, full: bool = False) -> Tensor | None:
+        """Running-cell decoding: the ``(B, Ld)`` tokens each sample decodes, from a cell map drawn
+        per sample from the step's generator in training (map 0 in eval mode); on the host, before
+        the forward, so the forward itself has no data-dependent shapes or randomness."""
+        if self.decode == "masked" or self.predict == "all" or full:
+            return None
+        batch = layout.batch_size
+        starts = torch.randint(4, (batch,), generator=generator) if self.training else torch.zeros(batch, dtype=torch.long)
         return self.running_cell_index(layout, starts)
 
-    def forward(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout) -> Prediction:
-        if visible.shape[1] != mask.visible.shape[1]:
-            raise ValueError("the videomae decoder takes the encoded visible tokens only (not mask_in_encoder)")
-        return self.forward_decode(prefix, visible, mask, layout, self.decode_index(mask, layout))
+    def decode_index(self, mask: StreamMask, decoded: Tensor | None = None, full: bool = False) -> Tensor:
+        """The ``(B, Ld)`` tokens to reconstruct: the masked ones, or the running-cell choice ``decoded``
+        that :meth:`draw` made."""
+        if self.decode == "masked" or self.predict == "all" or full:
+            return mask.masked
+        if decoded is None:
+            raise ValueError(f"stream {self.stream!r}: running-cell decoding needs the tokens drawn by draw() "
+                             "(the model passes them as context.draws)")
+        return decoded
+
+    def forward(self, context: DecoderContext) -> Prediction:
+        if context.encodes_all(self.stream):
+            raise ValueError(f"stream {self.stream!r}: the videomae decoder takes the encoded visible tokens only "
+                             "(not mask_in_encoder)")
+        mask, layout = context.stream_mask(self.stream), context.layouts[self.stream]
+        decoded = self.decode_index(mask, context.draws.get(self.stream), context.full)
+        return self.forward_decode(context.prefix, context.stream_encoded(self.stream), mask, layout, decoded,
+                                   full=context.full)
 
     def forward_decode(self, prefix: Tensor, visible: Tensor, mask: StreamMask, layout: Layout,
-                       decoded: Tensor) -> Prediction:
+                       decoded: Tensor, full: bool = False) -> Prediction:
         """Decode chosen tokens.
 
         Args:
@@ -102,6 +118,7 @@ class VideoMAEDecoder(Decoder):
             mask: the encoder mask.
             layout: the stream's layout.
             decoded: ``(B, Ld)`` indices of the tokens to reconstruct.
+            full: also return ``Prediction.full`` (when ``decoded`` are the masked tokens).
 
         Returns:
             ``values`` ``(B, Ld, out_dim)`` for ``index = decoded``; with ``decode="running_cell"``,
@@ -113,7 +130,7 @@ class VideoMAEDecoder(Decoder):
         x = torch.cat([self.embed(prefix), x_vis, x_dec], dim=1)
         for block in self.blocks:
             x = block(x)
-        if self.predict == "all" and decoded is mask.masked:
+        if (self.predict == "all" or full) and decoded is mask.masked:
             out = self.head(self.norm(x[:, prefix.shape[1]:]))  # (B, Lv + Lm, C) in [visible, masked] order
             order = torch.cat([mask.visible, mask.masked], dim=1).unsqueeze(-1).expand(-1, -1, out.shape[-1])
             full = torch.empty_like(out).scatter_(1, order, out)

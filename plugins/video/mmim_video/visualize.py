@@ -27,7 +27,7 @@ PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")
 def reconstruct(model: MaskedModel, stream: str, output: ModelOutput) -> list[Tensor]:
     """The four panels as clips ``(B, C, T, H, W)`` in ``[0, 1]`` (NaN = hidden)."""
     s = model.streams[stream]
-    tokens, mask, pred = output.tokens[stream], output.masks[stream], output.predictions[stream]
+    tokens, mask, pred = output.tokens[stream], output.stream_mask(stream), output.predictions[stream]
     if pred.full is None:
         raise ValueError("visualisation needs predictions for every token: decoder predict='all'")
     to_pixels = getattr(s.target, "to_pixels", None)

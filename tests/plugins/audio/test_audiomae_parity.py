@@ -75,11 +75,11 @@ def test_audiomae_matches_official(fixture, model):
     mask = _mask(cfg, inp)
     with torch.no_grad():
         result = model({"audio": inp["imgs"]}, masks={"audio": mask})
-        prefix, encoded = model.encode(result.tokens, {"audio": mask})
+        prefix, encoded = result.prefix, result.encoded
         target_all = model.streams["audio"].target(inp["imgs"], result.tokens["audio"])
     tokens = result.tokens["audio"]
     torch.testing.assert_close(tokens.embeddings, out["patch_embed_out"], **TOL)
-    torch.testing.assert_close(torch.cat([prefix, encoded["audio"]], 1), out["latent"], **TOL)
+    torch.testing.assert_close(torch.cat([prefix, encoded], 1), out["latent"], **TOL)
     torch.testing.assert_close(target_all, out["target"], **TOL)
     torch.testing.assert_close(result.predictions["audio"].full, out["pred"], **TOL)
     torch.testing.assert_close(result.loss, out["loss"], **TOL)
@@ -100,7 +100,7 @@ def test_local_decoder_alone_is_exact(fixture, model):
         with torch.no_grad():
             latent = out["latent"]
             layout = model.streams["audio"].tokenizer.layout(2, latent.device)
-            pred = decoder(latent[:, :1], latent[:, 1:], mask, layout)
+            pred = decoder.decode(latent[:, :1], latent[:, 1:], mask, layout)
     finally:
         for h in hooks:
             h.remove()
@@ -145,7 +145,7 @@ def test_residual_prediction_error_is_the_encoder_attention_rounding(fixture):
     mask = _mask(cfg, inp)
     with torch.no_grad():
         result = model({"audio": inp["imgs"]}, masks={"audio": mask})
-        prefix, encoded = model.encode(result.tokens, {"audio": mask})
+        prefix, encoded = result.prefix, result.encoded
     tight = dict(atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(torch.cat([prefix, encoded["audio"]], 1), out["latent"], **tight)
+    torch.testing.assert_close(torch.cat([prefix, encoded], 1), out["latent"], **tight)
     torch.testing.assert_close(result.predictions["audio"].full, out["pred"], **tight)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from mmim.components.random_masker import RandomMasker
+from mmim.interfaces import DecoderContext
 from mmim.types import Layout
 from mmim_audio.local_decoder import AudioMAELocalDecoder
 from mmim_audio.tokenizer import SpectrogramPatchTokenizer, spectrogram_position_table
@@ -91,7 +92,7 @@ def test_temperature_is_clamped_at_one_hundredth():
 def _decoder(**kw) -> tuple[AudioMAELocalDecoder, SpectrogramPatchTokenizer]:
     torch.manual_seed(0)
     tok = SpectrogramPatchTokenizer(24, input_size=(256, 32), patch_size=4)
-    dec = AudioMAELocalDecoder(24, 16, tok.position_embedding, embed_dim=32, depth=2, num_heads=4, **kw).eval()
+    dec = AudioMAELocalDecoder(24, 16, tok.position_embedding, "audio", embed_dim=32, depth=2, num_heads=4, **kw).eval()
     return dec, tok
 
 
@@ -101,10 +102,10 @@ def test_decoder_ignores_prefix_and_predicts_masked_tokens():
     mask = RandomMasker(0.8)(layout, torch.Generator().manual_seed(0))
     visible = torch.randn(2, mask.visible.shape[1], 24)
     with torch.no_grad():
-        a = dec(torch.randn(2, 1, 24), visible, mask, layout)
-        b = dec(torch.zeros(2, 0, 24), visible, mask, layout)
+        a = dec(DecoderContext.for_stream("audio", torch.randn(2, 1, 24), visible, mask, layout))
+        b = dec(DecoderContext.for_stream("audio", torch.zeros(2, 0, 24), visible, mask, layout))
         dec.predict = "masked"
-        c = dec(torch.zeros(2, 0, 24), visible, mask, layout)
+        c = dec(DecoderContext.for_stream("audio", torch.zeros(2, 0, 24), visible, mask, layout))
     assert torch.equal(a.full, b.full) and a.full.shape == (2, 512, 16)
     assert torch.equal(a.index, mask.masked)
     assert torch.equal(a.values, a.full.gather(1, mask.masked[..., None].expand(-1, -1, 16)))
@@ -125,12 +126,12 @@ class _GridPositions(torch.nn.Module):
 
 def test_one_decoder_serves_any_grid_with_the_same_parameters():
     torch.manual_seed(0)
-    dec = AudioMAELocalDecoder(24, 16, _GridPositions, embed_dim=32, depth=2, num_heads=4).eval()
+    dec = AudioMAELocalDecoder(24, 16, _GridPositions, "audio", embed_dim=32, depth=2, num_heads=4).eval()
     names = [n for n, _ in dec.named_parameters()]
     assert "blocks.1.attn.meta_mlp.fc2.weight" in names and "blocks.1.attn.tau" in names
     for grid in ((32, 8), (64, 8), (2, 3)):  # (2, 3) is smaller than a window: it shrinks, the shift drops
         layout = Layout(batch_size=1, grid=grid)
         mask = RandomMasker(0.5)(layout, torch.Generator().manual_seed(0))
         with torch.no_grad():
-            out = dec(torch.zeros(1, 0, 24), torch.randn(1, mask.visible.shape[1], 24), mask, layout)
+            out = dec(DecoderContext.for_stream("audio", torch.zeros(1, 0, 24), torch.randn(1, mask.visible.shape[1], 24), mask, layout))
         assert out.values.shape == (1, mask.masked.shape[1], 16) and torch.isfinite(out.values).all()

@@ -77,7 +77,7 @@ def test_every_parameter_is_loaded(setup):
 def test_budget_masking_replays_the_official_draw(setup):
     model, _, inputs, _ = setup
     tokens = model.tokenize(model.raw_inputs(batch_of(inputs)))
-    budget = model.budget_masker(tokens)
+    budget = model.budget_masker({n: t.layout.num_tokens for n, t in tokens.items()})
     noise = BudgetNoise(inputs["dirichlet_sample"], [inputs[f"noise_{t}"] for t in TASKS], inputs["shuffle_noise"])
     mask = budget.from_noise(noise)
     assert torch.equal(mask.visible, inputs["ids_keep"])
@@ -105,7 +105,7 @@ def test_encoder_output_matches(setup, scenario_a):
         got = tokens[t].embeddings + tokens[t].pos
         assert torch.allclose(got, outputs[f"tokens_{t}"], atol=ATOL), t
     with torch.no_grad():
-        prefix, encoded = model.encode_fused(tokens, mask)
+        prefix, encoded = model.encode(tokens, mask)
     torch.testing.assert_close(encoded, outputs["encoder_output"][:, :16], atol=ATOL, rtol=0)
     torch.testing.assert_close(prefix, outputs["encoder_output"][:, 16:], atol=ATOL, rtol=0)
 

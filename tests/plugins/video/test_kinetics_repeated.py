@@ -163,5 +163,5 @@ def test_repeated_augmentation_batch_trains_as_b_times_n_clips(video_registry):
     model = build_model(cfg)
     out = model({"video": x}, generator=torch.Generator().manual_seed(0))
     assert out.tokens["video"].embeddings.shape[0] == 6 and out.predictions["video"].values.shape[0] == 6
-    flat = model({"video": x.flatten(0, 1)}, masks=out.masks)
+    flat = model({"video": x.flatten(0, 1)}, masks=out.mask)
     torch.testing.assert_close(out.loss, flat.loss)

@@ -76,6 +76,6 @@ def test_small_override_of_a_recipe_trains_one_step(video_registry):
     model = build_model(r.model)
     clip = model.streams["video"].tokenizer.example_input(2, torch.Generator().manual_seed(0))
     out = model({"video": clip}, generator=torch.Generator().manual_seed(0))
-    assert out.masks["video"].visible.shape == (2, 2 * int(16 - int(0.9 * 16)))
+    assert out.stream_mask("video").visible.shape == (2, 2 * int(16 - int(0.9 * 16)))
     out.loss.backward()
     assert model.streams["video"].tokenizer.patch_embed.proj.weight.grad is not None

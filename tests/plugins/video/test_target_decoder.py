@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mmim.components.content_target import ContentTarget
+from mmim.interfaces import DecoderContext
 from mmim.types import Layout, StreamMask
 from mmim_video.decoder import VideoMAEDecoder, running_cell_loss
 from mmim_video.maskers import TubeMasker, running_cell_maps
@@ -43,7 +44,11 @@ def test_target_without_input_normalisation():
 
 
 def _decoder(**kw):
-    return VideoMAEDecoder(16, 5, lambda d: VideoPositionTable(d), embed_dim=8, depth=1, num_heads=2, **kw)
+    return VideoMAEDecoder(16, 5, lambda d: VideoPositionTable(d), "video", embed_dim=8, depth=1, num_heads=2, **kw)
+
+
+def _ctx(prefix, vis, mask, layout):
+    return DecoderContext.for_stream("video", prefix, vis, mask, layout)
 
 
 def test_decoder_predicts_masked_tokens_in_mask_order():
@@ -51,7 +56,7 @@ def test_decoder_predicts_masked_tokens_in_mask_order():
     assert dec.embed.bias is None
     layout = Layout(batch_size=2, grid=(2, 4, 4))
     mask = TubeMasker(0.75)(layout, torch.Generator().manual_seed(1))
-    pred = dec(torch.zeros(2, 0, 16), torch.randn(2, 8, 16), mask, layout)
+    pred = dec(_ctx(torch.zeros(2, 0, 16), torch.randn(2, 8, 16), mask, layout))
     assert torch.equal(pred.index, mask.masked) and pred.values.shape == (2, 24, 5)
 
 
@@ -61,9 +66,9 @@ def test_decoder_sequence_order_does_not_change_predictions():
     layout = Layout(batch_size=1, grid=(2, 2, 2))
     mask = StreamMask(torch.tensor([[5, 1]]), torch.tensor([[0, 2, 3, 4, 6, 7]]))
     vis = torch.randn(1, 2, 16)
-    a = dec(torch.zeros(1, 0, 16), vis, mask, layout)
+    a = dec(_ctx(torch.zeros(1, 0, 16), vis, mask, layout))
     perm = StreamMask(torch.tensor([[1, 5]]), torch.tensor([[7, 6, 4, 3, 2, 0]]))
-    b = dec(torch.zeros(1, 0, 16), vis.flip(1), perm, layout)
+    b = dec(_ctx(torch.zeros(1, 0, 16), vis.flip(1), perm, layout))
     torch.testing.assert_close(a.values, b.values.flip(1), atol=1e-6, rtol=1e-6)
 
 
@@ -72,13 +77,15 @@ def test_running_cell_decoding_random_in_training_fixed_in_eval():
     layout = Layout(batch_size=8, grid=(2, 4, 4))
     mask = TubeMasker(0.75)(layout, torch.Generator().manual_seed(0))
     maps = running_cell_maps((2, 4, 4))
-    torch.manual_seed(0)
-    index = dec.decode_index(mask, layout)
-    assert index.shape == (8, 16)
+    index = dec.draw(layout, torch.Generator().manual_seed(0))  # from the step's generator, not the global RNG
+    assert index.shape == (8, 16) and torch.equal(index, dec.draw(layout, torch.Generator().manual_seed(0)))
+    assert torch.equal(dec.decode_index(mask, index), index)
     chosen = {int((StreamMask.from_bool(maps).visible == row).all(1).float().argmax()) for row in index}
     assert len(chosen) > 1
     dec.eval()
-    assert torch.equal(dec.decode_index(mask, layout), StreamMask.from_bool(maps[[0] * 8]).visible)
+    assert torch.equal(dec.draw(layout, torch.Generator()), StreamMask.from_bool(maps[[0] * 8]).visible)
+    with pytest.raises(ValueError, match="draw"):
+        dec.decode_index(mask, None)
     with pytest.raises(ValueError):
         _decoder(decode="bogus")
 
@@ -96,7 +103,7 @@ def test_predict_all_decodes_the_masked_tokens_even_with_running_cell():
     dec = _decoder(decode="running_cell", predict="all").eval()
     layout = Layout(batch_size=2, grid=(2, 4, 4))
     mask = TubeMasker(0.75)(layout, torch.Generator().manual_seed(0))
-    pred = dec(torch.zeros(2, 0, 16), torch.randn(2, 8, 16), mask, layout)
+    pred = dec(_ctx(torch.zeros(2, 0, 16), torch.randn(2, 8, 16), mask, layout))
     assert torch.equal(pred.index, mask.masked) and pred.full.shape == (2, 32, 5)
     with pytest.raises(ValueError, match="predict"):
         _decoder(predict="some")

@@ -37,12 +37,12 @@ def test_videomaev2_running_cell_matches_official(setup):
     mask = StreamMask.from_bool(inp["bool_masked_pos"])
     with torch.no_grad():
         tokens = stream.tokenizer(inp["videos"])
-        prefix, encoded = model.encode({"video": tokens}, {"video": mask})
-        torch.testing.assert_close(encoded["video"], out["encoder_out"], **TOL)
+        prefix, encoded = model.encode({"video": tokens}, model.joint_mask({"video": mask}, {"video": tokens}))
+        torch.testing.assert_close(encoded, out["encoder_out"], **TOL)
         starts = _starts(inp["decode_masked_pos"], tokens.layout.grid)
         decoded = stream.decoder.running_cell_index(tokens.layout, starts)
         assert torch.equal(decoded, StreamMask.from_bool(inp["decode_masked_pos"]).visible)
-        pred = stream.decoder.forward_decode(prefix, encoded["video"], mask, tokens.layout, decoded)
+        pred = stream.decoder.forward_decode(prefix, encoded, mask, tokens.layout, decoded)
         target = stream.target(inp["videos"], tokens)
     assert pred.values.shape[1] == cfg["num_decoded"]
     torch.testing.assert_close(pred.values, out["decoder_pred"], **TOL)
@@ -84,7 +84,7 @@ def test_videomaev2_training_loss_through_model_forward(setup, normalize, key):
     stream.target.normalize = normalize
     mask = StreamMask.from_bool(inp["bool_masked_pos"])
     decoded = StreamMask.from_bool(inp["decode_masked_pos"]).visible
-    stream.decoder.decode_index = lambda m, layout: decoded  # the official run's running-cell maps
+    stream.decoder.draw = lambda *args, **kwargs: decoded  # the official run's running-cell maps
     with torch.no_grad():
         result = model({"video": inp["videos"]}, masks={"video": mask})
     pred = result.predictions["video"]

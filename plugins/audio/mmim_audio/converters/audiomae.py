@@ -153,7 +153,7 @@ def load_official_into(model: MaskedModel, state: Mapping[str, Tensor], stream: 
     model.load_state_dict(official_to_mmim(state, stream), strict=True)
 
 
-def load_audiomae_checkpoint(path: str | Path, model: MaskedModel, stream: str = "audio") -> list[str]:
+def load_audiomae_checkpoint(path: str | Path, model: MaskedModel, stream: str = "audio", head: object = None) -> list[str]:
     """Load an official pre-trained or fine-tuned checkpoint file into ``model`` (the ``audiomae``
     converter: ``mmim finetune ... --init audiomae:pretrained.pth``).
 

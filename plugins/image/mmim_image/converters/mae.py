@@ -118,7 +118,7 @@ def mmim_to_mae(model: MaskedModel, stream: str = "image", include_decoder: bool
     return out
 
 
-def load_mae_checkpoint(path: str | Path, model: MaskedModel, stream: str = "image") -> list[str]:
+def load_mae_checkpoint(path: str | Path, model: MaskedModel, stream: str = "image", head: object = None) -> list[str]:
     """Load an official MAE checkpoint file into ``model``; returns the mmim keys it did not set
     (the decoder, for an encoder-only ``mae_pretrain_vit_*.pth``)."""
     path = Path(path)

@@ -74,7 +74,7 @@ def _out_proj(value: Tensor, tokenizer: object) -> Tensor:
 def multimae_to_mmim(state: Mapping[str, Tensor], model: MaskedModel,
                      streams: Mapping[str, str] | None = None) -> dict[str, Tensor]:
     """Map an official state dict onto ``model``'s keys (``streams``: official task -> mmim stream)."""
-    if not model.fused:
+    if model.fusion is None:
         raise CheckpointFormatError("MultiMAE checkpoints load into fused models (a recipe with model.fusion)")
     rename = dict(streams or {})
     name = lambda task: rename.get(task, task)  # noqa: E731
@@ -122,7 +122,7 @@ def multimae_to_mmim(state: Mapping[str, Tensor], model: MaskedModel,
 
 
 def load_multimae_checkpoint(path: str | Path, model: MaskedModel, streams: Mapping[str, str] | None = None,
-                             encoder_only: bool = False) -> list[str]:
+                             encoder_only: bool = False, head: object = None) -> list[str]:
     """Load an official MultiMAE file into ``model``; returns the model keys it did not set.
 
     Output adapters of domains the model does not predict (e.g. ``norm_rgb``) are an error unless

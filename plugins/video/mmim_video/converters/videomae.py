@@ -154,7 +154,7 @@ def is_pretraining(state: Mapping[str, Tensor]) -> bool:
     return any(k.startswith(("encoder.", "encoder_to_decoder")) for k in state)
 
 
-def load_videomae_checkpoint(path: str | Path, model: MaskedModel, stream: str = "video") -> list[str]:
+def load_videomae_checkpoint(path: str | Path, model: MaskedModel, stream: str = "video", head: object = None) -> list[str]:
     """Load an official pre-training or fine-tuned VideoMAE / VideoMAE v2 file into ``model``
     (the ``videomae`` converter: ``--init videomae:checkpoint.pth``).
 

@@ -1,0 +1,54 @@
+"""The one encoding of token streams: the student's, the fused model's and the teacher's."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from mmim.trunk.encoder import ViTEncoder
+from mmim.types import JointMask, Tokens, gather_tokens
+
+
+def encode(encoder: ViTEncoder, tokens: Mapping[str, Tokens], mask: JointMask | None = None,
+           modality_embed: Mapping[str, Tensor] | None = None, mask_tokens: Mapping[str, Tensor] | None = None,
+           return_layers: bool = False) -> tuple[Tensor, ...]:
+    """The one encoding of the student, the fused model and the teacher.
+
+    Args:
+        encoder: the trunk.
+        tokens: the streams' tokens, in ``mask.names`` order when a mask is given.
+        mask: which tokens to encode, in its ``visible`` order; ``None``: every token of ``tokens``.
+        modality_embed: per-stream learned embeddings added to the stream's tokens (fusion).
+        mask_tokens: per-stream mask tokens replacing the tokens that are encoded *and*
+            predicted (``mask_in_encoder``).
+        return_layers: also return every block's output.
+
+    Returns:
+        ``prefix`` ``(B, P, D)``, ``encoded`` ``(B, K, D)`` in ``mask.visible`` order (every token
+        in stream order without a mask), and with ``return_layers`` the block outputs.
+
+    Positions are added without casting them: under bf16 autocast the embeddings come out in
+    bf16 and the fp32 positions promote the residual stream to fp32, as in the official MAE.
+    """
+    separate = encoder.pos_every_block
+    xs, ps = [], []
+    for name, tok in tokens.items():
+        x = tok.embeddings
+        if modality_embed is not None and name in modality_embed:
+            x = x + modality_embed[name]
+        if mask is not None and mask_tokens is not None and mask_tokens.get(name) is not None:
+            hidden = mask.stream_slice(mask.predict, name).unsqueeze(-1)
+            x = torch.where(hidden, mask_tokens[name].to(x.dtype), x)
+        if separate:
+            ps.append(tok.pos.expand(x.shape[0], -1, -1))
+        else:
+            x = x + tok.pos
+        xs.append(x)
+    x = xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)
+    pos = (ps[0] if len(ps) == 1 else torch.cat(ps, dim=1)) if separate else None
+    if mask is not None:
+        x = gather_tokens(x, mask.visible)
+        pos = gather_tokens(pos, mask.visible) if pos is not None else None
+    return encoder(x, pos=pos, return_layers=return_layers)
