@@ -23,9 +23,9 @@ class Progress:
             return
         text = f"loss {record['loss']:.4f} lr {record['lr']:.2e} {record['samples_per_s']:.1f} samples/s"
         if "mfu" in record:
-            text += f" MFU {100 * record['mfu']:.1f}%"
+            text += f" MFU {format_percent(record['mfu'])}"
         elif "tflops_per_device" in record:
-            text += f" {record['tflops_per_device']:.3f} TFLOP/s"
+            text += f" {record['tflops_per_device']:.3g} TFLOP/s"
         if self.bar is not None:
             self.bar.update(step - self.last)
             self.bar.set_postfix_str(text)
@@ -36,3 +36,12 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def format_percent(fraction: float) -> str:
+    """A utilisation as a percentage with three significant digits (``0.0123%``, ``1.23%``, ``45.6%``),
+    so the small defaults do not print ``0.0%``."""
+    pct = 100.0 * fraction
+    if pct == 0:
+        return "0%"
+    return f"{pct:.3g}%" if pct >= 1e-3 else f"{pct:.2e}%"
