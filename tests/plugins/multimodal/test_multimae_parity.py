@@ -212,6 +212,14 @@ def test_mmim_to_multimae_round_trip(setup):
     assert set(multimae_to_mmim(back, model)) == set(multimae_to_mmim(state, model))
 
 
+def test_mmim_to_multimae_needs_the_multimae_table_layout(setup):
+    cfg, _, _, _, _, _ = setup
+    recipe = fixture_recipe(cfg)
+    recipe["model"]["streams"]["rgb"]["tokenizer"]["pos_layout"] = "mae"
+    with pytest.raises(CheckpointFormatError, match="'rgb': pos_layout 'mae'"):
+        mmim_to_multimae(build_model(recipe_from_dict(recipe).model))
+
+
 def test_global_token_count_must_match(setup):
     cfg, _, _, _, _, state = setup
     recipe = fixture_recipe(cfg)

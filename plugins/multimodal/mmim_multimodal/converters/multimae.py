@@ -166,6 +166,9 @@ def mmim_to_multimae(model: MaskedModel, streams: Mapping[str, str] | None = Non
         else:
             raise CheckpointFormatError(f"{key}: no MultiMAE counterpart (MultiMAE has no encoder norm or cls position)")
     for name, stream in model.streams.items():
+        if stream.tokenizer is not None and getattr(stream.tokenizer, "pos_layout", "multimae") != "multimae":
+            raise CheckpointFormatError(f"stream {name!r}: pos_layout {stream.tokenizer.pos_layout!r}; MultiMAE's "
+                                        "fixed tables need pos_layout: multimae")
         if stream.tokenizer is not None:
             out[f"input_adapters.{task(name)}.pos_emb"] = _official_table(stream.tokenizer.pos.table, stream.tokenizer.grid)
         if stream.decoder is not None:
