@@ -40,6 +40,7 @@ class EncoderConfig:
     qkv_bias: bool = True
     norm_eps: float = 1e-6
     cls_token: bool = True
+    num_prefix_tokens: int = 1  # learned prefix tokens when cls_token is set (MultiMAE's num_global_tokens)
     cls_pos: bool = False  # a learned position for the cls token (Point-MAE fine-tuning)
     pos_every_block: bool = False  # add positions before every block (Point-MAE), not once
     final_norm: bool = True  # a LayerNorm after the last block (MultiMAE has none)
@@ -54,6 +55,9 @@ class EncoderConfig:
             dims = tuple(d or s for d, s in zip(dims, VIT_SIZES[self.size]))
         if min(dims) <= 0:
             raise ValueError("model.encoder: give a size or embed_dim, depth and num_heads")
+        if self.cls_token and self.num_prefix_tokens < 1:
+            raise ValueError(f"model.encoder.num_prefix_tokens: {self.num_prefix_tokens}; at least 1 with cls_token "
+                             "(cls_token: false for none)")
         if dims[0] % dims[2]:
             raise ValueError(f"model.encoder: embed_dim {dims[0]} is not divisible by num_heads {dims[2]}")
         return dataclasses.replace(self, size=None, embed_dim=dims[0], depth=dims[1], num_heads=dims[2])
@@ -71,7 +75,9 @@ def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, qk
 
 
 class ViTEncoder(nn.Module):
-    """Transformer encoder over a token sequence with an optional cls token.
+    """Transformer encoder over a token sequence with optional learned prefix tokens.
+
+    ``cls_token`` holds ``(1, num_prefix, D)``: one cls token, or MultiMAE's ``num_global_tokens``.
 
     Args:
         config: trunk settings (see :class:`EncoderConfig`).
@@ -82,9 +88,10 @@ class ViTEncoder(nn.Module):
         cfg = config.resolved()
         self.config = cfg
         self.embed_dim = cfg.embed_dim
-        self.num_prefix = 1 if cfg.cls_token else 0
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.cls_token else None
-        self.cls_pos = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.cls_token and cfg.cls_pos else None
+        self.num_prefix = cfg.num_prefix_tokens if cfg.cls_token else 0
+        prefix_shape = (1, self.num_prefix, cfg.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(prefix_shape)) if cfg.cls_token else None
+        self.cls_pos = nn.Parameter(torch.zeros(prefix_shape)) if cfg.cls_token and cfg.cls_pos else None
         self.pos_every_block = cfg.pos_every_block
         self.blocks = make_blocks(cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias,
                                   cfg.norm_eps, cfg.drop_path)
@@ -105,7 +112,7 @@ class ViTEncoder(nn.Module):
             return_layers: also return every block's output (before the final norm).
 
         Returns:
-            ``prefix`` ``(B, P, D)`` (the cls token, or ``P = 0``) and ``tokens`` ``(B, N, D)``.
+            ``prefix`` ``(B, P, D)`` (the ``P = num_prefix`` cls/global tokens, or ``P = 0``) and ``tokens`` ``(B, N, D)``.
         """
         if self.pos_every_block != (pos is not None):
             raise ValueError("pass pos to the encoder if and only if pos_every_block is set")

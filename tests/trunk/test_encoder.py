@@ -58,3 +58,19 @@ def test_cls_pos_is_a_learned_parameter():
     assert "cls_pos" in dict(enc.named_parameters())
     prefix, tokens = enc(torch.randn(2, 3, 16), pos=torch.randn(2, 3, 16))
     assert prefix.shape == (2, 1, 16)
+
+
+def test_num_prefix_tokens_are_learned_and_attended():
+    """MultiMAE's ``num_global_tokens``: ``G`` distinct learned prefix tokens, each attended by the rest."""
+    enc = ViTEncoder(EncoderConfig(embed_dim=16, depth=1, num_heads=2, num_prefix_tokens=3)).eval()
+    assert enc.num_prefix == 3 and enc.cls_token.shape == (1, 3, 16)
+    assert not torch.equal(enc.cls_token[0, 0], enc.cls_token[0, 1])
+    x = torch.randn(2, 5, 16)
+    prefix, tokens = enc(x)
+    assert prefix.shape == (2, 3, 16) and tokens.shape == (2, 5, 16)
+    with torch.no_grad():
+        enc.cls_token[0, 2] += torch.randn(16)  # the third prefix token reaches the patch tokens
+    assert not torch.allclose(enc(x)[1], tokens)
+    assert ViTEncoder(EncoderConfig(embed_dim=16, depth=1, num_heads=2, cls_token=False, num_prefix_tokens=3)).num_prefix == 0
+    with pytest.raises(ValueError, match="num_prefix_tokens: 0"):
+        EncoderConfig(embed_dim=16, depth=1, num_heads=2, num_prefix_tokens=0).resolved()

@@ -25,6 +25,8 @@ from mmim.trunk.encoder import VIT_SIZES
 def timm_arguments(model: MaskedModel, stream: str, pool: str) -> tuple[str, dict[str, Any]]:
     """The timm model name closest to ``model``'s encoder and the kwargs that make it exact."""
     enc, tok = model.encoder.config, model.streams[stream].tokenizer
+    if model.encoder.num_prefix > 1:
+        raise ValueError(f"timm export: the encoder has {model.encoder.num_prefix} prefix tokens; timm's ViT has one cls token")
     size = next((n for n, dims in VIT_SIZES.items() if dims == (enc.embed_dim, enc.depth, enc.num_heads)), None)
     p, img = tok.patch_size, tok.img_size
     name = f"vit_{size or 'base'}_patch{p[0]}_{img[0]}"

@@ -1,8 +1,10 @@
-"""Parity with the official facebookresearch/AudioMAE model (local decoder) on tests/fixtures/audiomae."""
+"""Parity with the official facebookresearch/AudioMAE model on every fixture set tests/fixtures/audiomae*
+(local decoder_mode 1 and global decoder_mode 0, 1-D and 2-D masking; sizes read from each config.json)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,33 +17,63 @@ from mmim.trunk.encoder import EncoderConfig
 from mmim.types import StreamMask
 from mmim_audio.converters.audiomae import load_official_into, official_to_mmim
 
-FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "audiomae"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+SETS = sorted(p.name for p in FIXTURES.iterdir() if re.fullmatch(r"audiomae(-.+)?", p.name))
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def fixture():
-    cfg = json.loads((FIXTURE / "config.json").read_text())
-    return cfg, load_file(FIXTURE / "official_state_dict.safetensors"), load_file(FIXTURE / "inputs.safetensors"), \
-        load_file(FIXTURE / "outputs.safetensors")
+def read_set(name: str):
+    root = FIXTURES / name
+    cfg = json.loads((root / "config.json").read_text())
+    return cfg, load_file(root / "official_state_dict.safetensors"), load_file(root / "inputs.safetensors"), \
+        load_file(root / "outputs.safetensors")
+
+
+LOCAL_SETS = [s for s in SETS if read_set(s)[0]["constructor"]["decoder_mode"] == 1]
+
+
+@pytest.fixture(scope="module", params=SETS)
+def fixture(request):
+    return read_set(request.param)
+
+
+def fixture_masker(cfg: dict) -> dict:
+    """The mmim masker of the set's official masking (``random_masking`` or ``random_masking_2d``)."""
+    ctor = cfg["constructor"]
+    if ctor.get("mask_2d"):
+        return {"name": "time_frequency", "time_ratio": ctor["mask_t_prob"], "freq_ratio": ctor["mask_f_prob"]}
+    return {"name": "random", "ratio": cfg["mask_ratio"]}
+
+
+def fixture_decoder(cfg: dict) -> dict:
+    """``decoder_mode`` 1: the local (Swin-style) decoder with its hard-coded sizes; 0: the global MAE decoder."""
+    ctor = cfg["constructor"]
+    if ctor["decoder_mode"] == 0:
+        return {"name": "mae", "embed_dim": ctor["decoder_embed_dim"], "depth": ctor["decoder_depth"],
+                "num_heads": ctor["decoder_num_heads"], "mlp_ratio": ctor["mlp_ratio"],
+                "norm_eps": ctor["layernorm_eps"], "predict": "all"}
+    assert ctor["decoder_mode"] == 1
+    hard = cfg["derived"]["decoder_mode1_hardcoded"]
+    return {"name": "audiomae_local", "embed_dim": ctor["decoder_embed_dim"], "depth": hard["n_blocks"],
+            "num_heads": hard["num_heads"], "window": hard["window_size"], "shift": hard["shift_sizes"][1],
+            "mlp_ratio": ctor["mlp_ratio"], "meta_hidden_dim": hard["meta_hidden_dim"],
+            "meta_dropout": hard["meta_mlp_dropout"], "norm_eps": ctor["layernorm_eps"], "predict": "all"}
 
 
 def fixture_model_config(cfg: dict) -> ModelConfig:
-    """The mmim equivalent of the fixture's ``MaskedAutoencoderViT(..., decoder_mode=1)``."""
-    ctor, hard = cfg["constructor"], cfg["derived"]["decoder_mode1_hardcoded"]
+    """The mmim equivalent of the set's ``MaskedAutoencoderViT(...)``."""
+    ctor = cfg["constructor"]
+    assert ctor["audio_exp"] and not ctor["use_custom_patch"] and not ctor["pos_trainable"]
     return ModelConfig(
         encoder=EncoderConfig(embed_dim=ctor["embed_dim"], depth=ctor["depth"], num_heads=ctor["num_heads"],
                               mlp_ratio=ctor["mlp_ratio"], norm_eps=ctor["layernorm_eps"]),
         streams={"audio": StreamConfig(
             tokenizer={"name": "spectrogram_patch", "input_size": ctor["img_size"], "patch_size": ctor["patch_size"],
                        "in_chans": ctor["in_chans"], "pos_layout": "audiomae"},
-            masker={"name": "random", "ratio": cfg["mask_ratio"]},
+            masker=fixture_masker(cfg),
             target={"name": "content", "normalize": ctor["norm_pix_loss"]},
             loss={"name": "mse"},
-            decoder={"name": "audiomae_local", "embed_dim": ctor["decoder_embed_dim"], "depth": hard["n_blocks"],
-                     "num_heads": hard["num_heads"], "window": hard["window_size"], "shift": hard["shift_sizes"][1],
-                     "mlp_ratio": ctor["mlp_ratio"], "meta_hidden_dim": hard["meta_hidden_dim"],
-                     "meta_dropout": hard["meta_mlp_dropout"], "norm_eps": ctor["layernorm_eps"], "predict": "all"},
+            decoder=fixture_decoder(cfg),
         )},
     )
 
@@ -68,6 +100,19 @@ def test_fixed_tables_and_mask_match_official(fixture, model):
     mask = _mask(cfg, inp)
     assert torch.equal(mask.restore_order(), inp["ids_restore"])
     assert torch.equal(mask.bool_mask().float(), inp["mask"])
+    # the configured mmim masker draws masks of the official kind: as many visible tokens, and whole
+    # time steps x mel bands hidden exactly when the official run used random_masking_2d
+    layout = stream.tokenizer.layout(cfg["batch"], inp["imgs"].device)
+    drawn = stream.masker(layout, torch.Generator().manual_seed(0))
+    assert drawn.visible.shape == mask.visible.shape
+
+    def is_time_freq(hidden: torch.Tensor) -> bool:
+        kept = ~hidden.view(-1, *stream.tokenizer.grid)
+        rows, cols = kept.any(2), kept.any(1)
+        return bool(torch.equal(kept, rows.unsqueeze(2) & cols.unsqueeze(1)))
+
+    two_d = bool(cfg["constructor"].get("mask_2d"))
+    assert is_time_freq(drawn.bool_mask()) == is_time_freq(inp["mask"].bool()) == two_d
 
 
 def test_audiomae_matches_official(fixture, model):
@@ -85,21 +130,32 @@ def test_audiomae_matches_official(fixture, model):
     torch.testing.assert_close(result.loss, out["loss"], **TOL)
     per_patch = (result.predictions["audio"].full - target_all).pow(2).mean(-1)
     torch.testing.assert_close(per_patch, out["loss_per_patch"], **TOL)
-    # norm_pix_loss=False branch: the raw patches as the target
-    raw_loss = (result.predictions["audio"].full - tokens.content).pow(2).mean(-1)[mask.bool_mask()].mean()
-    torch.testing.assert_close(raw_loss, out["loss_no_norm_pix"], **TOL)
+    # the other norm_pix_loss branch: raw patches, or per-patch normalised ones, as the target
+    other = model.streams["audio"].target
+    other.normalize = not cfg["constructor"]["norm_pix_loss"]
+    try:
+        with torch.no_grad():
+            other_target = other(inp["imgs"], tokens)
+    finally:
+        other.normalize = cfg["constructor"]["norm_pix_loss"]
+    other_loss = (result.predictions["audio"].full - other_target).pow(2).mean(-1)[mask.bool_mask()].mean()
+    key = "loss_no_norm_pix" if cfg["constructor"]["norm_pix_loss"] else "loss_norm_pix"
+    torch.testing.assert_close(other_loss, out[key], **TOL)
 
 
-def test_local_decoder_alone_is_exact(fixture, model):
+@pytest.mark.parametrize("name", LOCAL_SETS)
+def test_local_decoder_alone_is_exact(name):
     """Fed the official latent, the local decoder reproduces the official blocks and prediction to float rounding."""
-    cfg, _, inp, out = fixture
+    cfg, sd, inp, out = read_set(name)
+    model = build_model(fixture_model_config(cfg)).eval()
+    load_official_into(model, sd)
     decoder, mask = model.streams["audio"].decoder, _mask(cfg, inp)
     captured = []
     hooks = [decoder.blocks[i].register_forward_hook(lambda m, a, o: captured.append(o[:1])) for i in (0, 1)]
     try:
         with torch.no_grad():
             latent = out["latent"]
-            layout = model.streams["audio"].tokenizer.layout(2, latent.device)
+            layout = model.streams["audio"].tokenizer.layout(cfg["batch"], latent.device)
             pred = decoder.decode(latent[:, :1], latent[:, 1:], mask, layout)
     finally:
         for h in hooks:
@@ -112,11 +168,13 @@ def test_local_decoder_alone_is_exact(fixture, model):
 
 
 def test_official_keys_all_mapped(fixture, model):
-    _, sd, _, _ = fixture
+    cfg, sd, _, _ = fixture
     mapped = official_to_mmim(sd)
     assert set(mapped) == set(model.state_dict())
     assert len(sd) == len(mapped) + 2  # pos_embed and decoder_pos_embed are rebuilt, not loaded
-    assert "streams.audio.decoder.blocks.15.attn.tau" in mapped
+    if cfg["constructor"]["decoder_mode"] == 1:
+        last = cfg["derived"]["decoder_mode1_hardcoded"]["n_blocks"] - 1
+        assert f"streams.audio.decoder.blocks.{last}.attn.tau" in mapped
 
 
 def _official_order_attention(attn: torch.nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -133,14 +191,17 @@ def _official_order_attention(attn: torch.nn.Module, x: torch.Tensor, *args, **k
 
 def test_residual_prediction_error_is_the_encoder_attention_rounding(fixture):
     """The full-model prediction differs from the official one by ~1e-5 only through float rounding: with
-    the official attention operation order in the two encoder blocks, latent and prediction match to 1e-6
-    (bit-exact on CPU), the layouts, tables and decoder being the same."""
+    the official attention operation order in the encoder blocks (and the global decoder's, which are timm
+    blocks too), latent and prediction match to 1e-6, the layouts, tables and local decoder being the same."""
     import types
 
     cfg, sd, inp, out = fixture
     model = build_model(fixture_model_config(cfg)).eval()
     load_official_into(model, sd)
-    for block in model.encoder.blocks:
+    blocks = list(model.encoder.blocks)
+    if cfg["constructor"]["decoder_mode"] == 0:
+        blocks += list(model.streams["audio"].decoder.blocks)
+    for block in blocks:
         block.attn.forward = types.MethodType(_official_order_attention, block.attn)
     mask = _mask(cfg, inp)
     with torch.no_grad():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import yaml
 
@@ -49,3 +50,12 @@ def test_export_through_cli(tiny_recipe_dict, tmp_path, capsys):
     assert main(["export", str(tmp_path / "run")]) == 0
     model = _load_timm(tmp_path / "run" / "export")
     assert model.global_pool == "token"
+
+
+def test_export_refuses_more_than_one_prefix_token(tiny_recipe_dict, tmp_path):
+    """timm's ViT has one cls token: an encoder with MultiMAE-style global tokens is not exported wrongly."""
+    tiny_recipe_dict["model"]["encoder"]["num_prefix_tokens"] = 2
+    recipe = recipe_from_dict(tiny_recipe_dict)
+    model = build_model(recipe.model).eval()
+    with pytest.raises(ValueError, match="2 prefix tokens"):
+        export_timm(model, recipe, tmp_path / "exp")

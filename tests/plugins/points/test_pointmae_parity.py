@@ -1,8 +1,10 @@
-"""Parity with the official Point-MAE model (fixture in tests/fixtures/pointmae) and the converter round trips."""
+"""Parity with the official Point-MAE model on every fixture set tests/fixtures/pointmae* (sizes, mask type
+and batch read from each config.json) and the converter round trips."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -22,19 +24,31 @@ from mmim_points.converters.pointmae import (
     pointtransformer_to_mmim,
 )
 
-FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "pointmae"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+SETS = sorted(p.name for p in FIXTURES.iterdir() if re.fullmatch(r"pointmae(-.+)?", p.name))
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def fixture():
-    cfg = json.loads((FIXTURE / "config.json").read_text())
-    return (cfg, load_file(FIXTURE / "official_state_dict.safetensors"), load_file(FIXTURE / "inputs.safetensors"),
-            load_file(FIXTURE / "outputs.safetensors"))
+@pytest.fixture(scope="module", params=SETS)
+def fixture(request):
+    root = FIXTURES / request.param
+    cfg = json.loads((root / "config.json").read_text())
+    # a set may store the (fp16-representable) weights as float16 to stay small: the values are exact in fp32
+    state = {k: v.float() if v.is_floating_point() else v
+             for k, v in load_file(root / "official_state_dict.safetensors").items()}
+    return cfg, state, load_file(root / "inputs.safetensors"), load_file(root / "outputs.safetensors")
+
+
+def test_sets_differ_in_what_matters():
+    cfgs = [json.loads((FIXTURES / s / "config.json").read_text()) for s in SETS]
+    for key in ("mask_type", "trans_dim", "depth", "decoder_depth", "mask_ratio"):
+        assert len({c["model"]["transformer_config"][key] for c in cfgs}) > 1, key
+    assert len({(c["model"]["num_group"], c["model"]["group_size"], c["batch_size"]) for c in cfgs}) > 1
 
 
 def _config(cfg, finetune=False):
     m, t = cfg["model"], cfg["model"]["transformer_config"]
+    assert m["NAME"] == "Point_MAE" and m["loss"] == "cdl2" and t["encoder_dims"] == t["trans_dim"]
     return pointmae_model_config(trans_dim=t["trans_dim"], depth=t["depth"], num_heads=t["num_heads"],
                                  decoder_depth=t["decoder_depth"], decoder_num_heads=t["decoder_num_heads"],
                                  num_group=m["num_group"], group_size=m["group_size"], mask_ratio=t["mask_ratio"],
@@ -51,10 +65,11 @@ def model(fixture):
 
 def test_every_intermediate_matches_official(fixture, model):
     cfg, _, inp, out = fixture
-    batch, groups, size = 2, cfg["model"]["num_group"], cfg["model"]["group_size"]
+    batch, groups, size = cfg["batch_size"], cfg["model"]["num_group"], cfg["model"]["group_size"]
     mask = StreamMask.from_bool(inp["mask"])
     assert mask.masked.shape[1] == cfg["num_mask_per_sample"] and torch.equal(mask.bool_mask(), inp["mask"])
     stream = model.streams["points"]
+    assert len(stream.decoder.blocks) == cfg["model"]["transformer_config"]["decoder_depth"]
     captured = {}
     hooks = [stream.decoder.blocks[0].register_forward_hook(lambda m, i, o: captured.__setitem__("dec_block0", o)),
              stream.decoder.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("x_rec", o))]
@@ -79,12 +94,36 @@ def test_every_intermediate_matches_official(fixture, model):
     torch.testing.assert_close(gather_tokens(dec_pos, mask.visible), out["dec_pos_vis"], **TOL)
     torch.testing.assert_close(gather_tokens(dec_pos, mask.masked), out["dec_pos_mask"], **TOL)
     torch.testing.assert_close(captured["dec_block0"], out["dec_block0_out"], **TOL)
+    assert len(layers) == cfg["model"]["transformer_config"]["depth"]
     torch.testing.assert_close(captured["x_rec"], out["x_rec"], **TOL)
     pred = result.predictions["points"]
     assert torch.equal(pred.index, mask.masked)
     torch.testing.assert_close(pred.values.reshape(-1, size, 3), out["rebuild_points"], **TOL)
     assert torch.equal(result.targets["points"].reshape(-1, size, 3), out["gt_points"])
     torch.testing.assert_close(result.loss, out["loss"], **TOL)
+
+
+def test_masker_draws_the_official_kind_of_mask(fixture, model):
+    """``mask_type`` ``rand`` / ``block``: the configured masker hides as many groups, and (block) the
+    hidden groups are the nearest centers to one of them, as the official ``_mask_center_block``."""
+    cfg, _, inp, out = fixture
+    stream = model.streams["points"]
+    with torch.no_grad():
+        layout = model.tokenize({"points": inp["points"]})["points"].layout
+    drawn = stream.masker(layout, torch.Generator().manual_seed(0))
+    assert drawn.masked.shape[1] == cfg["num_mask_per_sample"]
+
+    def is_block(hidden: torch.Tensor, centers: torch.Tensor) -> bool:
+        for h, c in zip(hidden, centers):
+            dist = torch.cdist(c, c)  # (G, G): some hidden center whose nearest n centers are exactly the hidden ones
+            near = dist.argsort(dim=1)[:, : int(h.sum())]
+            if not any(bool(h[near[i]].all()) for i in torch.nonzero(h).flatten()):
+                return False
+        return True
+
+    block = cfg["model"]["transformer_config"]["mask_type"] == "block"
+    assert is_block(inp["mask"], out["center"]) == block
+    assert is_block(drawn.bool_mask(), layout.centers) == block
 
 
 def test_parity_fails_with_a_wrong_mapping(fixture):
@@ -157,8 +196,9 @@ def test_finetune_checkpoint_loads_encoder(fixture):
     with torch.no_grad():
         tokens = net.tokenize({"points": inp["points"]})["points"]
         prefix, enc = net.encoder(tokens.embeddings, pos=tokens.pos)
-        x = torch.cat([official["cls_token"].expand(2, -1, -1), tokens.embeddings], 1)
-        pos = torch.cat([official["cls_pos"].expand(2, -1, -1), tokens.pos], 1)
+        n = inp["points"].shape[0]
+        x = torch.cat([official["cls_token"].expand(n, -1, -1), tokens.embeddings], 1)
+        pos = torch.cat([official["cls_pos"].expand(n, -1, -1), tokens.pos], 1)
         for block in net.encoder.blocks:
             x = block(x + pos)
         x = torch.nn.functional.layer_norm(x, (x.shape[-1],), official["norm.weight"], official["norm.bias"], 1e-5)
@@ -200,8 +240,9 @@ def test_converter_fills_the_mlp_head_from_cls_head_finetune(fixture, tmp_path, 
     clf = EncoderClassifier(net, 40, pool="cls_max", head=head).eval()
     with torch.no_grad():
         tokens = net.tokenize({"points": inp["points"]})["points"]
-        x = torch.cat([official["cls_token"].expand(2, -1, -1), tokens.embeddings], 1)
-        pos = torch.cat([official["cls_pos"].expand(2, -1, -1), tokens.pos], 1)
+        n = inp["points"].shape[0]
+        x = torch.cat([official["cls_token"].expand(n, -1, -1), tokens.embeddings], 1)
+        pos = torch.cat([official["cls_pos"].expand(n, -1, -1), tokens.pos], 1)
         for block in net.encoder.blocks:
             x = block(x + pos)
         x = torch.nn.functional.layer_norm(x, (dim,), official["norm.weight"], official["norm.bias"], 1e-5)

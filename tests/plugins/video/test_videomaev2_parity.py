@@ -1,7 +1,9 @@
-"""Parity with the official OpenGVLab/VideoMAEv2 pre-training model (running-cell decoder masking) on
-tests/fixtures/videomaev2 (fp32, <= 1e-5)."""
+"""Parity with the official OpenGVLab/VideoMAEv2 pre-training model (running-cell decoder masking) on every
+fixture set tests/fixtures/videomaev2* (fp32, <= 1e-5); sizes, ratios and mask types from each config.json."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
@@ -12,20 +14,35 @@ from mmim_video.converters.videomae import mmim_to_official, official_to_mmim
 from mmim_video.decoder import running_cell_loss
 from mmim_video.maskers import running_cell_maps
 
-from .test_videomae_parity import TOL, fixture_model_config, load_fixture
+from .conftest import FIXTURES
+from .test_videomae_parity import TOL, check_fixture_mask, fixture_model_config, load_fixture
+
+SETS = sorted(p.name for p in FIXTURES.iterdir() if re.fullmatch(r"videomaev2(-.+)?", p.name))
 
 
-@pytest.fixture
-def setup(video_registry):
-    cfg, sd, inp, out = load_fixture("videomaev2")
+@pytest.fixture(params=SETS)
+def setup(request, video_registry):
+    cfg, sd, inp, out = load_fixture(request.param)
+    assert cfg["decoder_mask_type"] == "run_cell"
     model = build_model(fixture_model_config(cfg, decode="running_cell")).eval()
     model.load_state_dict(official_to_mmim(sd), strict=True)
     return cfg, sd, inp, out, model
 
 
-def _starts(decode_masked_pos: torch.Tensor, grid) -> torch.Tensor:
+def test_sets_differ_in_what_matters():
+    cfgs = [load_fixture(s)[0] for s in SETS]
+    for key in ("mask_type", "decoder_mask_ratio", "batch_size", "window_size"):
+        assert len({str(c[key]) for c in cfgs}) > 1, key
+
+
+def test_fixture_mask_is_what_the_masker_draws(setup):
+    cfg, _, inp, _, model = setup
+    check_fixture_mask(cfg, model, inp)
+
+
+def _starts(decode_masked_pos: torch.Tensor, grid, ratio: float) -> torch.Tensor:
     """Which of the 4 running-cell maps each official decoder mask is (it must be one of them)."""
-    maps = running_cell_maps(grid, 0.5)
+    maps = running_cell_maps(grid, ratio)
     hits = (decode_masked_pos[:, None, :] == maps[None]).all(-1)
     assert torch.equal(hits.sum(1), torch.ones(len(hits), dtype=torch.long)), "not a running-cell map"
     return hits.long().argmax(1)
@@ -39,7 +56,7 @@ def test_videomaev2_running_cell_matches_official(setup):
         tokens = stream.tokenizer(inp["videos"])
         prefix, encoded = model.encode({"video": tokens}, model.joint_mask({"video": mask}, {"video": tokens}))
         torch.testing.assert_close(encoded, out["encoder_out"], **TOL)
-        starts = _starts(inp["decode_masked_pos"], tokens.layout.grid)
+        starts = _starts(inp["decode_masked_pos"], tokens.layout.grid, cfg["decoder_mask_ratio"])
         decoded = stream.decoder.running_cell_index(tokens.layout, starts)
         assert torch.equal(decoded, StreamMask.from_bool(inp["decode_masked_pos"]).visible)
         pred = stream.decoder.forward_decode(prefix, encoded, mask, tokens.layout, decoded)
@@ -50,7 +67,7 @@ def test_videomaev2_running_cell_matches_official(setup):
     torch.testing.assert_close(labels, out["target"], **TOL)
     counted = torch.gather(inp["bool_masked_pos"], 1, pred.index)
     assert torch.equal(counted, out["cal_loss_mask"])
-    assert counted.sum(1)[0] != counted.sum(1)[1]  # the per-sample counts differ in this fixture
+    assert len(set(counted.sum(1).tolist())) > 1  # the per-sample counts differ in every set
     torch.testing.assert_close((pred.values - labels).pow(2).mean(-1), out["loss_per_token"], **TOL)
     torch.testing.assert_close(running_cell_loss(pred, labels, mask), out["loss"], **TOL)
     stream.target.normalize = False
@@ -99,12 +116,13 @@ def test_videomaev2_training_loss_through_model_forward(setup, normalize, key):
 def test_running_cell_model_forward_uses_decoded_tokens(setup):
     """Through ``MaskedModel.forward`` (eval: map 0) the decoder predicts every decoded token and
     weights the loss by the encoder's mask at them."""
-    _, _, inp, _, model = setup
+    cfg, _, inp, _, model = setup
     mask = StreamMask.from_bool(inp["bool_masked_pos"])
     with torch.no_grad():
         result = model({"video": inp["videos"]}, masks={"video": mask})
     pred = result.predictions["video"]
-    expected = StreamMask.from_bool(running_cell_maps((2, 4, 4), 0.5)[[0, 0]]).visible
+    maps = running_cell_maps(tuple(cfg["window_size"]), cfg["decoder_mask_ratio"])
+    expected = StreamMask.from_bool(maps[[0] * cfg["batch_size"]]).visible
     assert torch.equal(pred.index, expected)
     assert torch.equal(pred.weight.bool(), torch.gather(inp["bool_masked_pos"], 1, expected))
     torch.testing.assert_close(result.loss, running_cell_loss(pred, result.targets["video"], mask), **TOL)

@@ -11,7 +11,10 @@ The mmim model names its streams after the official tasks (``rgb``, ``depth``, `
 ``norm_rgb`` as ``tokens_of: rgb``) unless ``streams`` maps them. ``out_proj`` rows are laid out
 ``(channel, patch row, patch column)`` officially; for image-patch streams they are permuted to
 mmim's content order ``(row, column, channel)``; class-map streams keep the channel-major order
-their ``cross_entropy`` loss reads. Fixed ``pos_emb`` tables are checked against mmim's and dropped.
+their ``cross_entropy`` loss reads. Fixed ``pos_emb`` tables are checked against mmim's and dropped (and rebuilt by
+:func:`mmim_to_multimae`). ``global_tokens`` ``(1, G, D)`` become the encoder's ``G`` prefix tokens
+(``model.encoder.num_prefix_tokens: G``); MultiMAE appends them after the task tokens, mmim
+prepends them, which attention does not see.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class CheckpointFormatError(ValueError):
 
 
 DECODER_RENAMES = [("decoder.", "xattn."), ("decoder_transformer.", "blocks.")]
+DECODER_RENAMES_BACK = [(new, old) for old, new in DECODER_RENAMES]
 
 
 def unwrap(checkpoint: object) -> dict[str, Tensor]:
@@ -62,6 +66,19 @@ def _check_table(official: Tensor, mine: Tensor, what: str) -> None:
                                     f"{tuple(mine.shape[-2:])} (another image/patch size, or pos_layout is not 'multimae'?)")
 
 
+def _official_table(table: Tensor, grid: tuple[int, int]) -> Tensor:
+    """mmim's ``(..., h*w, D)`` table -> the official ``(1, D, h, w)`` ``pos_emb``."""
+    return rearrange(table.reshape(grid[0] * grid[1], -1), "(h w) d -> 1 d h w", h=grid[0]).contiguous()
+
+
+def _out_proj_back(value: Tensor, tokenizer: object) -> Tensor:
+    """Inverse of :func:`_out_proj`: the stream's content order back to ``(c, ph, pw)`` rows."""
+    if isinstance(tokenizer, GridPatchTokenizer):
+        p, q = tokenizer.patch_size
+        return rearrange(value, "(p q c) ... -> (c p q) ...", p=p, q=q)
+    return value
+
+
 def _out_proj(value: Tensor, tokenizer: object) -> Tensor:
     """Permute ``out_proj`` rows from MultiMAE's ``(c, ph, pw)`` to the stream's content order."""
     if isinstance(tokenizer, GridPatchTokenizer):
@@ -81,8 +98,11 @@ def multimae_to_mmim(state: Mapping[str, Tensor], model: MaskedModel,
     out: dict[str, Tensor] = {}
     for key, value in state.items():
         if key == "global_tokens":
-            if value.shape[1] != 1:
-                raise CheckpointFormatError(f"global_tokens {tuple(value.shape)}: mmim's encoder has one global token")
+            have = model.encoder.num_prefix
+            if value.ndim != 3 or value.shape[1] != have:
+                raise CheckpointFormatError(
+                    f"global_tokens {tuple(value.shape)}: {value.shape[1] if value.ndim == 3 else '?'} global tokens, "
+                    f"the model's encoder has {have} (set model.encoder.num_prefix_tokens, and cls_token: true)")
             out["encoder.cls_token"] = value
             continue
         if m := re.match(r"encoder\.(\d+)\.(.*)", key):
@@ -118,6 +138,43 @@ def multimae_to_mmim(state: Mapping[str, Tensor], model: MaskedModel,
             out[f"streams.{stream}.decoder.{rest}"] = value
             continue
         raise CheckpointFormatError(f"{key}: not a MultiMAE key")
+    return out
+
+
+def mmim_to_multimae(model: MaskedModel, streams: Mapping[str, str] | None = None) -> dict[str, Tensor]:
+    """``model``'s state dict in the official ``MultiMAE`` layout (``streams``: official task -> mmim
+    stream, as for :func:`multimae_to_mmim`); the fixed ``pos_emb`` tables are written out too."""
+    if model.fusion is None:
+        raise CheckpointFormatError("MultiMAE checkpoints come from fused models (a recipe with model.fusion)")
+    task_of = {v: k for k, v in (streams or {}).items()}
+    task = lambda stream: task_of.get(stream, stream)  # noqa: E731
+    out: dict[str, Tensor] = {}
+    for key, value in model.state_dict().items():
+        if key == "encoder.cls_token":
+            out["global_tokens"] = value
+        elif m := re.match(r"encoder\.blocks\.(\d+)\.(.*)", key):
+            out[f"encoder.{m[1]}.{m[2]}"] = value
+        elif m := re.match(r"streams\.([^.]+)\.tokenizer\.(.*)", key):
+            out[f"input_adapters.{task(m[1])}.{m[2].removeprefix('patch_embed.')}"] = value
+        elif m := re.match(r"streams\.([^.]+)\.decoder\.(.*)", key):
+            rest = rename_key(m[2], DECODER_RENAMES_BACK, m[1]) or m[2]
+            if rest.startswith("task_embeddings."):
+                rest = "task_embeddings." + task(rest.split(".", 1)[1])
+            if rest.startswith("out_proj."):
+                value = _out_proj_back(value, model.streams[model.token_source(m[1])].tokenizer)
+            out[f"output_adapters.{task(m[1])}.{rest}"] = value
+        else:
+            raise CheckpointFormatError(f"{key}: no MultiMAE counterpart (MultiMAE has no encoder norm or cls position)")
+    for name, stream in model.streams.items():
+        if stream.tokenizer is not None and getattr(stream.tokenizer, "pos_layout", "multimae") != "multimae":
+            raise CheckpointFormatError(f"stream {name!r}: pos_layout {stream.tokenizer.pos_layout!r}; MultiMAE's "
+                                        "fixed tables need pos_layout: multimae")
+        if stream.tokenizer is not None:
+            out[f"input_adapters.{task(name)}.pos_emb"] = _official_table(stream.tokenizer.pos.table, stream.tokenizer.grid)
+        if stream.decoder is not None:
+            dec = stream.decoder
+            grid = model.streams[model.token_source(name)].tokenizer.grid
+            out[f"output_adapters.{task(name)}.pos_emb"] = _official_table(dec.positions[dec.stream].table, grid)
     return out
 
 
