@@ -183,3 +183,16 @@ def test_finetuning_a_fused_model_on_one_stream():
     assert logits.shape == (3, 4)
     with pytest.raises(ValueError, match="'sound'"):
         model.restrict_inputs(["sound"])
+
+
+def test_finetuning_token_masker_on_a_fused_model():
+    """A token masker drops tokens of every input stream of a fused model, as of a one-stream one."""
+    from mmim.components.random_masker import RandomMasker
+    from mmim.finetune.classifier import EncoderClassifier
+
+    model = build_model(recipe_from_dict(recipe()).model)
+    clf = EncoderClassifier(model, num_classes=3).train()
+    full = clf(batch())
+    clf.set_token_masker(RandomMasker(0.5))
+    masked = clf(batch(), generator=torch.Generator().manual_seed(0))
+    assert masked.shape == full.shape == (3, 3) and not torch.allclose(masked, full)
