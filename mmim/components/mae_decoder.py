@@ -59,8 +59,8 @@ class MAEDecoder(Decoder):
         else:
             full = self.mask_token.to(x.dtype).expand(batch, layout.num_tokens, dim)
             full = full.scatter(1, mask.visible.unsqueeze(-1).expand(-1, -1, dim), x[:, num_prefix:])
-        full = full + self.position(layout).to(x.dtype)
-        x = torch.cat([x[:, :num_prefix], full], dim=1)
+        full = full + self.position(layout)  # fp32 positions: an fp32 residual under autocast, as the official MAE
+        x = torch.cat([x[:, :num_prefix].to(full.dtype), full], dim=1)
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)[:, num_prefix:]

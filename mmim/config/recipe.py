@@ -104,7 +104,10 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     distributed: Literal["ddp", "fsdp2"] = "ddp"  # how a multi-process run shares the model (fsdp2: fully_shard)
-    compile: bool = False  # torch.compile the model (in place; checkpoints keep their keys)
+    compile: bool | None = None  # torch.compile tokenize/predict (keys unchanged); None: on for CUDA, off on CPU
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    fused_attention: bool | None = None  # timm's SDPA attention; None: on, except bf16 on CPU (measured slower)
+    tf32: bool | None = None  # TF32 matmuls for fp32 runs; None: on for CUDA fp32
     threads: int | None = None  # torch intra-op threads (None: torch's default; 1 helps on busy shared CPUs)
 
 

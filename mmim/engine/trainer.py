@@ -32,6 +32,7 @@ from mmim.engine.parallel import full_state, load_full_state, set_micro_batch, s
 from mmim.engine.progress import Progress
 from mmim.engine.runtime import Runtime, setup_runtime
 from mmim.engine.schedule import lr_at, scaled_lr
+from mmim.engine.speed import apply_tf32, resolve_compile, resolve_fused_attention, resolve_tf32, set_fused_attention
 from mmim.engine.task import PretrainTask, Task
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ class RecipeMismatchError(ValueError):
 # logs, when it stops; not what it computes. A task adds its own (``Task.resumable_changes``).
 RESUMABLE_CHANGES = (
     "name", "description", "provenance", "source", "eval", "schedule.max_steps", "data.num_workers",
-    "train.device", "train.distributed", "train.compile", "train.threads", "train.out_dir", "train.log_every",
+    "train.device", "train.distributed", "train.compile", "train.compile_mode", "train.fused_attention", "train.tf32",
+    "train.threads", "train.out_dir", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.tensorboard", "train.progress",
 )
 
@@ -110,8 +112,14 @@ class Trainer:
         self.task: Task = task or PretrainTask(recipe)
         self.settings = cfg = self.task.settings
         self.model = self.task.module.to(self.rt.device)
-        if recipe.train.compile:
-            self.model.compile()
+        t = recipe.train
+        self.fused_attention = resolve_fused_attention(t.fused_attention, self.rt.device, self.rt.precision)
+        set_fused_attention(self.model, self.fused_attention)
+        self.tf32 = resolve_tf32(t.tf32, self.rt.device, self.rt.precision)
+        apply_tf32(self.tf32)
+        self.compiled = resolve_compile(t.compile, self.rt.device)
+        if self.compiled:
+            self.model.compile(mode=t.compile_mode)
         self.fsdp = recipe.train.distributed == "fsdp2"
         if self.fsdp:
             shard_fsdp2(self.model, self.rt)  # before the optimizer: sharding replaces the parameters

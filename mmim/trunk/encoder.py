@@ -46,6 +46,10 @@ class EncoderConfig:
     final_norm: bool = True  # a LayerNorm after the last block (MultiMAE has none)
     drop_path: float = 0.0
     grad_checkpointing: bool = False
+    # add positions in the token embeddings' dtype (VideoMAE's ``pos_embed.type_as(x)``: a bf16
+    # residual stream under bf16 autocast); False keeps them fp32, promoting the residual stream
+    # to fp32 as the official MAE, Audio-MAE and MultiMAE do
+    cast_positions: bool = False
 
     def resolved(self) -> EncoderConfig:
         dims = (self.embed_dim, self.depth, self.num_heads)

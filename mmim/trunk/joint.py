@@ -29,22 +29,26 @@ def encode(encoder: ViTEncoder, tokens: Mapping[str, Tokens], mask: JointMask | 
         ``prefix`` ``(B, P, D)``, ``encoded`` ``(B, K, D)`` in ``mask.visible`` order (every token
         in stream order without a mask), and with ``return_layers`` the block outputs.
 
-    Positions are added without casting them: under bf16 autocast the embeddings come out in
-    bf16 and the fp32 positions promote the residual stream to fp32, as in the official MAE.
+    Positions are added as they are (``encoder.config.cast_positions`` false): under bf16 autocast
+    the embeddings come out in bf16 and the fp32 positions promote the residual stream to fp32, as
+    in the official MAE; with ``cast_positions`` they are cast to the embeddings' dtype first, as
+    VideoMAE's ``type_as``, and the residual stream stays bf16.
     """
     separate = encoder.pos_every_block
+    cast = encoder.config.cast_positions
     xs, ps = [], []
     for name, tok in tokens.items():
         x = tok.embeddings
+        pos = tok.pos.to(x.dtype) if cast else tok.pos
         if modality_embed is not None and name in modality_embed:
             x = x + modality_embed[name]
         if mask is not None and mask_tokens is not None and mask_tokens.get(name) is not None:
             hidden = mask.stream_slice(mask.predict, name).unsqueeze(-1)
             x = torch.where(hidden, mask_tokens[name].to(x.dtype), x)
         if separate:
-            ps.append(tok.pos.expand(x.shape[0], -1, -1))
+            ps.append(pos.expand(x.shape[0], -1, -1))
         else:
-            x = x + tok.pos
+            x = x + pos
         xs.append(x)
     x = xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)
     pos = (ps[0] if len(ps) == 1 else torch.cat(ps, dim=1)) if separate else None

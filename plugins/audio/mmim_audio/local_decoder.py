@@ -88,7 +88,7 @@ class AudioMAELocalDecoder(Decoder):
         batch, dim = x.shape[0], x.shape[2]
         full = self.mask_token.to(x.dtype).expand(batch, layout.num_tokens, dim)
         full = full.scatter(1, mask.visible.unsqueeze(-1).expand(-1, -1, dim), x)
-        x = full + self.position(layout).to(x.dtype)
+        x = full + self.position(layout)  # fp32 positions: an fp32 residual under autocast, as the official decoder
         for block in self.blocks:
             x = block(x, layout.grid)
         x = self.norm(x)
