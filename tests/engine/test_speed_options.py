@@ -86,3 +86,29 @@ def test_residual_stream_dtype_under_bf16_autocast(tiny_recipe_dict, cast):
     hook.remove()
     expected = torch.bfloat16 if cast else torch.float32
     assert seen[0] == (expected, expected)
+
+
+def test_activation_checkpointing_recomputes_blocks_with_the_same_gradients(tiny_recipe_dict, monkeypatch):
+    import mmim.trunk.encoder as encoder_module
+
+    grads = {}
+    for on in (False, True):
+        data = copy.deepcopy(tiny_recipe_dict)
+        data["model"]["encoder"]["grad_checkpointing"] = on
+        torch.manual_seed(0)
+        model = build_model(recipe_from_dict(data).model).train()
+        calls = {"n": 0}
+        original = encoder_module.checkpoint
+
+        def counting(*args, _orig=original, _calls=calls, **kwargs):
+            _calls["n"] += 1
+            return _orig(*args, **kwargs)
+
+        monkeypatch.setattr(encoder_module, "checkpoint", counting)
+        out = model({"image": torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))},
+                    generator=torch.Generator().manual_seed(0))
+        out.loss.backward()
+        assert calls["n"] == (len(model.encoder.blocks) if on else 0)
+        grads[on] = model.encoder.blocks[0].attn.qkv.weight.grad.clone()
+        monkeypatch.undo()
+    torch.testing.assert_close(grads[True], grads[False])
