@@ -40,13 +40,13 @@ def shard_fsdp2(model: nn.Module, rt: Runtime) -> nn.Module:
     (``MixedPrecisionPolicy``); the engine's autocast stays on around the forward, so buffers
     and inputs that remain fp32 mix as they do without sharding. The root does not cast its
     inputs: targets are computed from the raw fp32 batch, as under DDP.
+
+    On a single process (no torchrun) a one-process group is started, so the same policy keeps
+    bf16 compute copies of the fp32 master weights: autocast then finds the weights already in
+    bf16 instead of casting every weight in every step.
     """
-    if not rt.distributed:
-        raise RuntimeError(
-            "train.distributed=fsdp2 needs several processes started by torchrun "
-            "(torchrun --nproc-per-node N -m mmim train ...); this is a single process (WORLD_SIZE unset or 1). "
-            "Use train.distributed=ddp, which runs unchanged on one process."
-        )
+    if not torch.distributed.is_initialized():
+        start_single_process_group(rt.device)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -63,6 +63,19 @@ def shard_fsdp2(model: nn.Module, rt: Runtime) -> nn.Module:
         fully_shard(block, mesh=mesh, mp_policy=block_mp)
     fully_shard(model, mesh=mesh, mp_policy=root_mp)
     return model
+
+
+def start_single_process_group(device: torch.device) -> None:
+    """A process group of one (gloo on CPU, nccl on CUDA) on a free local port."""
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ["MASTER_PORT"] = str(port)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
 
 
 def set_micro_batch(model: nn.Module, last: bool) -> None:

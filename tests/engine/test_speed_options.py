@@ -112,3 +112,27 @@ def test_activation_checkpointing_recomputes_blocks_with_the_same_gradients(tiny
         grads[on] = model.encoder.blocks[0].attn.qkv.weight.grad.clone()
         monkeypatch.undo()
     torch.testing.assert_close(grads[True], grads[False])
+
+
+@pytest.mark.slow
+def test_fsdp2_on_one_process_keeps_bf16_compute_copies(tiny_recipe_dict, tmp_path):
+    """``train.distributed=fsdp2`` without torchrun: a one-process group, and the MixedPrecisionPolicy
+    hands the blocks bf16 weights (no per-step autocast cast of fp32 weights), fp32 masters kept."""
+    import torch.distributed as dist
+
+    data = copy.deepcopy(tiny_recipe_dict)
+    data["schedule"]["max_steps"] = 2
+    data["eval"]["after_train"] = False
+    try:
+        trainer = _trainer(data, tmp_path, distributed="fsdp2", precision="bf16")
+        qkv = trainer.model.encoder.blocks[0].attn.qkv
+        seen = []
+        hook = qkv.register_forward_pre_hook(lambda m, a: seen.append(m.weight.dtype))
+        summary = trainer.fit()
+        hook.remove()
+        assert seen and all(d == torch.bfloat16 for d in seen), seen
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # the sharded masters
+        assert summary["steps"] == 2 and summary["final_loss"] == summary["final_loss"]  # finite, not NaN
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
