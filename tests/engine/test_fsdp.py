@@ -117,7 +117,15 @@ def test_fsdp2_resumes_a_one_process_checkpoint(tiny_recipe_dict, tmp_path):
     _assert_same_trajectory(tmp_path / "single", tmp_path / "mixed")
 
 
-def test_fsdp2_without_torchrun_is_a_clear_error(tiny_recipe_dict, tmp_path):
+def test_fsdp2_without_torchrun_runs_as_one_process(tiny_recipe_dict, tmp_path):
+    """No torchrun: a one-process group, the model sharded over it (see test_speed_options for the
+    bf16 compute copies this gives)."""
+    from torch.distributed.tensor import DTensor
+
     data = _recipe(tiny_recipe_dict, tmp_path / "one", 1, "fsdp2")
-    with pytest.raises(RuntimeError, match="torchrun"):
-        Trainer(recipe_from_dict(data))
+    try:
+        trainer = Trainer(recipe_from_dict(data))
+        assert all(isinstance(p, DTensor) for p in trainer.model.parameters())
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
