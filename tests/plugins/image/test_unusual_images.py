@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, features
+from unusual_images import STORED, pattern, png16, tiff
 
 from mmim.data import CorruptSampleError
 from mmim_image.datasets import ImageFolder
 from mmim_image.datasets.image_folder import scan
 from mmim_image.still import load_still, still_extensions
-
-from unusual_images import STORED, pattern, png16, tiff
 
 RAMP16 = np.linspace(0, 65535, 12 * 20).reshape(12, 20).round().astype(np.uint16)
 
