@@ -3,7 +3,7 @@
 Three figures, in clips per second, on generated H.264 videos (``--videos`` files of ``--frames`` frames at
 ``--size`` W x H, 25 fps, GOP 250, written with PyAV into a temporary folder):
 
-1. ``backend``: ``mmim_video.reader.read_frames`` per installed backend (decord, torchcodec, PyAV) for a
+1. ``backend``: ``mmim_video.reader.read_clip`` (one open: count, then read) per installed backend (decord, torchcodec, PyAV) for a
    16-frame clip at a random start with ``--rate`` stride (VideoMAE's pre-training sampling), including
    opening the file and counting its frames, as the dataset does for every item;
 2. ``plain decord``: the same clips read as VideoMAE reads them (``decord.VideoReader(path, num_threads=1,
@@ -29,7 +29,7 @@ import torch
 
 from mmim.data.loading import ResumableSampler, make_loader
 from mmim_video.dataset import VideoList, sample_indices
-from mmim_video.reader import available_backends, frame_count, read_frames
+from mmim_video.reader import available_backends, frame_count, read_clip, read_frames
 
 
 def write_video(path: Path, frames: int, width: int, height: int, seed: int) -> None:
@@ -64,8 +64,7 @@ def bench_backend(plan: list[tuple[Path, list[int]]], backend: str) -> float:
     read_frames(plan[0][0], plan[0][1], backend)  # warm-up (imports, first open)
     start = time.perf_counter()
     for path, idx in plan:
-        frame_count(path, backend)
-        read_frames(path, idx, backend)
+        read_clip(path, lambda total, _idx=idx: [min(i, total - 1) for i in _idx], backend)  # one open: count + read
     return len(plan) / (time.perf_counter() - start)
 
 

@@ -65,4 +65,6 @@ def provenance_line(path: Path) -> str:
     prov = data.get("provenance") or {}
     reported = prov.get("reported")
     metric = f"{prov.get('metric', '')} {reported}" if reported is not None else ""
-    return " | ".join(x for x in (prov.get("paper", ""), prov.get("table", ""), metric.strip()) if x)
+    unverified = " ".join(str(prov.get("unverified") or "").split())
+    flag = f"UNVERIFIED: {unverified}" if unverified else ""
+    return " | ".join(x for x in (prov.get("paper", ""), prov.get("table", ""), metric.strip(), flag) if x)

@@ -31,6 +31,7 @@ class Provenance:
     metric: str = ""
     reported: float | None = None
     notes: str = ""
+    unverified: str = ""  # what could not be checked against the paper, and why (shown by `mmim recipes`)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from mmim.data.errors import CorruptSampleError
+from mmim.data.sources import name_sample_in_error
 
 log = logging.getLogger(__name__)
 _MASK63 = (1 << 63) - 1
@@ -130,6 +131,9 @@ class SeededDataset(Dataset):
                     raise
                 log.warning("skipping corrupt sample %s", err)
                 return None
+            except Exception as err:  # any other failure: say which sample and file
+                name_sample_in_error(err, self.dataset, index)
+                raise
 
 
 def collate_skipping(samples: Sequence[Any]) -> dict[str, Any]:

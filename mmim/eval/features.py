@@ -7,6 +7,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mmim.data.loading import collate_skipping
+from mmim.data.sources import SourceNaming
 from mmim.model import MaskedModel
 
 _LABEL_KEY = "label"
@@ -18,7 +19,7 @@ def extract_features(model: MaskedModel, dataset: Dataset, batch_size: int = 256
     """Features ``(N, D)`` float32 and labels ``(N,)`` int64, in dataset order, every token visible."""
     was_training = model.training
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+    loader = DataLoader(SourceNaming(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_skipping)
     feats, labels = [], []
     for batch in loader:

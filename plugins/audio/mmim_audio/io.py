@@ -1,8 +1,10 @@
 """Reading audio files: decode (soundfile, or torchaudio), mono mixdown, resampling, crop/pad.
 
 Every defect of a file raises :class:`mmim.data.CorruptSampleError` naming it: missing, empty
-(0 bytes or 0 samples), undecodable, or holding NaN/inf samples. Silent and clipped audio are
-valid input. Resampling uses SciPy's polyphase filter (``scipy.signal.resample_poly``, Kaiser
+(0 bytes or 0 samples), undecodable, no audio stream, or holding NaN/inf samples. Silent and clipped
+audio are valid input. libsndfile (``soundfile``) reads WAV (8/16/24/32-bit PCM, float, double, u-law,
+ADPCM, WAVEX, RF64), FLAC, OGG Vorbis/Opus, MP3, AIFF, AU, CAF, W64; what it cannot read (AAC in M4A/MP4,
+the audio track of MKV/WebM, WMA) is decoded with PyAV when it is installed (``mmim[video]``). Resampling uses SciPy's polyphase filter (``scipy.signal.resample_poly``, Kaiser
 window), imported only when a file's rate differs from the one asked for.
 """
 
@@ -18,8 +20,9 @@ from torch import Tensor
 
 from mmim.data import CorruptSampleError
 
-READ_BACKENDS = ("soundfile", "torchaudio")
-EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au")
+READ_BACKENDS = ("soundfile", "torchaudio", "pyav")
+EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".caf", ".w64",
+              ".m4a", ".aac", ".mka", ".wma")
 
 
 def _read_soundfile(path: str) -> tuple[Tensor, int]:
@@ -36,12 +39,36 @@ def _read_torchaudio(path: str) -> tuple[Tensor, int]:
     return data.to(torch.float32), int(rate)
 
 
+def _read_pyav(path: str) -> tuple[Tensor, int]:
+    """The first audio stream of any container FFmpeg reads, as float ``(C, N)`` and its rate."""
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams}) or ["no"]
+            raise CorruptSampleError(path, f"no audio stream ({', '.join(kinds)} streams only)")
+        stream = container.streams.audio[0]
+        rate = int(stream.codec_context.sample_rate or stream.rate)
+        planar = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=rate)
+        chunks = [f.to_ndarray() for frame in container.decode(stream) for f in planar.resample(frame)]
+        chunks += [f.to_ndarray() for f in planar.resample(None)]
+    data = np.concatenate(chunks, axis=1) if chunks else np.zeros((1, 0), np.float32)
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), rate
+
+
+def _pyav_usable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("av") is not None
+
+
 def read_audio(path: str | Path, backend: str = "soundfile") -> tuple[Tensor, int]:
     """Decode an audio file as it is stored.
 
     Args:
         path: WAV, FLAC, OGG/Vorbis (anything libsndfile reads; MP3 with libsndfile >= 1.1).
-        backend: ``"soundfile"`` (default, no system libraries needed) or ``"torchaudio"``.
+        backend: ``"soundfile"`` (default, no system libraries needed; files libsndfile cannot read fall
+            back to PyAV when it is installed), ``"torchaudio"`` or ``"pyav"``.
 
     Returns:
         samples ``(C, N)`` float32 in ``[-1, 1]`` for PCM files, and the sample rate in Hz.
@@ -56,12 +83,25 @@ def read_audio(path: str | Path, backend: str = "soundfile") -> tuple[Tensor, in
         raise CorruptSampleError(path, "audio file not found")
     if os.path.getsize(path) == 0:
         raise CorruptSampleError(path, "empty file (0 bytes)")
+    readers = {"soundfile": _read_soundfile, "torchaudio": _read_torchaudio, "pyav": _read_pyav}
     try:
-        data, rate = _read_soundfile(path) if backend == "soundfile" else _read_torchaudio(path)
+        data, rate = readers[backend](path)
     except ImportError:  # the backend itself is missing: a set-up problem, not a bad file
         raise
-    except Exception as err:  # soundfile.LibsndfileError, RuntimeError, ValueError, ...
-        raise CorruptSampleError(path, f"cannot decode audio ({type(err).__name__}: {err})") from err
+    except CorruptSampleError:
+        raise
+    except Exception as err:  # soundfile.LibsndfileError, RuntimeError, ValueError, av.error.*, ...
+        reason = f"cannot decode audio ({type(err).__name__}: {err})"
+        if backend != "soundfile" or not _pyav_usable():
+            raise CorruptSampleError(path, reason) from err
+        try:  # a container libsndfile does not read (M4A/AAC, MKV, WebM, WMA)
+            data, rate = _read_pyav(path)
+        except CorruptSampleError:
+            raise
+        except Exception as err2:
+            raise CorruptSampleError(path, f"{reason}; PyAV: {type(err2).__name__}: {err2}") from err2
+        if data.shape[-1] == 0:  # FFmpeg probes almost anything; no samples means it is not audio either
+            raise CorruptSampleError(path, f"{reason}; PyAV decoded no samples") from err
     if data.shape[-1] == 0:
         raise CorruptSampleError(path, "no audio samples (zero length)")
     if not torch.isfinite(data).all():

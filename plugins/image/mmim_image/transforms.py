@@ -1,7 +1,8 @@
 """The image datasets' transforms: MAE's pretraining augmentation, or a plain resize, then normalisation.
 
-Everything runs on ``uint8`` tensors ``(C, H, W)`` through ``torchvision.transforms.v2``; every
-random choice draws from torch's global RNG, which the engine seeds per sample.
+Everything runs on ``uint8`` tensors ``(C, H, W)`` (or ``float32`` in ``[0, 1]``: high-bit-depth images,
+:mod:`mmim_image.still`) through ``torchvision.transforms.v2``; every random choice draws from torch's global
+RNG, which the engine seeds per sample.
 """
 
 from __future__ import annotations
@@ -46,6 +47,25 @@ def channel_values(value: float | Sequence[float], channels: int, name: str) -> 
     return values
 
 
+def check_image(image: Tensor) -> None:
+    """Raise ValueError unless ``image`` is ``(C, H, W)`` ``uint8`` or floating point (``[0, 1]``)."""
+    if image.dim() != 3 or not (image.dtype == torch.uint8 or image.dtype.is_floating_point):
+        raise ValueError(f"expected a uint8 or [0, 1] float image (C, H, W), got {image.dtype} {tuple(image.shape)}")
+
+
+class ToUnit:
+    """``uint8`` -> ``float32`` / 255; a float image -> ``float32`` clamped to ``[0, 1]`` (bicubic resizing
+    overshoots a little; ``uint8`` saturates the same way)."""
+
+    def __call__(self, image: Tensor) -> Tensor:
+        if image.dtype == torch.uint8:
+            return tv2().functional.to_dtype(image, torch.float32, scale=True)
+        return image.float().clamp(0.0, 1.0)
+
+    def __repr__(self) -> str:
+        return "ToUnit()"
+
+
 class ResizeCover:
     """Resize (bicubic, antialiased) so the image covers ``size``, then centre-crop to exactly ``size``.
 
@@ -74,7 +94,7 @@ class ResizeCover:
 
 
 class ImageTransform:
-    """A built transform: ``uint8`` ``(C, H0, W0)`` -> normalised ``float32`` ``(C, H, W)``.
+    """A built transform: ``uint8`` (or ``[0, 1]`` float) ``(C, H0, W0)`` -> normalised ``float32`` ``(C, H, W)``.
 
     It pickles as its settings and rebuilds its torchvision pipeline when unpickled, so DataLoader
     workers started with ``spawn``/``forkserver`` import torchvision through
@@ -102,8 +122,7 @@ class ImageTransform:
         gets photometric jitter (brightness and contrast by up to ``jitter``, then a random Gaussian
         blur with probability 0.5).
         """
-        if image.dtype != torch.uint8 or image.dim() != 3:
-            raise ValueError(f"expected a uint8 image (C, H, W), got {image.dtype} {tuple(image.shape)}")
+        check_image(image)
         v2 = tv2()
         geometric, finish = self.ops.transforms[:-2], v2.Compose(self.ops.transforms[-2:])
         crop = v2.Compose(geometric)(image) if geometric else image
@@ -122,7 +141,7 @@ class ImageTransform:
                 ops.append(v2.RandomHorizontalFlip())
         else:
             ops = [ResizeCover(self.size)]
-        ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(self.mean), std=list(self.std))]
+        ops += [ToUnit(), v2.Normalize(mean=list(self.mean), std=list(self.std))]
         return v2.Compose(ops)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -133,9 +152,8 @@ class ImageTransform:
         self.ops = self._build()
 
     def __call__(self, image: Tensor) -> Tensor:
-        """``image`` ``(C, H0, W0)`` ``uint8`` -> ``(C, H, W)`` ``float32``."""
-        if image.dtype != torch.uint8 or image.dim() != 3:
-            raise ValueError(f"expected a uint8 image (C, H, W), got {image.dtype} {tuple(image.shape)}")
+        """``image`` ``(C, H0, W0)`` ``uint8`` (or float in ``[0, 1]``) -> ``(C, H, W)`` ``float32``."""
+        check_image(image)
         out = self.ops(image)
         return out.as_subclass(Tensor).contiguous()
 

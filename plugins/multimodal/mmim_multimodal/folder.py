@@ -114,7 +114,7 @@ class MultiTaskFolder(torch.utils.data.Dataset):
             img = Image.open(path)
             img.load()
         except (OSError, UnidentifiedImageError) as err:
-            raise CorruptSampleError(f"{path}: cannot read the {task} image: {err}") from err
+            raise CorruptSampleError(str(path), f"cannot read the {task} image: {err}") from err
         return img.convert("RGB") if task == "rgb" else img
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -123,7 +123,7 @@ class MultiTaskFolder(torch.utils.data.Dataset):
         size = images[self.tasks[0]].size
         for t, img in images.items():
             if img.size != size:
-                raise CorruptSampleError(f"{paths[t]}: size {img.size} differs from {paths[self.tasks[0]]}'s {size}")
+                raise CorruptSampleError(str(paths[t]), f"size {img.size} differs from {paths[self.tasks[0]]}'s {size}")
         w, h = size
         if self.augment:
             top, left, ch, cw = crop_params(h, w, self.crop_scale, self.crop_ratio)
@@ -139,7 +139,7 @@ class MultiTaskFolder(torch.utils.data.Dataset):
                 img = img.resize((s // self.semseg_stride,) * 2, Image.NEAREST)
                 x = torch.from_numpy(np.array(img, dtype=np.int64))
                 if x.dim() != 2:
-                    raise CorruptSampleError(f"{paths[task]}: a semantic map must have one channel of class ids")
+                    raise CorruptSampleError(str(paths[task]), "a semantic map must have one channel of class ids")
                 out[task] = x.flip(-1) if flip else x
                 continue
             img = img.resize((s, s), Image.BICUBIC)
@@ -151,7 +151,7 @@ class MultiTaskFolder(torch.utils.data.Dataset):
                 if self.standardize_depth:
                     x = truncated_standardize(x)
             if not torch.isfinite(x).all():
-                raise CorruptSampleError(f"{paths[task]}: non-finite values")
+                raise CorruptSampleError(str(paths[task]), "non-finite values")
             out[self.rgb_key if task == "rgb" else task] = x.flip(-1) if flip else x
         return out
 

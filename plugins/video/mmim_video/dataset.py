@@ -4,7 +4,8 @@ class folders.
 An item is ``{"video": (3, T, S, S) float32 ImageNet-normalised, "label": int}``. Frames are sampled
 as VideoMAE samples them for pre-training: ``num_frames`` frames ``sampling_rate`` apart from a
 random start (a new clip each epoch; the first one for evaluation), indices clamped to the last
-frame when the video is shorter. Training crops a random square of side ``scale * short side``
+frame when the video is shorter; or, with ``sampling="segments"``, one frame from each of ``num_frames``
+equal segments (VideoMAE's Something-Something V2 fine-tuning). Training crops a random square of side ``scale * short side``
 (``scale`` from ``crop_scales``: the multi-scale crop) at a random place, resizes it to ``img_size``
 and flips it with probability 1/2 (``hflip``); evaluation resizes the short side and takes the
 centre. Randomness uses torch's global RNG (seeded per sample by the engine).
@@ -26,8 +27,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmim.data import CorruptSampleError, DataError
-from mmim_video.reader import frame_count, read_frames
+from mmim_video.reader import read_clip
 from mmim_video.target import IMAGENET_MEAN, IMAGENET_STD
+
+SAMPLINGS = ("stride", "segments")
 
 
 def read_list_file(path: Path, root: Path) -> list[tuple[str, int, int]]:
@@ -60,6 +63,27 @@ def sample_indices(total: int, num_frames: int, rate: int, random_start: bool) -
     return [min(start + i * rate, total - 1) for i in range(num_frames)]
 
 
+def segment_indices(total: int, num_segments: int, random: bool) -> list[int]:
+    """One frame from each of ``num_segments`` equal segments of ``[0, total)`` (TSN sampling, as VideoMAE
+    fine-tunes Something-Something V2: ``ssv2.py`` ``loadvideo_decord``).
+
+    Training takes a random frame inside each segment; a video shorter than ``num_segments`` frames
+    gets sorted random frames (with repeats), or frame 0 when it has at most ``num_segments`` frames
+    and segments of no length, as the official code does. Evaluation takes each segment's middle frame
+    (the official test view ``int(tick / 2 + tick * i)``, ``tick = total / num_segments``).
+    """
+    if not random:
+        tick = total / num_segments
+        return [min(int(tick / 2 + tick * i), total - 1) for i in range(num_segments)]
+    length = total // num_segments
+    if length > 0:
+        offsets = torch.randint(length, (num_segments,))
+        return [i * length + int(o) for i, o in enumerate(offsets)]
+    if total > num_segments:
+        return sorted(int(i) for i in torch.randint(total, (num_segments,)))
+    return [0] * num_segments
+
+
 def crop_resize(frames: Tensor, size: int, scale: float, random_place: bool) -> Tensor:
     """``(T, 3, H, W)`` -> ``(T, 3, size, size)``: a square of side ``scale * min(H, W)`` resized (bilinear)."""
     h, w = frames.shape[-2:]
@@ -90,13 +114,19 @@ class VideoClips(Dataset):
         num_classes: number of classes (default: largest label + 1).
         num_sample: training items hold this many augmented copies of one decoded clip (VideoMAE's
             repeated augmentation; ``1``: a single clip ``(3, T, S, S)``).
+        sampling: ``"stride"`` (``num_frames`` frames ``sampling_rate`` apart, :func:`sample_indices`) or
+            ``"segments"`` (one frame from each of ``num_frames`` equal segments, :func:`segment_indices`;
+            ``sampling_rate`` is unused).
     """
 
     def __init__(self, samples: Sequence[tuple[str, int, int]], source: str, augment: bool, num_frames: int = 16,
                  sampling_rate: int = 4, img_size: int = 224, crop_scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
                  hflip: bool = True, backend: str = "auto", mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, max_samples: int | None = None,
-                 num_classes: int | None = None, num_sample: int = 1) -> None:
+                 num_classes: int | None = None, num_sample: int = 1, sampling: str = "stride") -> None:
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        self.sampling = sampling
         if not samples:
             raise DataError(f"{source}: no videos")
         if num_sample < 1:
@@ -112,13 +142,17 @@ class VideoClips(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def choose_frames(self, total: int) -> list[int]:
+        """The ``num_frames`` frame indices to read from a video of ``total`` frames (random when augmenting)."""
+        if self.sampling == "segments":
+            return segment_indices(total, self.num_frames, self.augment)
+        return sample_indices(total, self.num_frames, self.sampling_rate, self.augment)
+
     def frames(self, index: int) -> Tensor:
         """The sampled frames of sample ``index`` as ``(T, 3, H, W)`` floats in ``[0, 1]`` (one decode)."""
         path, _, line = self.samples[index]
         try:
-            total = frame_count(path, self.backend)
-            idx = sample_indices(total, self.num_frames, self.sampling_rate, self.augment)
-            frames = read_frames(path, idx, self.backend)
+            frames = read_clip(path, self.choose_frames, self.backend)
         except CorruptSampleError as err:
             raise CorruptSampleError(err.path, f"{err.reason} (listed in {self.source})", line or None) from None
         return frames.permute(0, 3, 1, 2).float() / 255.0

@@ -1,18 +1,30 @@
 """One frame-reader interface over the video decoding backends (decord, torchcodec, PyAV).
 
-``read_frames(path, indices)`` returns the requested frames as ``(N, H, W, 3)`` uint8 RGB, whichever
-backend decodes them; ``frame_count(path)`` the number of decodable frames. ``backend="auto"``
+``read_clip(path, choose)`` opens a file once, counts its frames, asks ``choose(count)`` for the indices and
+returns them as ``(N, H, W, 3)`` uint8 RGB, whichever backend decodes them (``read_frames`` and
+``frame_count`` are the two halves for callers that know their indices). ``backend="auto"``
 takes the first backend that imports, in the order of :data:`BACKENDS`: decord (VideoMAE's reader,
 ``get_batch(indices)``), torchcodec (``VideoDecoder.get_frames_at``, exact seeking), then PyAV (decodes
 the whole stream); the environment variable ``MMIM_VIDEO_BACKEND`` overrides the choice of ``"auto"``.
 Any failure to open or decode a file raises :class:`~mmim.data.CorruptSampleError` naming the file.
+
+One behaviour for every backend (docs/video.md, "Unusual files"):
+
+* rotation metadata (the display matrix phones write) is applied: frames come out upright, as a player
+  shows them (decord and torchcodec do it themselves; the PyAV path rotates by ``VideoFrame.rotation``);
+  mirroring flags in the matrix are not applied;
+* what is not a video is refused: no video stream (an audio file in a video container), zero decodable
+  frames, or a single frame (a still image under a video name, or an audio file's cover picture);
+* counting frames never costs a decode of its own: ``read_clip`` counts and reads in one open (PyAV, which
+  has no random access here, decodes the stream once and counts what it decoded).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +84,9 @@ def resolve_backend(backend: str = "auto") -> str:
     return backend
 
 
+STILL = "a single frame: a still image (or an audio file's cover picture), not a video"
+
+
 def _check_file(path: Path) -> None:
     if not path.is_file():
         raise CorruptSampleError(str(path), "file not found")
@@ -79,89 +94,151 @@ def _check_file(path: Path) -> None:
         raise CorruptSampleError(str(path), "zero-length file")
 
 
-def _pyav_frames(path: Path) -> list[np.ndarray]:
+def _check_count(path: Path, count: int) -> None:
+    if count == 0:
+        raise CorruptSampleError(str(path), "no decodable frames")
+    if count == 1:
+        raise CorruptSampleError(str(path), STILL)
+
+
+def _container_reason(container) -> str | None:
+    """Why an open PyAV ``container`` is not a video (from its streams, no decoding), or None."""
+    import av
+
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["no"]
+        return f"no video stream ({', '.join(kinds)} streams only: an audio file or not a video)"
+    if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+        return f"a still image ({container.format.name} data), not a video"
+    if container.streams.video[0].disposition & av.stream.Disposition.attached_pic:
+        return "only a cover picture (attached_pic), not a video"
+    return None
+
+
+def _pyav_reason(path: Path) -> str | None:
+    """Why ``path`` is not a video according to PyAV's demuxer, or None (also when PyAV is missing)."""
+    if not _importable("pyav"):
+        return None
     import av
 
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise CorruptSampleError(str(path), "no video stream (audio-only or not a video)")
-            stream = container.streams.video[0]
-            return [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+            return _container_reason(container)
+    except Exception:
+        return None
+
+
+@dataclass
+class _Opened:
+    """A file opened by one backend: its frame count and a way to fetch frames by index."""
+
+    count: int
+    get: Callable[[list[int]], Tensor]
+
+
+def _open_failure(path: Path, backend: str, err: Exception) -> CorruptSampleError:
+    reason = _pyav_reason(path) or f"cannot open with {backend}: {type(err).__name__}: {err}"
+    return CorruptSampleError(str(path), reason)
+
+
+def _pyav_decode_all(path: Path) -> list[np.ndarray]:
+    """Every frame of the first video stream, upright (rotation metadata applied), decoded once."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            reason = _container_reason(container)
+            if reason:
+                raise CorruptSampleError(str(path), reason)
+            frames = []
+            for frame in container.decode(container.streams.video[0]):
+                turns = int(round(getattr(frame, "rotation", 0) or 0) / 90) % 4  # counter-clockwise
+                array = frame.to_ndarray(format="rgb24")
+                frames.append(np.ascontiguousarray(np.rot90(array, turns)) if turns else array)
+            return frames
     except CorruptSampleError:
         raise
     except Exception as err:  # av.error.* and friends
         raise CorruptSampleError(str(path), f"cannot decode with PyAV: {type(err).__name__}: {err}") from err
 
 
-def _decord_reader(path: Path):
+def _open_pyav(path: Path) -> _Opened:
+    decoded = _pyav_decode_all(path)
+    return _Opened(len(decoded), lambda idx: torch.from_numpy(np.stack([decoded[i] for i in idx])))
+
+
+def _open_decord(path: Path) -> _Opened:
     import decord
 
     try:
-        return decord.VideoReader(str(path), num_threads=1, ctx=decord.cpu(0))
+        reader = decord.VideoReader(str(path), num_threads=1, ctx=decord.cpu(0))
     except Exception as err:
-        raise CorruptSampleError(str(path), f"cannot open with decord: {type(err).__name__}: {err}") from err
+        raise _open_failure(path, "decord", err) from err
+
+    def get(idx: list[int]) -> Tensor:
+        try:
+            return torch.from_numpy(np.ascontiguousarray(reader.get_batch(idx).asnumpy()))
+        except Exception as err:  # decord 0.6 fails on some frame widths (e.g. 48 px); PyAV reads them
+            if not _importable("pyav"):
+                raise CorruptSampleError(str(path), f"decord cannot decode frames: {type(err).__name__}: {err}") from err
+            return _open_pyav(path).get(idx)
+
+    return _Opened(len(reader), get)
 
 
-def _torchcodec_decoder(path: Path):
+def _open_torchcodec(path: Path) -> _Opened:
     from torchcodec.decoders import VideoDecoder
 
     try:
-        return VideoDecoder(str(path), dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="exact")
+        decoder = VideoDecoder(str(path), dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="exact")
     except Exception as err:  # ValueError / RuntimeError from FFmpeg
-        reason = "no video stream (audio-only or not a video)" if "video stream" in str(err).lower() else \
-            f"cannot open with torchcodec: {type(err).__name__}: {err}"
-        raise CorruptSampleError(str(path), reason) from err
+        raise _open_failure(path, "torchcodec", err) from err
+
+    def get(idx: list[int]) -> Tensor:
+        try:
+            return decoder.get_frames_at(indices=idx).data.contiguous()
+        except Exception as err:
+            raise CorruptSampleError(str(path), f"torchcodec cannot decode frames: {type(err).__name__}: {err}") from err
+
+    return _Opened(len(decoder), get)
 
 
-def _torchcodec_frames(path: Path, idx: list[int]) -> Tensor:
-    decoder = _torchcodec_decoder(path)
-    total = len(decoder)
-    if idx and (min(idx) < 0 or max(idx) >= total):
-        raise CorruptSampleError(str(path), f"frame index {max(idx)} outside the {total} frames")
-    try:
-        return decoder.get_frames_at(indices=idx).data.contiguous()
-    except Exception as err:
-        raise CorruptSampleError(str(path), f"torchcodec cannot decode frames: {type(err).__name__}: {err}") from err
+_OPENERS = {"decord": _open_decord, "torchcodec": _open_torchcodec, "pyav": _open_pyav}
+
+
+def _open(path: Path, backend: str) -> _Opened:
+    _check_file(path)
+    opened = _OPENERS[backend](path)
+    _check_count(path, opened.count)
+    return opened
+
+
+def read_clip(path: str | Path, choose: Callable[[int], Sequence[int]], backend: str = "auto") -> Tensor:
+    """Open ``path`` once, pick frames by ``choose(frame_count)`` and decode them: ``(N, H, W, 3)`` uint8 RGB.
+
+    Raises:
+        CorruptSampleError: missing, empty, unreadable or not a video (see the module docstring), or
+            ``choose`` gave an index past the last frame.
+    """
+    path = Path(path)
+    opened = _open(path, resolve_backend(backend))
+    idx = [int(i) for i in choose(opened.count)]
+    if idx and (min(idx) < 0 or max(idx) >= opened.count):
+        bad = max(idx) if max(idx) >= opened.count else min(idx)
+        raise CorruptSampleError(str(path), f"frame index {bad} outside the {opened.count} frames")
+    return opened.get(idx)
 
 
 def frame_count(path: str | Path, backend: str = "auto") -> int:
-    """Number of frames ``path`` decodes to."""
-    path, backend = Path(path), resolve_backend(backend)
-    _check_file(path)
-    if backend == "decord":
-        count = len(_decord_reader(path))
-    elif backend == "torchcodec":
-        count = len(_torchcodec_decoder(path))
-    else:
-        count = len(_pyav_frames(path))
-    if count == 0:
-        raise CorruptSampleError(str(path), "no decodable frames")
-    return count
+    """Number of frames ``path`` decodes to (at least 2; fewer is refused as not a video)."""
+    path = Path(path)
+    return _open(path, resolve_backend(backend)).count
 
 
 def read_frames(path: str | Path, indices: Sequence[int], backend: str = "auto") -> Tensor:
     """Frames ``indices`` of ``path`` -> ``(N, H, W, 3)`` uint8 RGB (indices may repeat, in any order).
 
     Raises:
-        CorruptSampleError: missing, empty, unreadable or audio-only file, or an index past its last frame.
+        CorruptSampleError: as :func:`read_clip`.
     """
-    path, backend = Path(path), resolve_backend(backend)
-    _check_file(path)
-    idx = [int(i) for i in indices]
-    if backend == "torchcodec":
-        return _torchcodec_frames(path, idx)
-    if backend == "decord":
-        reader = _decord_reader(path)
-        total = len(reader)
-        if idx and (min(idx) < 0 or max(idx) >= total):
-            raise CorruptSampleError(str(path), f"frame index {max(idx)} outside the {total} frames")
-        try:
-            return torch.from_numpy(np.ascontiguousarray(reader.get_batch(idx).asnumpy()))
-        except Exception as err:  # decord 0.6 fails on some frame widths (e.g. 48 px); PyAV reads them
-            if "pyav" not in available_backends():
-                raise CorruptSampleError(str(path), f"decord cannot decode frames: {type(err).__name__}: {err}") from err
-    decoded = _pyav_frames(path)
-    if idx and (min(idx) < 0 or max(idx) >= len(decoded)):
-        raise CorruptSampleError(str(path), f"frame index {max(idx)} outside the {len(decoded)} frames")
-    return torch.from_numpy(np.stack([decoded[i] for i in idx]))
+    return read_clip(path, lambda _: indices, backend)

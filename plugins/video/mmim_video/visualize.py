@@ -17,8 +17,8 @@ from PIL import Image
 from torch import Tensor
 
 from mmim.model import MaskedModel, ModelOutput
-from mmim_video.dataset import crop_resize, sample_indices
-from mmim_video.reader import frame_count, read_frames
+from mmim_video.dataset import crop_resize, sample_indices, segment_indices
+from mmim_video.reader import read_clip
 from mmim_video.target import IMAGENET_MEAN, IMAGENET_STD
 
 PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")
@@ -95,8 +95,13 @@ class VideoVisualizer:
         tokenizer = model.streams[stream].tokenizer
         num_frames, size = tokenizer.num_frames, tokenizer.img_size[0]
         backend = spec.get("backend", "auto")
-        idx = sample_indices(frame_count(path, backend), num_frames, spec.get("sampling_rate", 4), False)
-        x = read_frames(path, idx, backend).permute(0, 3, 1, 2).float() / 255.0
+        if spec.get("sampling", "stride") == "segments":
+            def choose(total: int) -> list[int]:
+                return segment_indices(total, num_frames, False)
+        else:
+            def choose(total: int) -> list[int]:
+                return sample_indices(total, num_frames, spec.get("sampling_rate", 4), False)
+        x = read_clip(path, choose, backend).permute(0, 3, 1, 2).float() / 255.0
         x = crop_resize(x, size, 1.0, random_place=False).permute(1, 0, 2, 3).clamp(0, 1)
         mean = torch.tensor(spec.get("mean", IMAGENET_MEAN)).view(3, 1, 1, 1)
         std = torch.tensor(spec.get("std", IMAGENET_STD)).view(3, 1, 1, 1)

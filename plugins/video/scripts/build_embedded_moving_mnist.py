@@ -1,11 +1,12 @@
 """Build the Moving-Fashion-MNIST clips embedded in ``mmim_video/data/moving_fashion``.
 
-Each clip is one Fashion-MNIST garment (28x28, from the image plugin's embedded subset) drifting in a
-straight line over a black ``32 x 32`` frame for 16 frames, in one of four directions (right, left,
-down, up) at 0.1-0.2 px per frame (sub-pixel positions, bilinear), from a random start that keeps it
-inside the frame. The garment fills about three quarters of the frame: with the earlier 64 x 64 frames
-(a garment on ~20 % of the frame, 1.6-2.4 px per frame) about 70 % of the tubelets were constant black,
-the normalised-pixel loss stayed at the predict-zeros level and the probe did not beat random init.
+Each clip is one Fashion-MNIST garment (from the image plugin's embedded subset, resized to 22 x 22)
+moving in a straight line over a black ``32 x 32`` frame for 16 frames, in one of four directions (right,
+left, down, up) at 0.4-0.6 px per frame (6-9 px over the clip; sub-pixel positions, bilinear), from a
+random start that keeps it inside the frame. The garment fills about half of the frame: with the earlier
+64 x 64 frames (a garment on ~20 % of the frame) about 70 % of the tubelets were constant black and the
+probe did not beat random init; with a 28 px garment drifting 0.1-0.2 px per frame (the second version)
+the garment class was learnt but the motion moved too little (1.5-3 px) to be learnt at all.
 ``--frame``, ``--garment`` (resized with PIL bicubic) and ``--min-speed`` / ``--max-speed`` change the
 geometry. Train clips use images of the train split, test clips images of the test split (the first
 ``per_class`` of each class, in file order); every class has the same number of clips per motion.
@@ -17,7 +18,7 @@ repository root)::
 
     python plugins/video/scripts/build_embedded_moving_mnist.py
     python plugins/video/scripts/build_embedded_moving_mnist.py --out DIR --train-per-class 60 --test-per-class 20
-    python plugins/video/scripts/build_embedded_moving_mnist.py --out DIR --frame 64 --garment 28 --min-speed 1.6 --max-speed 2.4
+    python plugins/video/scripts/build_embedded_moving_mnist.py --out DIR --frame 32 --garment 28 --min-speed 0.1 --max-speed 0.2
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "mmim_video" / "data" / "mov
 MOTIONS = ["right", "left", "down", "up"]
 DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}  # (dy, dx)
 FRAMES, FPS, CRF = 16, 8, 23
-FRAME_SIZE, GARMENT_SIZE, SPEED = 32, 28, (0.1, 0.2)
+FRAME_SIZE, GARMENT_SIZE, SPEED = 32, 22, (0.4, 0.6)
 
 
 def resize_garment(image: np.ndarray, size: int) -> np.ndarray:

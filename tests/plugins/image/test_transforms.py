@@ -100,12 +100,26 @@ def test_random_crops_zoom_in():
     assert (out[..., 1:] - out[..., :-1]).abs().mean() < 0.5 * (plain[..., 1:] - plain[..., :-1]).abs().mean()
 
 
-def test_rejects_non_uint8_or_unbatched_shapes():
+def test_rejects_integer_non_uint8_or_unbatched_shapes():
     transform = build_transform(8, augment=False, mean=0.5, std=0.5)
     with pytest.raises(ValueError, match="uint8"):
-        transform(torch.rand(1, 8, 8))
+        transform(torch.zeros(1, 8, 8, dtype=torch.int16))
     with pytest.raises(ValueError, match="uint8"):
         transform(torch.zeros(8, 8, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_unit_float_images_match_their_uint8_version(augment):
+    """High-bit images arrive as float32 in [0, 1]; they go through the same pipeline as uint8."""
+    transform = build_transform(8, augment=augment, mean=0.5, std=0.5)
+    x8 = _image(1, 12, 16)
+    torch.manual_seed(0)
+    a = transform(x8)
+    torch.manual_seed(0)
+    b = transform(x8.float() / 255)
+    assert a.dtype == b.dtype == torch.float32 and (a - b).abs().max() < 0.02  # uint8 rounds after resizing
+    hot = torch.full((1, 8, 8), 1.0)
+    assert transform(hot).max() <= 1.0 + 1e-6  # clamped to [0, 1] before normalising: (1 - 0.5) / 0.5
 
 
 @pytest.mark.parametrize(

@@ -117,8 +117,8 @@ def test_num_sample_gives_several_augmented_copies_of_one_decode(kinetics, tmp_p
     ds = VideoList("train", True, root=str(kinetics), list_file=str(tmp_path / "train.txt"), num_frames=4,
                    sampling_rate=2, img_size=16, num_sample=3)
     decodes = []
-    real = dataset_module.read_frames
-    monkeypatch.setattr(dataset_module, "read_frames", lambda *a: decodes.append(a[1]) or real(*a))
+    real = dataset_module.read_clip
+    monkeypatch.setattr(dataset_module, "read_clip", lambda *a: decodes.append(a[0]) or real(*a))
     torch.manual_seed(3)
     x = ds[0]["video"]
     assert x.shape == (3, 3, 4, 16, 16) and len(decodes) == 1  # three copies, one decode

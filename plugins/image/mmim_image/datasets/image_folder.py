@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmim.data import CorruptSampleError, DataError
+from mmim.data import DataError
 from mmim_image.datasets.common import check_split, subset_indices
-from mmim_image.transforms import build_transform, channel_values, tv2
+from mmim_image.still import SCALINGS, load_still, still_extensions
+from mmim_image.transforms import build_transform, channel_values
 
 # Folder names that mark ``root`` as holding splits rather than classes.
 SPLIT_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
@@ -66,22 +66,14 @@ def scan(folder: Path, extensions: Sequence[str]) -> tuple[list[str], list[tuple
     return classes, samples
 
 
-def decode(path: str, mode: str) -> Tensor:
-    """Decode the image file ``path`` into a ``uint8`` tensor ``(C, H, W)`` (``C`` = 3 for RGB, 1 for L).
+def decode(path: str, mode: str, scaling: str = "dtype", background: Sequence[int] = (255, 255, 255)) -> Tensor:
+    """Decode the image file ``path`` upright into ``(C, H, W)`` (``C`` = 3 for ``"RGB"``, 1 for ``"L"``):
+    ``uint8``, or ``float32`` in ``[0, 1]`` for high-bit-depth images (:func:`mmim_image.still.load_still`).
 
     Raises:
         CorruptSampleError: the file is empty, unreadable, truncated or not an image.
     """
-    try:
-        if os.path.getsize(path) == 0:
-            raise CorruptSampleError(path, "empty file (0 bytes)")
-        with Image.open(path) as img:
-            img = img.convert(mode)  # convert() loads the pixels, so truncated data fails here
-    except CorruptSampleError:
-        raise
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
-        raise CorruptSampleError(path, f"cannot decode image ({type(err).__name__}: {err})") from err
-    return tv2().functional.pil_to_tensor(img)
+    return load_still(path, 1 if mode == "L" else 3, scaling, background)
 
 
 class ImageFolder(Dataset):
@@ -102,7 +94,13 @@ class ImageFolder(Dataset):
         hflip: random horizontal flips when augmenting.
         mean: per-channel mean of the ``[0, 1]`` pixels (one value or ``in_chans`` values).
         std: per-channel standard deviation (one value or ``in_chans`` values).
-        extensions: file extensions that count as images (case-insensitive).
+        extensions: file extensions that count as images (case-insensitive); default: every still format
+            Pillow decodes by itself (:func:`mmim_image.still.still_extensions`: JPEG, PNG, GIF, TIFF, WebP,
+            BMP, PPM/PGM, TGA, ICO, JPEG 2000, ...). Multi-frame files give their first frame.
+        scaling: how high-bit-depth images (16-bit, 32-bit integer and float) reach ``[0, 1]``: ``"dtype"``
+            (by their type's range; floats outside ``[0, 1]`` stretched min-max) or ``"image"`` (each image
+            stretched from its min to its max); see :mod:`mmim_image.still`.
+        background: RGB colour transparent pixels are composited over (alpha and palette transparency).
         max_samples: keep at most this many images, evenly spread over the (class-sorted) list.
         teacher_view: also return ``image_teacher``, a weak view of the same crop (the student's
             ``image`` gets photometric jitter), for teacher-based MIM; without ``augment`` both
@@ -125,12 +123,20 @@ class ImageFolder(Dataset):
         hflip: bool = True,
         mean: float | Sequence[float] = (0.485, 0.456, 0.406),
         std: float | Sequence[float] = (0.229, 0.224, 0.225),
-        extensions: Sequence[str] = (".jpg", ".jpeg", ".png", ".bmp", ".webp"),
+        extensions: Sequence[str] | None = None,
         max_samples: int | None = None,
         teacher_view: bool = False,
+        scaling: str = "dtype",
+        background: Sequence[int] = (255, 255, 255),
     ) -> None:
         if in_chans not in MODES:
             raise ValueError(f"in_chans must be 1 (grey) or 3 (RGB), got {in_chans!r}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+        if len(background) != 3 or not all(0 <= int(c) <= 255 for c in background):
+            raise ValueError(f"background must be an RGB triple of 0-255 values, got {background!r}")
+        self.scaling, self.background = scaling, tuple(int(c) for c in background)
+        extensions = still_extensions() if extensions is None else extensions
         mean, std = channel_values(mean, in_chans, "mean"), channel_values(std, in_chans, "std")
         self.split, self.augment, self.in_chans, self.mode = check_split(split), augment, in_chans, MODES[in_chans]
         self.root = Path(root).expanduser()
@@ -151,7 +157,7 @@ class ImageFolder(Dataset):
             CorruptSampleError: the image file cannot be decoded.
         """
         path, label = self.samples[index]
-        image = decode(path, self.mode)
+        image = decode(path, self.mode, self.scaling, self.background)
         if self.teacher_view and self.augment:
             student, teacher = self.transform.two_views(image)
             return {"image": student, "image_teacher": teacher, "label": label}

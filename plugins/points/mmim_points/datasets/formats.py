@@ -136,11 +136,22 @@ def read_pcd(path: Path) -> np.ndarray:
     return np.stack([columns[c] for c in "xyz"], axis=1).astype(np.float32)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_table(path: Path) -> np.ndarray:
-    """Whitespace- or comma-separated numbers, one point per line (ModelNet ``.txt``: ``x,y,z,nx,ny,nz``)."""
+    """Whitespace- or comma-separated numbers, one point per line (ModelNet ``.txt``: ``x,y,z,nx,ny,nz``); a
+    first line of column names (``x,y,z`` as CSV exports write) is skipped."""
     try:
         text = path.read_text()
         rows = [ln.replace(",", " ").split() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        if rows and not any(_is_number(cell) for cell in rows[0]):
+            rows = rows[1:]  # a header row
         return np.array(rows, dtype=np.float32) if rows else np.zeros((0, 3), np.float32)
     except (ValueError, UnicodeDecodeError) as err:
         raise CorruptSampleError(str(path), f"not a table of numbers with the same column count on every line ({err})") from None
