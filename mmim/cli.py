@@ -75,6 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mmim.config.recipe import load_recipe
     from mmim.engine.trainer import Trainer
     from mmim.eval.protocols import evaluate_with_baseline, format_results
+    from mmim.extras import check_recipe_extras
     from mmim.recipes_catalog import default_recipe, find_recipe
 
     recipe_arg, overrides = _split_train_args(args)
@@ -96,6 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         raise SystemExit("mmim train: give a recipe (file or name) or --modality MODALITY")
     recipe = load_recipe(path, overrides)
+    check_recipe_extras(recipe)  # before the run directory exists
     if not recipe.modality and args.modality:
         recipe.modality = args.modality
     log.info("recipe %s (%s)", recipe.name, path)

@@ -40,6 +40,8 @@ class Plugin:
         components: ``{kind: {name: "module:attribute"}}``; kinds are those in ``KINDS``.
         recipes: ``"package/relative/dir"`` of YAML recipes shipped inside the plugin package.
         default_recipe: file name (inside ``recipes``) that ``--modality`` runs.
+        extras: ``{extra: (module, ...)}``: the plugin cannot run unless one of the modules
+            imports; ``pip install "mmim[<extra>]"`` brings them (see :mod:`mmim.extras`).
     """
 
     name: str
@@ -48,6 +50,7 @@ class Plugin:
     components: dict[str, dict[str, str]] = field(default_factory=dict)
     recipes: str | None = None
     default_recipe: str | None = None
+    extras: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for kind in self.components:
@@ -79,7 +82,12 @@ class PluginInfo:
 
     @property
     def status(self) -> str:
-        return "ok" if self.plugin else f"failed: {self.error}"
+        if not self.plugin:
+            return f"failed: {self.error}"
+        from mmim.extras import missing_extras
+
+        missing = missing_extras(self.plugin)
+        return f"needs {'; '.join(m.hint() for m in missing)}" if missing else "ok"
 
 
 _cache: list[PluginInfo] | None = None
