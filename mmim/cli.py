@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--split", help="dataset split to draw samples from (default: eval.test_split)")
     v.add_argument("--out", help="output folder (default: <run>/visualize)")
     v.add_argument("--seed", type=int, default=0, help="masking seed")
-    x = sub.add_parser("export", help="export the pretrained encoder (e.g. as a timm safetensors file + model card)")
+    x = sub.add_parser("export", help="export the pretrained encoder: safetensors, config.json, model card "
+                                      "(images also as timm)")
     x.add_argument("run", help="run directory or checkpoint file")
     x.add_argument("--out", help="output folder (default: <run>/export)")
     r = sub.add_parser("recipes", help="list recipes with their provenance")
@@ -250,17 +251,10 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mmim import registry
+    from mmim.export_cli import export_run
 
-    recipe, model = _load_run(args.run, [])
-    run = _run_dir(args.run)
-    metrics = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else {}
-    (stream, cfg), *rest = recipe.model.streams.items()
-    if rest:
-        raise ValueError("export covers single-stream models")
-    exporter = registry.companion("exporter", cfg.tokenizer["name"])
-    path = exporter(model, recipe, Path(args.out) if args.out else run / "export", stream, metrics)
-    print(path)
+    for path in export_run(args.run, args.out):
+        print(path)
     return 0
 
 
@@ -310,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return command(args)
+    except ModuleNotFoundError as err:  # an optional dependency: name the extra that brings it
+        from mmim.extras import missing_module_hint
+
+        print(f"mmim {args.command}: error: {missing_module_hint(err)}", file=sys.stderr)
+        return 1
     except (ConfigError, RegistryError, DataError, FileNotFoundError, FileExistsError, ValueError, KeyError,
             RuntimeError) as err:
         print(f"mmim {args.command}: error: {err}", file=sys.stderr)

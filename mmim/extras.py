@@ -31,6 +31,18 @@ class MissingExtra:
         return f'extra "{self.extra}" ({what} {verb}): pip install "mmim[{self.extra}]"'
 
 
+# modules that the pip extras in pyproject.toml bring, for the hint when an import fails
+EXTRA_OF_MODULE = {"av": "video", "decord": "video", "torchcodec": "torchcodec", "soundfile": "audio",
+                   "scipy": "audio", "trimesh": "points", "h5py": "points", "matplotlib": "viz", "open3d": "open3d"}
+
+
+def missing_module_hint(err: ModuleNotFoundError) -> str:
+    """One line for a failed optional import: the module and the extra that brings it."""
+    top = (err.name or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    return f"{err}; install it with pip install \"mmim[{extra}]\"" if extra else str(err)
+
+
 def module_available(name: str) -> bool:
     """Whether ``import name`` can find the module (without importing it)."""
     try:

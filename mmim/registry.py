@@ -222,7 +222,8 @@ def companion(kind: str, tokenizer_name: str) -> Any:
     """The ``visualizer`` or ``exporter`` a plugin registers under its tokenizer's name."""
     plugin, short, _ = _locate("tokenizer", tokenizer_name)
     if short not in plugins()[plugin].components.get(kind, {}):
-        raise RegistryError(f"plugin {plugin!r} has no {kind} for its tokenizer {short!r}")
+        raise RegistryError(f"plugin {plugin!r} registers no {kind} for its tokenizer {short!r} "
+                            f"(a plugin adds one under components[{kind!r}][{short!r}])")
     return resolve(kind, f"{plugin}:{short}")
 
 
