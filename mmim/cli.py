@@ -18,7 +18,7 @@ USAGE = """examples:
   mmim train --resume runs/mae_fashion_mnist  continue a run exactly where it stopped
   torchrun --nproc-per-node 8 -m mmim train RECIPE
   mmim eval runs/mae_fashion_mnist            linear probe and k-NN of a trained encoder
-  mmim recipes | mmim plugins
+  mmim recipes | mmim plugins | mmim check-plugin NAME
 """
 
 
@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("recipes", help="list recipes with their provenance")
     r.add_argument("--modality", help="only recipes of this modality")
     sub.add_parser("plugins", help="list installed plugins, their components and status")
+    c = sub.add_parser("check-plugin", help="run the conformance kit on every component of an installed plugin")
+    c.add_argument("plugin", help="plugin name, as `mmim plugins` lists it")
+    c.add_argument("--kind", action="append", help="only components of this kind (repeatable)")
     return p
 
 
@@ -284,6 +287,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_plugin(args: argparse.Namespace) -> int:
+    from mmim.testing.plugin_checks import check_plugin
+
+    results = check_plugin(args.plugin, args.kind)
+    for r in results:
+        print(f"{r.status.upper():<5} {r.kind:<11} {r.name}" + (f": {r.message}" if r.message else ""))
+    counts = {s: sum(r.status == s for r in results) for s in ("pass", "skip", "fail")}
+    print(f"{args.plugin}: {counts['pass']} passed, {counts['skip']} skipped, {counts['fail']} failed")
+    return 1 if counts["fail"] or not results else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -295,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="mmim: %(message)s", stream=sys.stderr)
     command = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "visualize": cmd_visualize, "export": cmd_export,
                "recipes": cmd_recipes,
-               "plugins": cmd_plugins}[args.command]
+               "plugins": cmd_plugins, "check-plugin": cmd_check_plugin}[args.command]
     if args.debug:
         return command(args)
     from mmim.config.typed import ConfigError

@@ -178,6 +178,13 @@ class VideoFolder(VideoClips):
         **options: :class:`VideoClips` options.
     """
 
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_video.examples import video_folder_example
+
+        return video_folder_example(root)
+
     def __init__(self, split: str, augment: bool, root: str,
                  extensions: Sequence[str] = (".mp4", ".avi", ".mkv", ".webm", ".mov"), **options: Any) -> None:
         base = Path(root)

@@ -39,6 +39,13 @@ class PointFolder(PointCloudDataset):
         **options: see :class:`~mmim_points.datasets.common.PointCloudDataset`.
     """
 
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_points.datasets.examples import point_folder_example
+
+        return point_folder_example(root)
+
     def __init__(self, split: str, augment: bool, root: str | None = None, mesh_points: int = 8192,
                  extensions: tuple[str, ...] | list[str] | None = None, **options: Any) -> None:
         super().__init__(split, augment, **options)

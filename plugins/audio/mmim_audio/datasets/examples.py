@@ -1,0 +1,20 @@
+"""Tiny on-disk datasets for the conformance kit (``example_options`` hooks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def audio_folder_example(root: Path) -> dict[str, Any]:
+    """Two classes of two 0.3 s 16 kHz tones (WAV) under ``root``; options of an ``audio_folder``."""
+    import soundfile
+
+    t = np.arange(4800) / 16000
+    for c, cls in enumerate(("low", "high")):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            soundfile.write(root / cls / f"{c}{i}.wav", 0.3 * np.sin(2 * np.pi * (300 + 500 * c + 50 * i) * t), 16000)
+    return {"root": str(root), "target_frames": 32, "num_mel_bins": 32}

@@ -1,0 +1,29 @@
+"""Tiny on-disk datasets for the conformance kit (``example_options`` hooks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def video_folder_example(root: Path) -> dict[str, Any]:
+    """Two classes of two 8-frame 16x16 H.264 clips under ``root`` (written with PyAV); options of a ``video_folder``."""
+    import av
+
+    for c, cls in enumerate(("left", "right")):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            with av.open(str(root / cls / f"{c}{i}.mp4"), "w") as container:
+                stream = container.add_stream("libx264", rate=8)
+                stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+                for t in range(8):
+                    img = np.full((16, 16, 3), 40, np.uint8)
+                    x = (t + 3 * i) % 12 if c == 0 else 11 - (t + 3 * i) % 12
+                    img[4:10, x:x + 4] = 220
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                        container.mux(packet)
+                for packet in stream.encode():
+                    container.mux(packet)
+    return {"root": str(root), "num_frames": 4, "sampling_rate": 1, "img_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3}
