@@ -27,3 +27,12 @@ def video_folder_example(root: Path) -> dict[str, Any]:
                 for packet in stream.encode():
                     container.mux(packet)
     return {"root": str(root), "num_frames": 4, "sampling_rate": 1, "img_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3}
+
+
+def video_list_example(root: Path) -> dict[str, Any]:
+    """The clips of :func:`video_folder_example` named by a ``path label`` list file; options of a ``video_list``."""
+    options = video_folder_example(root)
+    lines = [f"{p.relative_to(root).as_posix()} {c}" for c, cls in enumerate(("left", "right"))
+             for p in sorted((root / cls).glob("*.mp4"))]
+    (root / "list.txt").write_text("\n".join(lines) + "\n")
+    return {**options, "list_file": str(root / "list.txt")}
