@@ -18,3 +18,12 @@ def audio_folder_example(root: Path) -> dict[str, Any]:
         for i in range(2):
             soundfile.write(root / cls / f"{c}{i}.wav", 0.3 * np.sin(2 * np.pi * (300 + 500 * c + 50 * i) * t), 16000)
     return {"root": str(root), "target_frames": 32, "num_mel_bins": 32}
+
+
+def audio_list_example(root: Path) -> dict[str, Any]:
+    """The tones of :func:`audio_folder_example` listed in a ``path,label`` CSV; options of an ``audio_list``."""
+    options = audio_folder_example(root)
+    rows = [f"{p.relative_to(root).as_posix()},{p.parent.name}" for p in sorted(root.rglob("*.wav"))]
+    (root / "list.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    return {**{k: v for k, v in options.items() if k != "root"}, "data_file": str(root / "list.csv"),
+            "classes": ["low", "high"]}
