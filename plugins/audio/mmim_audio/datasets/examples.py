@@ -27,3 +27,12 @@ def audio_list_example(root: Path) -> dict[str, Any]:
     (root / "list.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
     return {**{k: v for k, v in options.items() if k != "root"}, "data_file": str(root / "list.csv"),
             "classes": ["low", "high"]}
+
+
+def speech_commands_example(root: Path) -> dict[str, Any]:
+    """The tones of :func:`audio_folder_example` as word folders, one file each held out in the
+    official ``validation_list.txt`` / ``testing_list.txt``; options of a ``speech_commands``."""
+    options = audio_folder_example(root)
+    (root / "validation_list.txt").write_text("low/01.wav\n")
+    (root / "testing_list.txt").write_text("high/11.wav\n")
+    return options
