@@ -36,3 +36,17 @@ def video_list_example(root: Path) -> dict[str, Any]:
              for p in sorted((root / cls).glob("*.mp4"))]
     (root / "list.txt").write_text("\n".join(lines) + "\n")
     return {**options, "list_file": str(root / "list.txt")}
+
+
+def kinetics_csv_example(root: Path) -> dict[str, Any]:
+    """The clips of :func:`video_folder_example` under Kinetics names in class folders, and the
+    official ``label,youtube_id,time_start,time_end,split`` CSV; options of a ``kinetics_csv``."""
+    options = video_folder_example(root)
+    rows = ["label,youtube_id,time_start,time_end,split"]
+    for cls in ("left", "right"):
+        for n, clip in enumerate(sorted((root / cls).glob("*.mp4"))):
+            youtube_id = f"{cls}{n}xxxxxxx"[:11]
+            clip.rename(clip.with_name(f"{youtube_id}_{0:06d}_{10:06d}.mp4"))
+            rows.append(f"{cls},{youtube_id},0,10,train")
+    (root / "train.csv").write_text("\n".join(rows) + "\n")
+    return {**options, "csv_file": str(root / "{split}.csv")}
