@@ -39,7 +39,12 @@ class CheckSkipped(Exception):
 def _dataset_options(cls: Any, root: Path) -> dict[str, Any]:
     hook = getattr(cls, "example_options", None)
     if hook is not None:
-        return dict(hook(root))
+        try:
+            return dict(hook(root))
+        except ModuleNotFoundError as err:  # the hook writes files with an optional library
+            from mmim.extras import missing_module_hint
+
+            raise CheckSkipped(f"example_options: {missing_module_hint(err)}") from err
     params = inspect.signature(cls).parameters
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in ("split", "augment")
                 and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
