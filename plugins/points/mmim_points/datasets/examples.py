@@ -51,3 +51,17 @@ def modelnet40_h5_example(root: Path) -> dict[str, Any]:
             f["label"] = np.array([[0], [1], [0], [1]], dtype=np.uint8)
         (root / f"{split}_files.txt").write_text(f"data/modelnet40_ply_hdf5_2048/ply_data_{split}0.h5\n")
     return {"root": str(root), "num_points": 64, "min_points": 32}
+
+
+def shapenet55_example(root: Path) -> dict[str, Any]:
+    """A ``ShapeNet55-34`` layout: split lists of ``<taxonomy>-<model>.npy`` names and four 96-point
+    clouds in ``shapenet_pc/``; options of a ``shapenet55``."""
+    rng = np.random.default_rng(0)
+    (root / "ShapeNet-55").mkdir()
+    (root / "shapenet_pc").mkdir()
+    names = [f"{taxonomy}-model{i}.npy" for taxonomy in ("02691156", "02747177") for i in (1, 2)]
+    for name in names:
+        np.save(root / "shapenet_pc" / name, rng.uniform(-1, 1, (96, 3)).astype(np.float32))
+    for split in ("train", "test"):
+        (root / "ShapeNet-55" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return {"root": str(root), "num_points": 64, "min_points": 32}
