@@ -65,3 +65,17 @@ def shapenet55_example(root: Path) -> dict[str, Any]:
     for split in ("train", "test"):
         (root / "ShapeNet-55" / f"{split}.txt").write_text("\n".join(names) + "\n")
     return {"root": str(root), "num_points": 64, "min_points": 32}
+
+
+def scanobjectnn_example(root: Path) -> dict[str, Any]:
+    """The release layout for variant ``pb_t50_rs``: ``main_split/{training,test}_objectdataset_augmentedrot_scale75.h5``
+    with 4 clouds of 96 points each; options of a ``scanobjectnn`` (needs h5py)."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    (root / "main_split").mkdir()
+    for split in ("training", "test"):
+        with h5py.File(root / "main_split" / f"{split}_objectdataset_augmentedrot_scale75.h5", "w") as f:
+            f["data"] = rng.uniform(-1, 1, (4, 96, 3)).astype(np.float32)
+            f["label"] = np.array([0, 3, 7, 14], dtype=np.int64)
+    return {"root": str(root), "num_points": 64, "min_points": 32}
