@@ -36,3 +36,20 @@ def speech_commands_example(root: Path) -> dict[str, Any]:
     (root / "validation_list.txt").write_text("low/01.wav\n")
     (root / "testing_list.txt").write_text("high/11.wav\n")
     return options
+
+
+def esc50_example(root: Path) -> dict[str, Any]:
+    """The ``ESC-50-master`` layout: ``meta/esc50.csv`` and ``audio/`` holding four tones of two
+    classes in folds 1 and 2; options of an ``esc50`` (fold 1 held out)."""
+    import soundfile
+
+    t = np.arange(4800) / 16000
+    (root / "audio").mkdir()
+    (root / "meta").mkdir()
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for i, (fold, target, category) in enumerate([(1, 0, "dog"), (2, 0, "dog"), (1, 1, "rain"), (2, 1, "rain")]):
+        name = f"{fold}-{100 + i}-A-{target}.wav"
+        soundfile.write(root / "audio" / name, 0.3 * np.sin(2 * np.pi * (300 + 400 * target) * t), 16000)
+        rows.append(f"{name},{fold},{target},{category},True,{100 + i},A")
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    return {"root": str(root), "target_frames": 32, "num_mel_bins": 32}
