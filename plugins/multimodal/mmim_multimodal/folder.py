@@ -65,6 +65,13 @@ class MultiTaskFolder(torch.utils.data.Dataset):
     Items: ``{"rgb": (3, S, S), "depth": (1, S, S), "semseg": (S/4, S/4) int64, "label": int}``.
     """
 
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_multimodal.examples import multitask_folder_example
+
+        return multitask_folder_example(root)
+
     def __init__(self, split: str, augment: bool, root: str, tasks: tuple[str, ...] = ("rgb", "depth", "semseg"),
                  input_size: int = 224, semseg_stride: int = 4, crop_scale: tuple[float, float] = (0.2, 1.0),
                  crop_ratio: tuple[float, float] = (0.75, 1.3333), hflip: float = 0.5, standardize_depth: bool = True,
@@ -114,7 +121,7 @@ class MultiTaskFolder(torch.utils.data.Dataset):
             img = Image.open(path)
             img.load()
         except (OSError, UnidentifiedImageError) as err:
-            raise CorruptSampleError(f"{path}: cannot read the {task} image: {err}") from err
+            raise CorruptSampleError(str(path), f"cannot read the {task} image: {err}") from err
         return img.convert("RGB") if task == "rgb" else img
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -123,7 +130,7 @@ class MultiTaskFolder(torch.utils.data.Dataset):
         size = images[self.tasks[0]].size
         for t, img in images.items():
             if img.size != size:
-                raise CorruptSampleError(f"{paths[t]}: size {img.size} differs from {paths[self.tasks[0]]}'s {size}")
+                raise CorruptSampleError(str(paths[t]), f"size {img.size} differs from {paths[self.tasks[0]]}'s {size}")
         w, h = size
         if self.augment:
             top, left, ch, cw = crop_params(h, w, self.crop_scale, self.crop_ratio)
@@ -139,7 +146,7 @@ class MultiTaskFolder(torch.utils.data.Dataset):
                 img = img.resize((s // self.semseg_stride,) * 2, Image.NEAREST)
                 x = torch.from_numpy(np.array(img, dtype=np.int64))
                 if x.dim() != 2:
-                    raise CorruptSampleError(f"{paths[task]}: a semantic map must have one channel of class ids")
+                    raise CorruptSampleError(str(paths[task]), "a semantic map must have one channel of class ids")
                 out[task] = x.flip(-1) if flip else x
                 continue
             img = img.resize((s, s), Image.BICUBIC)
@@ -151,7 +158,7 @@ class MultiTaskFolder(torch.utils.data.Dataset):
                 if self.standardize_depth:
                     x = truncated_standardize(x)
             if not torch.isfinite(x).all():
-                raise CorruptSampleError(f"{paths[task]}: non-finite values")
+                raise CorruptSampleError(str(paths[task]), "non-finite values")
             out[self.rgb_key if task == "rgb" else task] = x.flip(-1) if flip else x
         return out
 
