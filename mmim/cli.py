@@ -18,7 +18,7 @@ USAGE = """examples:
   mmim train --resume runs/mae_fashion_mnist  continue a run exactly where it stopped
   torchrun --nproc-per-node 8 -m mmim train RECIPE
   mmim eval runs/mae_fashion_mnist            linear probe and k-NN of a trained encoder
-  mmim recipes | mmim plugins
+  mmim recipes | mmim plugins | mmim check-plugin NAME
 """
 
 
@@ -50,12 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--split", help="dataset split to draw samples from (default: eval.test_split)")
     v.add_argument("--out", help="output folder (default: <run>/visualize)")
     v.add_argument("--seed", type=int, default=0, help="masking seed")
-    x = sub.add_parser("export", help="export the pretrained encoder (e.g. as a timm safetensors file + model card)")
+    x = sub.add_parser("export", help="export the pretrained encoder: safetensors, config.json, model card "
+                                      "(images also as timm)")
     x.add_argument("run", help="run directory or checkpoint file")
     x.add_argument("--out", help="output folder (default: <run>/export)")
     r = sub.add_parser("recipes", help="list recipes with their provenance")
     r.add_argument("--modality", help="only recipes of this modality")
     sub.add_parser("plugins", help="list installed plugins, their components and status")
+    c = sub.add_parser("check-plugin", help="run the conformance kit on every component of an installed plugin")
+    c.add_argument("plugin", help="plugin name, as `mmim plugins` lists it")
+    c.add_argument("--kind", action="append", help="only components of this kind (repeatable)")
     return p
 
 
@@ -75,6 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mmim.config.recipe import load_recipe
     from mmim.engine.trainer import Trainer
     from mmim.eval.protocols import evaluate_with_baseline, format_results
+    from mmim.extras import check_recipe_extras
     from mmim.recipes_catalog import default_recipe, find_recipe
 
     recipe_arg, overrides = _split_train_args(args)
@@ -96,6 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         raise SystemExit("mmim train: give a recipe (file or name) or --modality MODALITY")
     recipe = load_recipe(path, overrides)
+    check_recipe_extras(recipe)  # before the run directory exists
     if not recipe.modality and args.modality:
         recipe.modality = args.modality
     log.info("recipe %s (%s)", recipe.name, path)
@@ -196,16 +202,18 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     model.eval()
     spec = recipe.eval.dataset or recipe.data.dataset
     out_dir = Path(args.out) if args.out else _run_dir(args.run) / "visualize"
-    visualizers = {}
+    visualizers, undrawn = {}, []
     for name, s in recipe.model.streams.items():
         if s.tokenizer is None:
             continue
         try:
             visualizers[name] = registry.companion("visualizer", s.tokenizer["name"])()
         except registry.RegistryError as err:
-            print(f"mmim visualize: stream {name!r} is not drawn: {err}", file=sys.stderr)
-    if not visualizers:
-        raise ValueError("no stream of this model can be drawn: none of its plugins registers a visualizer")
+            undrawn.append(f"stream {name!r}: {err}")
+    if not visualizers:  # one line: nothing to draw, and why
+        raise ValueError("nothing to draw: " + "; ".join(undrawn))
+    for line in undrawn:
+        print(f"mmim visualize: not drawn: {line}", file=sys.stderr)
     if args.input:
         if len(visualizers) != 1:
             raise ValueError("--input works for single-stream models; use dataset samples for several streams")
@@ -231,17 +239,10 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mmim import registry
+    from mmim.export_cli import export_run
 
-    recipe, model = _load_run(args.run, [])
-    run = _run_dir(args.run)
-    metrics = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else {}
-    (stream, cfg), *rest = recipe.model.streams.items()
-    if rest:
-        raise ValueError("export covers single-stream models")
-    exporter = registry.companion("exporter", cfg.tokenizer["name"])
-    path = exporter(model, recipe, Path(args.out) if args.out else run / "export", stream, metrics)
-    print(path)
+    for path in export_run(args.run, args.out):
+        print(path)
     return 0
 
 
@@ -271,6 +272,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_plugin(args: argparse.Namespace) -> int:
+    from mmim.testing.plugin_checks import check_plugin
+
+    results = check_plugin(args.plugin, args.kind)
+    for r in results:
+        print(f"{r.status.upper():<5} {r.kind:<11} {r.name}" + (f": {r.message}" if r.message else ""))
+    counts = {s: sum(r.status == s for r in results) for s in ("pass", "skip", "fail")}
+    print(f"{args.plugin}: {counts['pass']} passed, {counts['skip']} skipped, {counts['fail']} failed")
+    return 1 if counts["fail"] or not results else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -282,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="mmim: %(message)s", stream=sys.stderr)
     command = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "visualize": cmd_visualize, "export": cmd_export,
                "recipes": cmd_recipes,
-               "plugins": cmd_plugins}[args.command]
+               "plugins": cmd_plugins, "check-plugin": cmd_check_plugin}[args.command]
     if args.debug:
         return command(args)
     from mmim.config.typed import ConfigError
@@ -291,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return command(args)
+    except ModuleNotFoundError as err:  # an optional dependency: name the extra that brings it
+        from mmim.extras import missing_module_hint
+
+        print(f"mmim {args.command}: error: {missing_module_hint(err)}", file=sys.stderr)
+        return 1
     except (ConfigError, RegistryError, DataError, FileNotFoundError, FileExistsError, ValueError, KeyError,
             RuntimeError) as err:
         print(f"mmim {args.command}: error: {err}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Finding recipes: the repository's ``recipes/`` tree and the recipes plugins ship."""
+"""Finding recipes: the paper recipes (``recipes/`` in a checkout, ``mmim/paper_recipes/`` in an
+installed wheel, see ``setup.py``) and the recipes plugins ship."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from mmim import registry
 from mmim.config.recipe import read_yaml
 from mmim.config.typed import ConfigError
 
-REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # a source checkout (editable install)
+PACKAGED_RECIPES = Path(__file__).resolve().parent / "paper_recipes"  # the same files inside a built wheel
 
 
 @dataclass
@@ -20,11 +22,13 @@ class RecipeEntry:
 
 
 def catalog() -> list[RecipeEntry]:
-    """Every known recipe: the repository's ``recipes/**.yaml`` and each plugin's recipes."""
-    entries = []
-    for root in {REPO_RECIPES, Path.cwd() / "recipes"}:
-        if root.is_dir():
-            entries += [RecipeEntry(p.stem, p, "recipes/") for p in sorted(root.rglob("*.yaml"))]
+    """Every known recipe: the paper recipes ``recipes/**.yaml`` and each plugin's recipes."""
+    entries, shipped = [], set()
+    for root in dict.fromkeys((PACKAGED_RECIPES, REPO_RECIPES, Path.cwd() / "recipes")):
+        if root.is_dir():  # the same file under two roots (a wheel run inside a checkout) is listed once
+            entries += [RecipeEntry(p.stem, p, "recipes/") for p in sorted(root.rglob("*.yaml"))
+                        if p.relative_to(root) not in shipped]
+            shipped.update(p.relative_to(root) for p in root.rglob("*.yaml"))
     for plugin in registry.plugins().values():
         entries += [RecipeEntry(p.stem, p, f"plugin {plugin.name}") for p in plugin.recipe_files()]
     seen, unique = set(), []

@@ -40,6 +40,8 @@ class Plugin:
         components: ``{kind: {name: "module:attribute"}}``; kinds are those in ``KINDS``.
         recipes: ``"package/relative/dir"`` of YAML recipes shipped inside the plugin package.
         default_recipe: file name (inside ``recipes``) that ``--modality`` runs.
+        extras: ``{extra: (module, ...)}``: the plugin cannot run unless one of the modules
+            imports; ``pip install "mmim[<extra>]"`` brings them (see :mod:`mmim.extras`).
     """
 
     name: str
@@ -48,6 +50,7 @@ class Plugin:
     components: dict[str, dict[str, str]] = field(default_factory=dict)
     recipes: str | None = None
     default_recipe: str | None = None
+    extras: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for kind in self.components:
@@ -79,7 +82,12 @@ class PluginInfo:
 
     @property
     def status(self) -> str:
-        return "ok" if self.plugin else f"failed: {self.error}"
+        if not self.plugin:
+            return f"failed: {self.error}"
+        from mmim.extras import missing_extras
+
+        missing = missing_extras(self.plugin)
+        return f"needs {'; '.join(m.hint() for m in missing)}" if missing else "ok"
 
 
 _cache: list[PluginInfo] | None = None
@@ -197,6 +205,13 @@ def check_options(kind: str, spec: dict[str, Any], context: tuple[str, ...] | di
     return cls
 
 
+def required_options(cls: Any, injected: tuple[str, ...] = ()) -> list[str]:
+    """The constructor arguments of ``cls`` without a default, other than the ``injected`` ones."""
+    params = inspect.signature(cls).parameters
+    return [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in injected
+            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
+
 def option_value(kind: str, spec: dict[str, Any] | None, name: str, default: Any = None) -> Any:
     """The value a component built from ``spec`` has for option ``name``: the spec's, else the
     constructor's default, else the class's ``option_defaults`` (options it passes on), else
@@ -240,7 +255,8 @@ def companion(kind: str, tokenizer_name: str) -> Any:
     """The ``visualizer`` or ``exporter`` a plugin registers under its tokenizer's name."""
     plugin, short, _ = _locate("tokenizer", tokenizer_name)
     if short not in plugins()[plugin].components.get(kind, {}):
-        raise RegistryError(f"plugin {plugin!r} has no {kind} for its tokenizer {short!r}")
+        raise RegistryError(f"plugin {plugin!r} registers no {kind} for its tokenizer {short!r} "
+                            f"(a plugin adds one under components[{kind!r}][{short!r}])")
     return resolve(kind, f"{plugin}:{short}")
 
 

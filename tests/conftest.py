@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import importlib
-import importlib.util
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mmim-timeseries"
 DISTRIBUTION = "mmim-timeseries"
+_temporary: dict[str, Any] = {}
 
 
 def _installed() -> bool:
@@ -27,16 +30,26 @@ def _installed() -> bool:
 
 
 def install_example_plugin() -> None:
-    """pip-install ``examples/mmim-timeseries`` (editable, offline) into this environment if missing."""
-    if not _installed():
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-e", str(EXAMPLE)]
+    """Make ``examples/mmim-timeseries`` discoverable without touching the active environment.
+
+    If it is installed already (``pip install examples/mmim-timeseries``), that install is used.
+    Otherwise a copy is built and installed (offline, ``pip install --target``) into a temporary
+    folder put on ``sys.path`` and on ``PYTHONPATH`` (for the CLI subprocesses); the folder is
+    removed when the session ends.
+    """
+    if not _installed() and "dir" not in _temporary:
+        tmp = Path(tempfile.mkdtemp(prefix="mmim-timeseries-"))
+        shutil.copytree(EXAMPLE, tmp / "src", ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+               "--target", str(tmp / "site"), str(tmp / "src")]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"installing {EXAMPLE} failed:\n{done.stdout}\n{done.stderr}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError(f"installing a copy of {EXAMPLE} into {tmp} failed:\n{done.stdout}\n{done.stderr}")
+        _temporary.update(dir=tmp, pythonpath=os.environ.get("PYTHONPATH"))
+        sys.path.insert(0, str(tmp / "site"))
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp / "site"), os.environ.get("PYTHONPATH")]))
         importlib.invalidate_caches()
-    # a fresh editable install's .pth file is only read by new interpreters
-    if importlib.util.find_spec("mmim_timeseries") is None:
-        sys.path.insert(0, str(EXAMPLE))
     from mmim import registry
 
     registry.discover(refresh=True)
@@ -58,6 +71,20 @@ def timeseries_plugin() -> Any:
 
 def pytest_configure(config: pytest.Config) -> None:
     install_example_plugin()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    tmp = _temporary.pop("dir", None)
+    if tmp is None:
+        return
+    if str(tmp / "site") in sys.path:
+        sys.path.remove(str(tmp / "site"))
+    old = _temporary.pop("pythonpath", None)
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
+    shutil.rmtree(tmp, ignore_errors=True)
 
 TINY_RECIPE: dict[str, Any] = {
     "name": "tiny",

@@ -1,7 +1,7 @@
 """A modality added from outside mmim: the example package ``examples/mmim-timeseries``.
 
-The package is pip-installed (editable, offline) into the running environment if it is not
-there yet; then it must be discovered through its entry point, its recipe must build and train
+``tests/conftest.py`` builds and installs a copy into a temporary folder unless it is installed
+already (the active environment is left as it was); then it must be discovered through its entry point, its recipe must build and train
 a model, and ``mmim train --modality timeseries`` must run it, all without anything in mmim
 knowing about time series.
 """

@@ -65,6 +65,13 @@ class PairedDataset(Dataset):
     Items: the union of the parts' items; keys other than ``pair_by`` must not collide.
     """
 
+    @staticmethod
+    def example_options(root: Any) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin core``): procedural point
+        primitives paired by class with embedded Fashion-MNIST images (no files)."""
+        return {"parts": {"points": {"name": "primitives", "num_samples": 24, "num_points": 64},
+                          "image": {"name": "fashion_mnist", "max_samples": 60}}}
+
     def __init__(self, split: str, augment: bool, parts: dict[str, dict[str, Any]], pair_by: str = "label",
                  seed: int = 0) -> None:
         from mmim import registry

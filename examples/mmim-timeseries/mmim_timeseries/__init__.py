@@ -15,6 +15,7 @@ plugin = Plugin(
         "tokenizer": {"series_patch": "mmim_timeseries.tokenizer:SeriesPatchTokenizer"},
         "masker": {"span": "mmim_timeseries.masker:SpanMasker"},
         "dataset": {"synthetic_signals": "mmim_timeseries.datasets:SyntheticSignals"},
+        "visualizer": {"series_patch": "mmim_timeseries.visualize:SeriesVisualizer"},
     },
     recipes="mmim_timeseries/recipes",
     default_recipe="mae_timeseries.yaml",

@@ -30,4 +30,5 @@ plugin = Plugin(
     },
     recipes="mmim_audio/recipes",
     default_recipe="audiomae_spoken_digits.yaml",
+    extras={"audio": ("soundfile",)},  # decoding; torchaudio is optional
 )

@@ -78,3 +78,6 @@ def export_timm(model: MaskedModel, recipe: Recipe, out_dir: str | Path, stream:
     ]
     (out_dir / "README.md").write_text("\n".join(card))
     return weights
+
+
+export_timm.format_name = "timm"  # ``mmim export`` writes this format into ``<out>/timm/``

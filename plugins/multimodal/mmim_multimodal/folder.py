@@ -65,6 +65,13 @@ class MultiTaskFolder(torch.utils.data.Dataset):
     Items: ``{"rgb": (3, S, S), "depth": (1, S, S), "semseg": (S/4, S/4) int64, "label": int}``.
     """
 
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_multimodal.examples import multitask_folder_example
+
+        return multitask_folder_example(root)
+
     def __init__(self, split: str, augment: bool, root: str, tasks: tuple[str, ...] = ("rgb", "depth", "semseg"),
                  input_size: int = 224, semseg_stride: int = 4, crop_scale: tuple[float, float] = (0.2, 1.0),
                  crop_ratio: tuple[float, float] = (0.75, 1.3333), hflip: float = 0.5, standardize_depth: bool = True,

@@ -2,7 +2,8 @@
 
 Drawn with matplotlib's Agg backend (open3d's offscreen renderer is not usable headless). The
 reconstruction panel shows the visible patches in grey and the predicted masked patches (each
-prediction placed at its patch center) in red.
+prediction placed at its patch center) in red. With open3d installed (the ``open3d`` extra) the
+same reconstruction is also written as a coloured ``.ply`` next to each PNG, for open3d's viewer.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from mmim.model import MaskedModel, ModelOutput
 from mmim.types import Layout, gather_tokens
+from mmim_points.datasets.open3d_io import open3d_available, write_colored_cloud
 
 PANELS = ("original", "visible patches", "reconstruction")
 
@@ -80,6 +82,10 @@ class PointVisualizer:
             fig.savefig(path)
             plt.close(fig)
             paths.append(path)
+            if open3d_available():  # also a coloured cloud for open3d's viewer: visible grey, predicted red
+                paths.append(write_colored_cloud(out_dir / f"{prefix}_{i:03d}.ply", [
+                    (visible[i].detach().float().cpu().numpy(), (0.6, 0.6, 0.6)),
+                    (predicted[i].detach().float().cpu().numpy(), (0.85, 0.1, 0.1))]))
         return paths
 
     def load_input(self, path: str | Path, model: MaskedModel, stream: str,
@@ -90,7 +96,7 @@ class PointVisualizer:
         from mmim_points.datasets.formats import read_point_file
 
         spec = dataset_spec or {}
-        points = sample_points(check_cloud(read_point_file(path), str(path)), int(spec.get("num_points", 1024)), "fps")
+        points = sample_points(check_cloud(read_point_file(path, reader=spec.get("reader", "builtin")), str(path)), int(spec.get("num_points", 1024)), "fps")
         if spec.get("normalize", True):
             points = normalize_unit_sphere(points)
         return points.unsqueeze(0).to(torch.float32)

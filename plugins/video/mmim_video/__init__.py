@@ -30,4 +30,5 @@ plugin = Plugin(
     },
     recipes="mmim_video/recipes",
     default_recipe="videomae_moving_fashion.yaml",
+    extras={"video": ("av", "decord", "torchcodec")},  # any one decoding backend
 )

@@ -37,8 +37,12 @@ def read_list_file(path: Path, root: Path) -> list[tuple[str, int, int]]:
     """``[(video path, label, line)]`` of a ``path label`` list (space or comma separated; ``#`` comments)."""
     if not path.is_file():
         raise DataError(f"{path}: list file not found")
+    try:
+        text_lines = path.read_text().splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a text list file ({err.reason} at byte {err.start})") from None
     out = []
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(text_lines, start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -195,6 +199,13 @@ class VideoList(VideoClips):
         **options: :class:`VideoClips` options.
     """
 
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_video.examples import video_list_example
+
+        return video_list_example(root)
+
     def __init__(self, split: str, augment: bool, root: str, list_file: str, **options: Any) -> None:
         path = Path(list_file.format(split=split))
         super().__init__(read_list_file(path, Path(root)), str(path), augment, **options)
@@ -211,6 +222,13 @@ class VideoFolder(VideoClips):
         extensions: video file suffixes.
         **options: :class:`VideoClips` options.
     """
+
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_video.examples import video_folder_example
+
+        return video_folder_example(root)
 
     def __init__(self, split: str, augment: bool, root: str,
                  extensions: Sequence[str] = (".mp4", ".avi", ".mkv", ".webm", ".mov"), **options: Any) -> None:

@@ -50,6 +50,10 @@ def read_kinetics_csv(path: Path, split: str | None = None) -> list[dict[str, An
     """
     if not path.is_file():
         raise DataError(f"{path}: Kinetics CSV not found")
+    try:
+        path.read_text()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a UTF-8 text CSV ({err.reason} at byte {err.start})") from None
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -126,6 +130,13 @@ class KineticsCSV(VideoClips):
     A missing clip file is reported when read (``CorruptSampleError`` naming the file and the CSV line;
     skipped with ``data.skip_corrupt=true``).
     """
+
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_video.examples import kinetics_csv_example
+
+        return kinetics_csv_example(root)
 
     def __init__(self, split: str, augment: bool, root: str, csv_file: str, classes: str | None = None,
                  layout: str = "auto", extension: str = ".mp4", filter_split: bool = False,

@@ -1,4 +1,4 @@
-"""``mmim export``: a timm-loadable safetensors encoder and a model card."""
+"""``mmim export`` for images: also a timm-loadable safetensors encoder and its model card (in ``timm/``)."""
 
 from __future__ import annotations
 
@@ -48,8 +48,14 @@ def test_export_through_cli(tiny_recipe_dict, tmp_path, capsys):
     path.write_text(yaml.safe_dump(tiny_recipe_dict))
     assert main(["train", str(path)]) == 0
     assert main(["export", str(tmp_path / "run")]) == 0
-    model = _load_timm(tmp_path / "run" / "export")
+    model = _load_timm(tmp_path / "run" / "export" / "timm")  # the generic export is next to it (tests/test_encoder_export.py)
     assert model.global_pool == "token"
+    x = torch.randn(2, 1, 28, 28)
+    import mmim
+
+    generic = mmim.load_encoder(tmp_path / "run" / "export")
+    torch.testing.assert_close(model(x), generic({"image": x}), atol=1e-5, rtol=1e-5)
+    assert "timm/" in (tmp_path / "run" / "export" / "README.md").read_text()
 
 
 def test_export_refuses_more_than_one_prefix_token(tiny_recipe_dict, tmp_path):

@@ -41,8 +41,9 @@ def test_fusing_the_third_party_plugin_with_images(tmp_path, capsys):
     out = tmp_path / "vis"
     assert main(["visualize", str(run), "--num", "1", "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "stream 'series' is not drawn" in captured.err  # the example plugin ships no renderer
+    assert "is not drawn" not in captured.err  # the example plugin ships a visualizer too
     assert (out / "sample_000.png").is_file()
+    assert {p.name.split("_")[0] for p in (out / "streams").glob("*.png")} == {"image", "series"}
 
 
 def test_audio_visual_pairs_train(tmp_path, capsys):

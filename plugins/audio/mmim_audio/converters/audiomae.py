@@ -177,3 +177,10 @@ def load_audiomae_checkpoint(path: str | Path, model: MaskedModel, stream: str =
         raise ValueError(f"{path}: does not fit the model: missing {missing_encoder[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")
     return list(result.missing_keys)
+
+
+# round-trip hooks of the conformance kit (mmim check-plugin): the official file of a model, and a recipe to build one
+load_audiomae_checkpoint.to_official = lambda model, stream: {"model": mmim_to_official(
+    model.state_dict(), grid=model.streams[stream].tokenizer.grid, stream=stream,
+    pos_layout=model.streams[stream].tokenizer.pos_layout)}
+load_audiomae_checkpoint.example_recipe = "audiomae_spoken_digits"

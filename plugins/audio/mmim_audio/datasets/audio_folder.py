@@ -33,6 +33,13 @@ class AudioFolder(AudioClipDataset):
         **options: :class:`AudioClipDataset` options.
     """
 
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_audio.datasets.examples import audio_folder_example
+
+        return audio_folder_example(root)
+
     def __init__(self, split: str, augment: bool, root: str, extensions: Sequence[str] = EXTENSIONS,
                  **options: Any) -> None:
         self.split, self.root = split, Path(root).expanduser()

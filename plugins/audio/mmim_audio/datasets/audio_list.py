@@ -16,6 +16,7 @@ Multi-label lists (AudioSet: 527 classes, several per clip) give ``"label"`` as 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -29,6 +30,18 @@ PATH_COLUMNS = ("wav", "path", "file", "filename")
 LABEL_COLUMNS = ("labels", "label", "target", "category")
 
 
+def _text_file(read):  # noqa: ANN001, ANN202 - decorator
+    """A binary or wrongly encoded list file fails naming the file (not a bare UnicodeDecodeError)."""
+    @functools.wraps(read)
+    def wrapped(path: Path):  # noqa: ANN202
+        try:
+            return read(path)
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    return wrapped
+
+
+@_text_file
 def read_label_csv(path: Path) -> tuple[list[str], dict[str, int]]:
     """Class names and a lookup ``{mid or display name or index: index}`` from ``index,mid,display_name``."""
     if not path.is_file():
@@ -68,6 +81,7 @@ def _entry_lines(text: str, wavs: Sequence[str]) -> list[int]:
     return lines
 
 
+@_text_file
 def read_entries(path: Path) -> list[tuple[str, list[str], int]]:
     """``[(audio path, [label strings], line)]`` of a JSON or CSV data file."""
     if not path.is_file():
@@ -118,6 +132,13 @@ class AudioList(AudioClipDataset):
             one whose clips all carry a single label) gives the same kind of target.
         **options: :class:`AudioClipDataset` options (defaults: AudioSet's 1024 frames, statistics).
     """
+
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_audio.datasets.examples import audio_list_example
+
+        return audio_list_example(root)
 
     def __init__(self, split: str, augment: bool, data_file: str, label_csv: str | None = None,
                  classes: Sequence[str] | None = None, root: str | None = None, multi_label: bool | None = None,

@@ -34,6 +34,13 @@ class ESC50(AudioClipDataset):
         **options: :class:`AudioClipDataset` options (defaults: 512 frames, ESC-50 statistics).
     """
 
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_audio.datasets.examples import esc50_example
+
+        return esc50_example(root)
+
     # defaults it gives the AudioClipDataset options (read by the visualizer for audio files)
     option_defaults = {"target_frames": ESC50_FRAMES, "norm_mean": ESC50_STATS[0], "norm_std": ESC50_STATS[1]}
 
@@ -46,13 +53,22 @@ class ESC50(AudioClipDataset):
         meta = self.root / "meta" / "esc50.csv"
         if not meta.is_file():
             raise DataError(f"{self.root}: no meta/esc50.csv (expected the ESC-50-master layout)")
-        with open(meta, newline="") as f:
-            rows = list(csv.DictReader(f))
+        try:
+            with open(meta, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except UnicodeDecodeError as err:
+            raise DataError(f"{meta}: not a UTF-8 CSV ({err.reason} at byte {err.start})") from None
+        missing = [c for c in ("filename", "fold", "target", "category") if rows and c not in rows[0]]
+        if not rows or missing:
+            raise DataError(f"{meta}: expected the columns filename,fold,target,category,esc10 (missing {missing or 'all rows'})")
         if esc10:
             rows = [r for r in rows if r.get("esc10", "").strip().lower() == "true"]
         names: dict[int, str] = {}
         for line, row in enumerate(rows, start=2):
-            target = int(row["target"])
+            try:
+                target, _ = int(row["target"]), int(row["fold"])
+            except (TypeError, ValueError):
+                raise DataError(f"{meta}:{line}: target {row['target']!r} or fold {row['fold']!r} is not an integer") from None
             if names.setdefault(target, row["category"]) != row["category"]:
                 raise DataError(f"{meta}:{line}: target {target} is both {names[target]!r} and {row['category']!r}")
         targets = sorted(names)

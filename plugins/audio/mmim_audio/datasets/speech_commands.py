@@ -26,7 +26,11 @@ LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
 def _read_list(path: Path) -> set[str]:
     if not path.is_file():
         raise DataError(f"{path}: split list not found (expected the Speech Commands layout)")
-    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a UTF-8 text list ({err.reason} at byte {err.start})") from None
+    return {line.strip() for line in text.splitlines() if line.strip()}
 
 
 class SpeechCommands(AudioClipDataset):
@@ -38,6 +42,13 @@ class SpeechCommands(AudioClipDataset):
         root: the extracted dataset folder.
         **options: :class:`AudioClipDataset` options (defaults: 128 frames, Speech Commands statistics).
     """
+
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_audio.datasets.examples import speech_commands_example
+
+        return speech_commands_example(root)
 
     # defaults it gives the AudioClipDataset options (read by the visualizer for audio files)
     option_defaults = {"target_frames": SPEECHCOMMANDS_FRAMES, "norm_mean": SPEECHCOMMANDS_STATS[0],

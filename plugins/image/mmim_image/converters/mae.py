@@ -141,3 +141,8 @@ def load_mae_checkpoint(path: str | Path, model: MaskedModel, stream: str = "ima
             f"{encoder_missing[:5]}, first unexpected {result.unexpected_keys[:5]}"
         )
     return list(result.missing_keys)
+
+
+# round-trip hooks of the conformance kit (mmim check-plugin): the official file of a model, and a recipe to build one
+load_mae_checkpoint.to_official = lambda model, stream: {"model": mmim_to_mae(model, stream)}
+load_mae_checkpoint.example_recipe = "mae_fashion_mnist"

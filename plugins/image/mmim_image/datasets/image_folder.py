@@ -112,6 +112,13 @@ class ImageFolder(Dataset):
     Items are ``{"image": (in_chans, H, W) float32, "label": int}``.
     """
 
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_image.datasets.examples import image_folder_example
+
+        return image_folder_example(root)
+
     def __init__(
         self,
         split: str,

@@ -209,3 +209,8 @@ def load_head(path: str | Path, head_state: Mapping[str, Tensor], head: Any) -> 
     head.load_state_dict(dict(head_state))
     log.info("%s: loaded the classification head cls_head_finetune", path)
     return True
+
+
+# round-trip hooks of the conformance kit (mmim check-plugin): the official file of a model, and a recipe to build one
+load_pointmae_checkpoint.to_official = lambda model, stream: {"base_model": mmim_to_pointmae(model.state_dict(), stream)}
+load_pointmae_checkpoint.example_recipe = "pointmae_primitives"

@@ -36,12 +36,23 @@ class PointFolder(PointCloudDataset):
         root: the folder of class folders.
         mesh_points: points sampled on each mesh's surface before ``num_points`` are chosen.
         extensions: file suffixes to read (default: every supported format).
+        reader: ``"builtin"`` parsers or ``"open3d"`` (PLY/PCD/OBJ/OFF through open3d, the ``open3d`` extra).
         **options: see :class:`~mmim_points.datasets.common.PointCloudDataset`.
     """
 
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_points.datasets.examples import point_folder_example
+
+        return point_folder_example(root)
+
     def __init__(self, split: str, augment: bool, root: str | None = None, mesh_points: int = 8192,
-                 extensions: tuple[str, ...] | list[str] | None = None, **options: Any) -> None:
+                 extensions: tuple[str, ...] | list[str] | None = None, reader: str = "builtin", **options: Any) -> None:
+        from mmim_points.datasets.open3d_io import check_backend
+
         super().__init__(split, augment, **options)
+        self.reader = check_backend(reader)
         self.root = check_root(root, "point folder")
         self.mesh_points = mesh_points
         exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in (extensions or EXTENSIONS)}
@@ -60,4 +71,4 @@ class PointFolder(PointCloudDataset):
 
     def load_raw(self, index: int) -> tuple[Any, str]:
         path = self.files[index]
-        return read_point_file(path, self.mesh_points, _file_seed(path)), str(path)
+        return read_point_file(path, self.mesh_points, _file_seed(path), self.reader), str(path)

@@ -194,20 +194,26 @@ def sample_surface(vertices: Tensor, faces: Tensor, count: int, generator: torch
     return t[:, 0] + u * (t[:, 1] - t[:, 0]) + v * (t[:, 2] - t[:, 0])
 
 
-def read_point_file(path: str | Path, mesh_points: int = 8192, seed: int = 0) -> np.ndarray:
+def read_point_file(path: str | Path, mesh_points: int = 8192, seed: int = 0, reader: str = "builtin") -> np.ndarray:
     """Read one file as a cloud ``(N, 3)`` float32 (``N = mesh_points`` for meshes).
 
     Args:
         path: a file with one of :data:`EXTENSIONS`.
         mesh_points: points sampled on a mesh's surface.
         seed: seed of the surface sampling.
+        reader: ``"builtin"`` parsers, or ``"open3d"`` for PLY/PCD/OBJ/OFF (``mmim_points.datasets.open3d_io``).
     """
+    from mmim_points.datasets.open3d_io import FORMATS as OPEN3D_FORMATS
+    from mmim_points.datasets.open3d_io import check_backend, read_open3d
+
     path = Path(path)
     ext = path.suffix.lower()
     if not path.is_file():
         raise CorruptSampleError(str(path), "file not found")
     faces = None
-    if ext == ".off":
+    if check_backend(reader) == "open3d" and ext in OPEN3D_FORMATS:
+        verts, faces = read_open3d(path)
+    elif ext == ".off":
         verts, faces = read_off(path)
     elif ext == ".pcd":
         verts = read_pcd(path)

@@ -39,6 +39,13 @@ class ModelNet40(PointCloudDataset):
         **options: see :class:`~mmim_points.datasets.common.PointCloudDataset` (``num_points`` ...).
     """
 
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_points.datasets.examples import modelnet40_example
+
+        return modelnet40_example(root)
+
     def __init__(self, split: str, augment: bool, root: str | None = None, categories: int = 40, **options: Any) -> None:
         super().__init__(split, augment, **options)
         if categories not in (10, 40):
@@ -76,6 +83,13 @@ class ModelNet40H5(PointCloudDataset):
         root: the ``modelnet40_ply_hdf5_2048`` folder.
         **options: see :class:`~mmim_points.datasets.common.PointCloudDataset`.
     """
+
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_points.datasets.examples import modelnet40_h5_example
+
+        return modelnet40_h5_example(root)
 
     def __init__(self, split: str, augment: bool, root: str | None = None, **options: Any) -> None:
         options.setdefault("num_points", 1024)

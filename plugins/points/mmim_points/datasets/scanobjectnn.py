@@ -13,6 +13,7 @@ folder itself. Point-MAE feeds all 2,048 points without normalisation (``normali
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mmim.data import DataError
@@ -40,6 +41,13 @@ class ScanObjectNN(PointCloudDataset):
         **options: see :class:`~mmim_points.datasets.common.PointCloudDataset`; defaults here are
             Point-MAE's (2,048 points, no normalisation).
     """
+
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_points.datasets.examples import scanobjectnn_example
+
+        return scanobjectnn_example(root)
 
     classes = SCANOBJECTNN_CLASSES
 

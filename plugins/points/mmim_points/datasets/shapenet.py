@@ -33,6 +33,13 @@ class ShapeNet55(PointCloudDataset):
         **options: see :class:`~mmim_points.datasets.common.PointCloudDataset`.
     """
 
+    @staticmethod
+    def example_options(root: Path) -> dict[str, Any]:
+        """A tiny instance for the conformance kit (``mmim check-plugin``): files written under ``root``."""
+        from mmim_points.datasets.examples import shapenet55_example
+
+        return shapenet55_example(root)
+
     def __init__(self, split: str, augment: bool, root: str | None = None, list_dir: str = "ShapeNet-55",
                  points_dir: str = "shapenet_pc", **options: Any) -> None:
         super().__init__(split, augment, **options)

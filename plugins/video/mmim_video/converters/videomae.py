@@ -175,3 +175,8 @@ def load_videomae_checkpoint(path: str | Path, model: MaskedModel, stream: str =
     if result.unexpected_keys or missing:
         raise ValueError(f"{path}: does not fit the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
     return list(result.missing_keys)
+
+
+# round-trip hooks of the conformance kit (mmim check-plugin): the official file of a model, and a recipe to build one
+load_videomae_checkpoint.to_official = lambda model, stream: {"model": mmim_to_official(model.state_dict(), stream)}
+load_videomae_checkpoint.example_recipe = "videomae_moving_fashion"

@@ -1,0 +1,88 @@
+"""Optional dependencies: which pip extra a plugin needs, checked before a run writes anything.
+
+A plugin declares ``extras={"video": ("av", "decord", "torchcodec")}``: it works when any one of
+those modules can be found. Finding (``importlib.util.find_spec``) imports nothing, so ``mmim
+plugins`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+from mmim import registry
+
+
+class MissingExtraError(RuntimeError):
+    """A recipe needs a plugin whose optional dependencies are not installed."""
+
+
+@dataclass(frozen=True)
+class MissingExtra:
+    plugin: str
+    extra: str
+    modules: tuple[str, ...]
+
+    def hint(self) -> str:
+        """``extra "video" (none of av, decord, torchcodec is installed): pip install "mmim[video]"``."""
+        what = self.modules[0] if len(self.modules) == 1 else f"none of {', '.join(self.modules)}"
+        verb = "is not installed" if len(self.modules) == 1 else "is installed"
+        return f'extra "{self.extra}" ({what} {verb}): pip install "mmim[{self.extra}]"'
+
+
+# modules that the pip extras in pyproject.toml bring, for the hint when an import fails
+EXTRA_OF_MODULE = {"av": "video", "decord": "video", "torchcodec": "torchcodec", "soundfile": "audio",
+                   "scipy": "audio", "trimesh": "points", "h5py": "points", "matplotlib": "viz", "open3d": "open3d"}
+
+
+def missing_module_hint(err: ModuleNotFoundError) -> str:
+    """One line for a failed optional import: the module and the extra that brings it."""
+    top = (err.name or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    return f"{err}; install it with pip install \"mmim[{extra}]\"" if extra else str(err)
+
+
+def module_available(name: str) -> bool:
+    """Whether ``import name`` can find the module (without importing it)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_extras(plugin: registry.Plugin) -> list[MissingExtra]:
+    """The extras of ``plugin`` none of whose modules is installed."""
+    return [MissingExtra(plugin.name, extra, tuple(mods)) for extra, mods in plugin.extras.items()
+            if not any(module_available(m) for m in mods)]
+
+
+def recipe_plugins(model: dict[str, Any], datasets: list[dict[str, Any] | None]) -> list[str]:
+    """Names of the plugins providing the components of a recipe's model and data sets."""
+    specs: list[tuple[str, Any]] = [("dataset", d) for d in datasets]
+    for stream in (model.get("streams") or {}).values():
+        specs += [(kind, stream.get(kind)) for kind in ("tokenizer", "masker", "target", "loss", "decoder")]
+    owners = []
+    for kind, spec in specs:
+        if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+            try:
+                owner = registry.qualified_name(kind, spec["name"]).split(":")[0]
+            except registry.RegistryError:
+                continue  # unknown names are reported by recipe validation, with the file
+            if owner not in owners:
+                owners.append(owner)
+    return owners
+
+
+def check_recipe_extras(recipe: Any) -> None:
+    """Raise :class:`MissingExtraError` (one line, with the pip command) if the recipe's plugins lack an extra."""
+    from mmim.config.recipe import recipe_to_dict
+
+    data = recipe_to_dict(recipe)
+    datasets = [data.get("data", {}).get("dataset"), (data.get("eval") or {}).get("dataset")]
+    plugins = registry.plugins()
+    missing = [m for name in recipe_plugins(data.get("model", {}), datasets) if name in plugins
+               for m in missing_extras(plugins[name])]
+    if missing:
+        needs = "; ".join(f"the {m.plugin} plugin needs {m.hint()}" for m in missing)
+        raise MissingExtraError(f"recipe {recipe.name!r}: {needs}")
