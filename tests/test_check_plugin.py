@@ -38,8 +38,11 @@ def test_kind_filter_and_unknown_plugin(capsys):
 class RandomDataset(Dataset):
     """Draws its samples from an unseeded generator: not reproducible under a seed."""
 
+    builds = 0
+
     def __init__(self, split: str, augment: bool) -> None:
-        self.rng = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=torch.Generator().manual_seed(id(self) % 997))))
+        RandomDataset.builds += 1  # every build draws other samples (an id()-based seed may repeat)
+        self.rng = torch.Generator().manual_seed(1000 + RandomDataset.builds)
 
     def __len__(self) -> int:
         return 4
