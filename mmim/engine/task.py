@@ -61,7 +61,11 @@ class PretrainTask:
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
         self.module: MaskedModel = self.build_module()
-        self.dataset = registry.build("dataset", recipe.data.dataset, where="data.dataset", split="train", augment=True)
+        if recipe.data.shards:  # the dataset only decodes shard records; its files need not be here
+            from mmim.data.records import build_decoder
+            self.dataset = build_decoder(recipe.data.dataset, split="train", augment=True)
+        else:
+            self.dataset = registry.build("dataset", recipe.data.dataset, where="data.dataset", split="train", augment=True)
         o, s, d, t = recipe.optim, recipe.schedule, recipe.data, recipe.train
         self.settings = LoopSettings(d.batch_size, t.effective_batch_size, s.epochs, s.warmup_epochs, s.min_lr, o.base_lr,
                                      o.lr, o.weight_decay, o.betas, o.eps, o.fused, t.grad_clip, s.max_steps,

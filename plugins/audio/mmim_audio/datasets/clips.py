@@ -13,6 +13,7 @@ torch's global RNG only.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmim.data import DataError
+from mmim.data.records import file_record, main_member, meta_of, spilled
 from mmim_audio.augment import roll_and_scale, spec_augment
 from mmim_audio.frontend import NORM_STATS, TARGET_FRAMES, AudioMAEFrontend
 from mmim_audio.io import crop_or_pad, load_audio
@@ -181,3 +183,17 @@ class AudioClipDataset(Dataset):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(n={len(self)}, classes={self.num_classes}, augment={self.augment}, "
                 f"{self.frontend})")
+
+    # the shard protocol (mmim.data.records): the original audio file, read by the same front end.
+    # With mixup the partner clip is the sample itself: a stream has no random access to others.
+    def shard_record(self, index: int) -> dict[str, Any]:
+        path, label = self.samples[index]
+        return file_record(path, {"label": label if isinstance(label, int) else list(label)})
+
+    def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        ext, data = main_member(record, where)
+        label = meta_of(record, where)["label"]
+        with spilled(ext, data) as path:
+            view = copy.copy(self)
+            view.samples, view.cache = [(path, label if isinstance(label, int) else tuple(label))], None
+            return view[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmim.data import CorruptSampleError, DataError
+from mmim.data.records import file_record, main_member, meta_of, spilled
 from mmim_image.datasets.common import check_split, subset_indices
 from mmim_image.transforms import build_transform, channel_values, tv2
 
@@ -151,13 +153,44 @@ class ImageFolder(Dataset):
             CorruptSampleError: the image file cannot be decoded.
         """
         path, label = self.samples[index]
-        image = decode(path, self.mode)
+        return self._item(decode(path, self.mode), label)
+
+    def _item(self, image: Tensor, label: int) -> dict[str, Any]:
+        """The item of a decoded ``uint8`` image ``(C, H, W)``: augmented / resized views and the label."""
         if self.teacher_view and self.augment:
             student, teacher = self.transform.two_views(image)
             return {"image": student, "image_teacher": teacher, "label": label}
         plain = self.transform(image)
         extra = {"image_teacher": plain} if self.teacher_view else {}
         return {"image": plain, **extra, "label": label}
+
+    # the shard protocol (mmim.data.records): the original file bytes, decoded by the same reader
+    def shard_record(self, index: int) -> dict[str, Any]:
+        path, label = self.samples[index]
+        return file_record(path, {"label": label, "class": self.classes[label]})
+
+    def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        ext, data = main_member(record, where)
+        with spilled(ext, data) as path:
+            image = decode(path, self.mode)
+        return self._item(image, int(meta_of(record, where)["label"]))
+
+    @classmethod
+    def shard_decoder(cls, split: str, augment: bool, **options: Any) -> ImageFolder:
+        """An ImageFolder that only decodes shard records (``root`` is not read, not even needed)."""
+        params = inspect.signature(cls.__init__).parameters
+        o = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+        o.update(options)
+        if o["in_chans"] not in MODES:
+            raise ValueError(f"in_chans must be 1 (grey) or 3 (RGB), got {o['in_chans']!r}")
+        self = cls.__new__(cls)
+        mean, std = channel_values(o["mean"], o["in_chans"], "mean"), channel_values(o["std"], o["in_chans"], "std")
+        self.split, self.augment, self.in_chans, self.mode = check_split(split), augment, o["in_chans"], MODES[o["in_chans"]]
+        self.root = self.folder = Path(str(o.get("root") or "shards"))
+        self.classes, self.num_classes, self.samples = [], 0, []
+        self.transform = build_transform(o["img_size"], augment, o["crop_scale"], o["hflip"], mean, std)
+        self.teacher_view = o["teacher_view"]
+        return self
 
     def __repr__(self) -> str:
         return (f"ImageFolder(split={self.split!r}, folder={str(self.folder)!r}, n={len(self)}, "
