@@ -14,6 +14,7 @@ replays its shards and buffer without decoding up to its count and goes on from 
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections import deque
@@ -116,8 +117,11 @@ class ShardStream(IterableDataset):
                 return self.dataset.decode_record(members, where)
             except CorruptSampleError as err:
                 exts = ", ".join(f"{key}.{e}" for e in sorted(members))
-                named = CorruptSampleError(f"{url} ({exts})", err.reason if err.path.startswith(url) else
-                                           f"{err.reason} [{err.path}]")
+                try:
+                    source = f", packed from {json.loads(members['json'])['source']}"
+                except (KeyError, ValueError, TypeError):
+                    source = ""
+                named = CorruptSampleError(f"{url} ({exts}{source})", err.reason)
                 if not self.skip_corrupt:
                     raise named from None
                 log.warning("skipping corrupt sample %s", named)
