@@ -101,15 +101,12 @@ def _init_worker(spec: dict[str, Any], split: str, threads: int) -> None:
     _dataset = build_dataset(spec, split)
 
 
-def _pack_one(job: tuple[str, int, int, int, bool]) -> dict[str, Any]:
-    out, shard, start, stop, skip_corrupt = job
-    path = Path(out) / shard_name(_dataset_split, shard)
+def _pack_one(job: tuple[str, str, int, int, int, bool]) -> dict[str, Any]:
+    out, split, shard, start, stop, skip_corrupt = job
+    path = Path(out) / shard_name(split, shard)
     entry = write_shard(_dataset, path, range(start, stop), skip_corrupt)
     (path.parent / (path.name + ".done.json")).write_text(json.dumps(entry))
     return entry
-
-
-_dataset_split = "train"
 
 
 def shard_name(split: str, shard: int) -> str:
@@ -140,7 +137,7 @@ def pack(spec: dict[str, Any], out: str | Path, split: str = "train", samples_pe
         DataError: a sample cannot be read (names its file) unless ``skip_corrupt``; ``out`` holds
             a different pack.
     """
-    global _dataset, _dataset_split
+    global _dataset
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = build_dataset(spec, split)
@@ -165,7 +162,7 @@ def pack(spec: dict[str, Any], out: str | Path, split: str = "train", samples_pe
         note = out / (shard_name(split, s) + ".done.json")
         if note.is_file() and (out / shard_name(split, s)).is_file():
             entries[s] = json.loads(note.read_text())
-    jobs = [(str(out), s, s * per, min(n, (s + 1) * per), skip_corrupt) for s in range(num_shards) if s not in entries]
+    jobs = [(str(out), split, s, s * per, min(n, (s + 1) * per), skip_corrupt) for s in range(num_shards) if s not in entries]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -173,7 +170,6 @@ def pack(spec: dict[str, Any], out: str | Path, split: str = "train", samples_pe
         bar = tqdm(total=n, initial=sum(e["samples"] + len(e["skipped"]) for e in entries.values()),
                    unit="sample", desc=f"pack {split}", dynamic_ncols=True)
     start = time.perf_counter()
-    _dataset_split = split
     try:
         if workers <= 1:
             _dataset = dataset

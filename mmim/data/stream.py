@@ -14,6 +14,7 @@ replays its shards and buffer without decoding up to its count and goes on from 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -247,7 +248,10 @@ class ShardTrainingData:
             items = merge(iter(loader), counts)
             left = (self.steps_per_epoch - offset) * self.accum
             for _ in range(left):
-                chunk = [next(items) for _ in range(self.batch_size)]
+                chunk = list(itertools.islice(items, self.batch_size))
+                if len(chunk) < self.batch_size:
+                    raise DataError(f"the shards of process {self.rank} ran out in epoch {epoch}: fewer samples than "
+                                    f"the index lists (a shard was cut short or skipped as broken)")
                 yield epoch, collate_skipping(chunk)
             del items, loader
             epoch, offset = epoch + 1, 0

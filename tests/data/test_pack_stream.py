@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -138,3 +139,22 @@ def test_parallel_pack_writes_the_same_shards(tmp_path):
     a = pack(spec, tmp_path / "a", samples_per_shard=3, progress=False)
     b = pack(spec, tmp_path / "b", samples_per_shard=3, workers=2, progress=False)
     assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_every_modality_trains_from_its_packed_default_data(modality, tmp_path, timeseries_plugin):
+    from mmim.config.recipe import recipe_from_dict
+    from mmim.engine.checkpoint import load_checkpoint
+    from mmim.engine.trainer import Trainer
+    from mmim.recipes_catalog import default_recipe
+
+    spec = default_dataset(modality)
+    pack(spec, tmp_path / "shards", samples_per_shard=3, progress=False)
+    data = read_yaml(default_recipe(modality))
+    data["data"].update(dataset=spec, shards=str(tmp_path / "shards"), batch_size=2, num_workers=0)
+    data["train"].update(out_dir=str(tmp_path / "run"), effective_batch_size=None, progress=False, tensorboard=False)
+    data["schedule"].update(epochs=1, max_steps=2)
+    data["eval"]["after_train"] = False
+    summary = Trainer(recipe_from_dict(data)).fit()
+    assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
+    assert load_checkpoint(tmp_path / "run")["data"]["stream"]["ranks"][0]["consumed"] == [4]

@@ -162,3 +162,4 @@ def test_sigkill_then_resume_from_shards_matches_uninterrupted_run(shard_recipe,
         rec = json.loads(line)
         losses[rec["step"]] = rec["loss"]
     assert losses == reference
+
