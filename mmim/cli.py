@@ -128,12 +128,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _size(text: str) -> int:
-    units = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
-    number = text.upper().rstrip("BKMG ")
-    unit = text.upper()[len(number):].strip()
-    if unit not in units or not number:
+    """``"256MB"`` -> bytes (units B, KB, MB, GB; powers of 1024)."""
+    import re
+
+    units = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30}
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", text.upper())
+    if not found:
         raise ValueError(f"--shard-size {text!r}: give a size such as 256MB or 1GB")
-    return int(float(number) * units[unit])
+    return int(float(found.group(1)) * units[found.group(2)])
 
 
 def cmd_pack(args: argparse.Namespace) -> int:

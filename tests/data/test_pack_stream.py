@@ -158,3 +158,24 @@ def test_every_modality_trains_from_its_packed_default_data(modality, tmp_path, 
     summary = Trainer(recipe_from_dict(data)).fit()
     assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
     assert load_checkpoint(tmp_path / "run")["data"]["stream"]["ranks"][0]["consumed"] == [4]
+
+
+def test_pack_and_train_from_the_command_line(tmp_path, capsys):
+    from mmim.cli import main
+
+    out, samples = tmp_path / "shards", SAMPLES * 2
+    assert main(["pack", "--modality", "image", str(out), f"data.dataset.max_samples={samples}",
+                 "--samples-per-shard", "6", "--workers", "2"]) == 0
+    assert f"packed {samples} samples of fashion_mnist (train) into 4 shards" in capsys.readouterr().out
+    assert main(["pack", "--verify", str(out)]) == 0
+    (out / "train-000002.tar").write_bytes(b"tampered")
+    assert main(["pack", "--verify", str(out)]) == 1
+    assert "train-000002.tar" in capsys.readouterr().out
+    assert main(["pack", "--modality", "image", str(tmp_path / "x"), "--shard-size", "lots"]) == 1
+    assert "--shard-size 'lots'" in capsys.readouterr().err
+
+
+def test_cli_shard_size_units():
+    from mmim.cli import _size
+
+    assert _size("256MB") == 256 << 20 and _size("1GB") == 1 << 30 and _size("1.5KB") == 1536 and _size("100") == 100 and _size("2G") == 2 << 30
