@@ -244,7 +244,7 @@ class ShardTrainingData:
             self.position = {"epoch": epoch, "consumed": counts}
             self.stream.set_position(epoch, counts)
             loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, collate_fn=_identity,
-                                pin_memory=self.pin_memory, prefetch_factor=2 * self.batch_size if self.num_workers else None)
+                                pin_memory=self.pin_memory, prefetch_factor=max(2, 2 * self.batch_size // self.workers) if self.num_workers else None)
             items = merge(iter(loader), counts)
             left = (self.steps_per_epoch - offset) * self.accum
             for _ in range(left):
