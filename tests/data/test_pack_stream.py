@@ -179,3 +179,28 @@ def test_cli_shard_size_units():
     from mmim.cli import _size
 
     assert _size("256MB") == 256 << 20 and _size("1GB") == 1 << 30 and _size("1.5KB") == 1536 and _size("100") == 100 and _size("2G") == 2 << 30
+
+
+@pytest.mark.parametrize("modality", ["video", "audio"])
+def test_folder_datasets_decode_shards_without_their_files(modality, tmp_path):
+    """``shard_decoder``: a node with only the shards decodes the same items as the files gave."""
+    import shutil
+
+    files = registry.build("dataset", default_dataset(modality), split="train", augment=False)
+    root = tmp_path / "folder"
+    for i in range(6):
+        path, label = files.samples[i][0], files.samples[i][1]
+        (root / f"class{label}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, root / f"class{label}" / f"{i}{Path(path).suffix}")
+    spec = {"name": f"{modality}_folder", "root": str(root)}
+    spec.update({"num_frames": 4, "img_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3} if modality == "video" else
+                {"target_frames": 32, "num_mel_bins": 32})
+    pack(spec, tmp_path / "shards", samples_per_shard=4, progress=False)
+    folder = registry.build("dataset", spec, split="train", augment=True)
+    want = {i: SeededDataset(folder)[(i, mix_seed(1, 0, i, 1))] for i in range(len(folder))}
+    shutil.rmtree(root)
+    stream = ShardStream(resolve(str(tmp_path / "shards")), build_decoder(spec, "train", augment=True), seed=1)
+    for url in stream.shards.urls:
+        for key, members in iter_samples(url):
+            got = stream.decode(url, key, members)
+            assert all(_equal(got[k], want[int(key)][k]) for k in want[int(key)]), (modality, key)

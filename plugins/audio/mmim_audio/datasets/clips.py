@@ -188,12 +188,27 @@ class AudioClipDataset(Dataset):
     # With mixup the partner clip is the sample itself: a stream has no random access to others.
     def shard_record(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
-        return file_record(path, {"label": label if isinstance(label, int) else list(label)})
+        return file_record(path, {"label": label if isinstance(label, int) else list(label),
+                                  "num_classes": self.num_classes, "multi_label": self.multi_label})
 
     def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
         ext, data = main_member(record, where)
-        label = meta_of(record, where)["label"]
+        meta = meta_of(record, where)
+        label = meta["label"]
         with spilled(ext, data) as path:
             view = copy.copy(self)
             view.samples, view.cache = [(path, label if isinstance(label, int) else tuple(label))], None
+            if "num_classes" in meta:  # a shard_decoder has no class list of its own
+                view.num_classes, view.multi_label = int(meta["num_classes"]), bool(meta["multi_label"])
+                view.multi_hot = view.multi_label or view.mixup > 0
             return view[0]
+
+    @classmethod
+    def _shard_decoder(cls, augment: bool, options: dict[str, Any], file_options: Sequence[str]) -> AudioClipDataset:
+        """An instance of ``cls`` that only decodes shard records (classes come with each record):
+        the :class:`AudioClipDataset` options without ``file_options``, no samples."""
+        self = cls.__new__(cls)
+        AudioClipDataset.__init__(self, [("", 0)], ["?"], augment,
+                                  **{k: v for k, v in options.items() if k not in file_options})
+        self.samples = []
+        return self
