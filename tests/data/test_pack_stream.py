@@ -204,3 +204,28 @@ def test_folder_datasets_decode_shards_without_their_files(modality, tmp_path):
         for key, members in iter_samples(url):
             got = stream.decode(url, key, members)
             assert all(_equal(got[k], want[int(key)][k]) for k in want[int(key)]), (modality, key)
+
+
+def test_multitask_folders_pack_every_task_and_decode_without_the_folders(tmp_path):
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "multimodal"))
+    from test_recipes_and_data import write_folder
+
+    write_folder(tmp_path / "mt")
+    spec = {"name": "multitask_folder", "root": str(tmp_path / "mt"), "input_size": 32, "semseg_stride": 4}
+    pack(spec, tmp_path / "shards", samples_per_shard=4, progress=False)
+    (key, members), = list(iter_samples(str(tmp_path / "shards" / "train-000000.tar")))[:1]
+    assert sorted(members) == ["depth.png", "json", "rgb.jpg", "semseg.png"]
+    folder = registry.build("dataset", spec, split="train", augment=True)
+    want = {i: SeededDataset(folder)[(i, mix_seed(2, 0, i, 1))] for i in range(len(folder))}
+    shutil.rmtree(tmp_path / "mt")
+    stream = ShardStream(resolve(str(tmp_path / "shards")), build_decoder(spec, "train", augment=True), seed=2)
+    count = 0
+    for url in stream.shards.urls:
+        for key, members in iter_samples(url):
+            got = stream.decode(url, key, members)
+            assert set(got) == set(want[int(key)]) and all(_equal(got[k], want[int(key)][k]) for k in got)
+            count += 1
+    assert count == len(want)
