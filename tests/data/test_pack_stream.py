@@ -229,3 +229,29 @@ def test_multitask_folders_pack_every_task_and_decode_without_the_folders(tmp_pa
             assert set(got) == set(want[int(key)]) and all(_equal(got[k], want[int(key)][k]) for k in got)
             count += 1
     assert count == len(want)
+
+
+def test_cli_pack_split_and_skip_corrupt(tmp_path, capsys):
+    import yaml
+    from PIL import Image
+
+    from mmim.cli import main
+    from mmim.recipes_catalog import default_recipe
+
+    assert main(["pack", "--modality", "image", str(tmp_path / "t"), "--split", "test", "data.dataset.max_samples=8",
+                 "--samples-per-shard", "8"]) == 0
+    assert json.loads((tmp_path / "t" / "index.json").read_text())["split"] == "test"
+    assert (tmp_path / "t" / "test-000000.tar").is_file()
+    for cls in ("a", "b"):
+        (tmp_path / "img" / cls).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(tmp_path / "img" / cls / "0.png")
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "img" / "b" / "1.png")
+    recipe = tmp_path / "r.yaml"
+    data = read_yaml(default_recipe("image"))
+    data["data"]["dataset"] = {"name": "image_folder", "root": str(tmp_path / "img"), "in_chans": 1, "img_size": 8,
+                               "mean": 0.5, "std": 0.25}
+    recipe.write_text(yaml.safe_dump(data))
+    assert main(["pack", str(recipe), str(tmp_path / "s")]) == 1
+    assert str(tmp_path / "img" / "b" / "1.png") in capsys.readouterr().err
+    assert main(["pack", str(recipe), str(tmp_path / "s2"), "--skip-corrupt"]) == 0
+    assert "packed 2 samples of image_folder (train) into 1 shards in" in capsys.readouterr().out
