@@ -18,6 +18,8 @@ USAGE = """examples:
   mmim train --resume runs/mae_fashion_mnist  continue a run exactly where it stopped
   torchrun --nproc-per-node 8 -m mmim train RECIPE
   mmim eval runs/mae_fashion_mnist            linear probe and k-NN of a trained encoder
+  mmim pack --modality image shards/          write the training data to tar shards, then
+  mmim train --modality image data.shards=shards/   train from them (local, http(s)://, pipe:)
   mmim recipes | mmim plugins | mmim check-plugin NAME
 """
 
@@ -54,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
                                       "(images also as timm)")
     x.add_argument("run", help="run directory or checkpoint file")
     x.add_argument("--out", help="output folder (default: <run>/export)")
+    k = sub.add_parser("pack", help="write a recipe's training dataset to tar shards (for data.shards=...)")
+    k.add_argument("args", nargs="*", help="[RECIPE] OUT [key=value ...]: a recipe (or --modality), the output folder, overrides")
+    k.add_argument("--modality", help="pack the dataset of this plugin's default recipe")
+    k.add_argument("--split", default="train", help="dataset split (default: train)")
+    k.add_argument("--shard-size", default="256MB", help="target shard size, e.g. 256MB or 1GB (default: 256MB)")
+    k.add_argument("--samples-per-shard", type=int, help="samples per shard (overrides --shard-size)")
+    k.add_argument("--workers", type=int, default=1, help="parallel pack processes")
+    k.add_argument("--skip-corrupt", action="store_true", help="leave out unreadable samples (listed in the index)")
+    k.add_argument("--verify", action="store_true", help="only check OUT's shards against their index checksums")
     r = sub.add_parser("recipes", help="list recipes with their provenance")
     r.add_argument("--modality", help="only recipes of this modality")
     sub.add_parser("plugins", help="list installed plugins, their components and status")
@@ -119,6 +130,43 @@ def cmd_train(args: argparse.Namespace) -> int:
             results = evaluate_with_baseline(model, recipe, trainer.rt.device)
             (trainer.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
             print(format_results(results))
+    return 0
+
+
+def _size(text: str) -> int:
+    """``"256MB"`` -> bytes (units B, KB, MB, GB; powers of 1024)."""
+    import re
+
+    units = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30}
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", text.upper())
+    if not found:
+        raise ValueError(f"--shard-size {text!r}: give a size such as 256MB or 1GB")
+    return int(float(found.group(1)) * units[found.group(2)])
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from mmim.config.recipe import load_recipe
+    from mmim.data.pack import pack
+    from mmim.data.shards import verify
+    from mmim.recipes_catalog import default_recipe, find_recipe
+
+    plain = [a for a in args.args if "=" not in a]
+    overrides = [a for a in args.args if "=" in a]
+    if args.verify:
+        if len(plain) != 1:
+            raise SystemExit("mmim pack --verify OUT")
+        problems = verify(plain[0])
+        print("\n".join(problems) or f"{plain[0]}: every shard matches its index")
+        return 1 if problems else 0
+    if len(plain) != (1 if args.modality else 2):
+        raise SystemExit("mmim pack: give --modality MODALITY OUT, or RECIPE OUT (then key=value overrides)")
+    path = default_recipe(args.modality) if args.modality else find_recipe(plain[0])
+    recipe = load_recipe(path, overrides)
+    index = pack(recipe.data.dataset, plain[-1], split=args.split, samples_per_shard=args.samples_per_shard,
+                 shard_bytes=_size(args.shard_size), workers=args.workers, skip_corrupt=args.skip_corrupt)
+    print(f"packed {index['num_samples']} samples of {recipe.data.dataset['name']} ({args.split}) into "
+          f"{len(index['shards'])} shards in {plain[-1]} ({len(index['skipped'])} skipped); train with "
+          f"data.shards={plain[-1]}")
     return 0
 
 
@@ -287,13 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come before or after flags
-    if extra and args.command in ("train", "finetune", "eval", "visualize") and all("=" in e and not e.startswith("-") for e in extra):
-        (args.args if args.command in ("train", "finetune") else args.overrides).extend(extra)
+    if extra and args.command in ("train", "finetune", "eval", "visualize", "pack") and \
+            all("=" in e and not e.startswith("-") for e in extra):
+        (args.args if args.command in ("train", "finetune", "pack") else args.overrides).extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="mmim: %(message)s", stream=sys.stderr)
     command = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "visualize": cmd_visualize, "export": cmd_export,
-               "recipes": cmd_recipes,
+               "recipes": cmd_recipes, "pack": cmd_pack,
                "plugins": cmd_plugins, "check-plugin": cmd_check_plugin}[args.command]
     if args.debug:
         return command(args)

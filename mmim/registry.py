@@ -212,6 +212,13 @@ def required_options(cls: Any, injected: tuple[str, ...] = ()) -> list[str]:
             and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
 
+def constructor_defaults(cls: Any) -> dict[str, Any]:
+    """The constructor arguments of ``cls`` that have defaults, with them (for datasets that build a
+    decode-only instance without running ``__init__``)."""
+    params = inspect.signature(cls).parameters
+    return {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
 def option_value(kind: str, spec: dict[str, Any] | None, name: str, default: Any = None) -> Any:
     """The value a component built from ``spec`` has for option ``name``: the spec's, else the
     constructor's default, else the class's ``option_defaults`` (options it passes on), else

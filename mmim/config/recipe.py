@@ -71,6 +71,10 @@ class DataConfig:
     batch_size: int = 64  # per process
     num_workers: int = 0
     skip_corrupt: bool = False
+    max_skip_fraction: float | None = None  # with skip_corrupt: stop once more than this fraction was corrupt
+    shards: str | list[str] | None = None  # train from tar shards (mmim pack): dir, brace pattern, URLs, pipe:
+    shards_index: str | None = None  # their index.json (default: next to the first shard)
+    shuffle_buffer: int = 1000  # samples each shard reader holds for shuffling (<= 1: shard order only)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from mmim.data.errors import CorruptSampleError
+from mmim.data.skips import SKIPPED_WHERE_KEY, Skipped
 from mmim.data.sources import name_sample_in_error
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,8 @@ class ResumableSampler(Sampler[tuple[int, int]]):
 class SeededDataset(Dataset):
     """Wraps a dataset: ``ds[(index, seed)]`` runs ``ds.dataset[index]`` under ``torch.manual_seed(seed)``.
 
-    A :class:`CorruptSampleError` becomes ``None`` (later counted by :func:`collate_skipping`)
-    when ``skip_corrupt`` is set and propagates otherwise.
+    A :class:`CorruptSampleError` becomes a :class:`~mmim.data.skips.Skipped` naming the file (later
+    counted by :func:`collate_skipping`) when ``skip_corrupt`` is set and propagates otherwise.
     """
 
     def __init__(self, dataset: Dataset, skip_corrupt: bool = False) -> None:
@@ -130,17 +131,21 @@ class SeededDataset(Dataset):
                 if not self.skip_corrupt:
                     raise
                 log.warning("skipping corrupt sample %s", err)
-                return None
+                return Skipped(str(err))
             except Exception as err:  # any other failure: say which sample and file
                 name_sample_in_error(err, self.dataset, index)
                 raise
 
 
 def collate_skipping(samples: Sequence[Any]) -> dict[str, Any]:
-    """Collate dict samples, dropping ``None`` (skipped) ones; ``batch["_skipped"]`` counts them."""
-    kept = [s for s in samples if s is not None]
+    """Collate dict samples, dropping skipped ones (``None`` or :class:`Skipped`); ``batch["_skipped"]``
+    counts them and ``batch["_skipped_where"]`` (present when some were skipped) names them."""
+    kept = [s for s in samples if s is not None and not isinstance(s, Skipped)]
     batch = default_collate(kept) if kept else {}
     batch[SKIPPED_KEY] = len(samples) - len(kept)
+    where = [s.reason for s in samples if isinstance(s, Skipped)]
+    if where:
+        batch[SKIPPED_WHERE_KEY] = where
     return batch
 
 

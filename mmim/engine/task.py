@@ -66,7 +66,11 @@ class PretrainTask:
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
         self.module: MaskedModel = self.build_module()
-        self.dataset = registry.build("dataset", recipe.data.dataset, where="data.dataset", split="train", augment=True)
+        if recipe.data.shards:  # the dataset only decodes shard records; its files need not be here
+            from mmim.data.records import build_decoder
+            self.dataset = build_decoder(recipe.data.dataset, split="train", augment=True)
+        else:
+            self.dataset = registry.build("dataset", recipe.data.dataset, where="data.dataset", split="train", augment=True)
         o, s, d, t = recipe.optim, recipe.schedule, recipe.data, recipe.train
         self.settings = LoopSettings(
             batch_size=d.batch_size, effective_batch_size=t.effective_batch_size, epochs=s.epochs,

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mmim.config.recipe import Recipe, recipe_to_dict
 from mmim.data.loading import SKIPPED_KEY, ResumableSampler, make_loader, mix_seed
+from mmim.data.skips import SKIPPED_WHERE_KEY, SkipBudget
 from mmim.engine import checkpoint as ckpt
 from mmim.engine.flops import FlopCounter, peak_tflops
 from mmim.engine.metrics import MetricsWriter
@@ -51,6 +52,7 @@ class RecipeMismatchError(ValueError):
 # logs, when it stops; not what it computes. A task adds its own (``Task.resumable_changes``).
 RESUMABLE_CHANGES = (
     "name", "description", "provenance", "source", "eval", "schedule.max_steps", "data.num_workers",
+    "data.shards", "data.shards_index",
     "train.device", "train.distributed", "train.compile", "train.compile_mode", "train.fused_attention", "train.tf32",
     "train.threads", "train.out_dir", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.tensorboard", "train.progress",
@@ -132,13 +134,22 @@ class Trainer:
                 f"({cfg.batch_size}) x processes ({world})"
             )
         self.accum = self.effective_batch // (cfg.batch_size * world)
-        self.sampler = ResumableSampler(len(self.dataset), recipe.seed, cfg.batch_size, self.accum, self.rt.rank, world,
-                                        weights=cfg.sample_weights, epoch_samples=cfg.epoch_samples,
-                                        replacement=cfg.replacement)
-        self.steps_per_epoch = self.sampler.steps_per_epoch
+        self.stream = None  # training from shards (data.shards) instead of the map-style sampler
+        if isinstance(self.task, PretrainTask) and recipe.data.shards:
+            from mmim.data.stream import build_training_data
+            self.stream = build_training_data(recipe, self.dataset, self.rt.rank, world, self.accum,
+                                              pin_memory=self.rt.device.type == "cuda")
+            self.steps_per_epoch = self.stream.steps_per_epoch
+        else:
+            self.sampler = ResumableSampler(len(self.dataset), recipe.seed, cfg.batch_size, self.accum, self.rt.rank,
+                                            world, weights=cfg.sample_weights, epoch_samples=cfg.epoch_samples,
+                                            replacement=cfg.replacement)
+            self.steps_per_epoch = self.sampler.steps_per_epoch
+        self.skip_budget = SkipBudget(recipe.data.max_skip_fraction)
         if self.steps_per_epoch == 0:
             raise ValueError(
-                f"the dataset has {len(self.dataset)} samples, fewer than one optimizer step needs "
+                f"the dataset has {self.stream.shards.num_samples if self.stream else len(self.dataset)} samples, "
+                f"fewer than one optimizer step needs "
                 f"({self.effective_batch}); lower the batch size or the effective batch size"
             )
         self.total_steps = cfg.epochs * self.steps_per_epoch
@@ -177,6 +188,7 @@ class Trainer:
 
         Under FSDP2 this is a collective (every rank calls it) and only rank 0 gets the state.
         """
+        stream = self.stream.state() if self.stream else None  # a collective with several processes
         if self.fsdp:
             model_state, optim_state = full_state(self.model, self.optimizer)
             if not self.rt.is_main:
@@ -190,7 +202,8 @@ class Trainer:
                           "peak_lr": self.peak_lr},
             "scaler": self.scaler.state_dict() if self.scaler else {},
             "rng": ckpt.rng_state(),
-            "data": {"samples_done": self.step * self.effective_batch, "skipped": self.skipped},
+            "data": {"samples_done": self.step * self.effective_batch, "skipped": self.skipped,
+                     **({"stream": stream} if stream else {})},
             "step": self.step,
         }
 
@@ -237,6 +250,8 @@ class Trainer:
         ckpt.set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.skipped = int(state["data"].get("skipped", 0))
+        if self.stream:
+            self.stream.load_state(state["data"].get("stream"))
 
     def save(self) -> Path | None:
         path = None
@@ -252,6 +267,9 @@ class Trainer:
     def _micro_batches(self, start_step: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """Micro-batches from optimizer step ``start_step`` on, with their epoch."""
         data = self.settings
+        if self.stream:
+            yield from self.stream.micro_batches(start_step)
+            return
         epoch, offset = divmod(start_step, self.steps_per_epoch)
         while True:
             self.sampler.set_epoch(epoch, offset)
@@ -276,7 +294,9 @@ class Trainer:
         samples, parts, epoch = 0, {}, 0
         for micro in range(self.accum):
             epoch, batch = next(batches)
-            self.skipped += int(batch.pop(SKIPPED_KEY, 0))
+            skipped = int(batch.pop(SKIPPED_KEY, 0))
+            self.skipped += skipped
+            self.skip_budget.update(self.settings.batch_size, skipped, batch.pop(SKIPPED_WHERE_KEY, None))
             if not batch:
                 continue
             batch = to_device(batch, self.rt.device)

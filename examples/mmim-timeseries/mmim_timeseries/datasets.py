@@ -115,7 +115,23 @@ class SyntheticSignals(Dataset):
         if not -self.num_samples <= index < self.num_samples:
             raise IndexError(f"synthetic_signals: index {index} out of range for {self.num_samples} samples")
         series, label = self.generate(index % self.num_samples)
+        return self._item(series, label)
+
+    def _item(self, series: np.ndarray, label: int) -> dict[str, Tensor | int]:
         x = torch.from_numpy(series).to(torch.float32)
         if self.augment:
             x = x * (0.8 + 0.4 * torch.rand(())) + 0.02 * torch.randn_like(x)
         return {"series": x, "label": label}
+
+    # mmim's shard protocol (mmim pack / data.shards): the clean series as .npy plus its label
+    def shard_record(self, index: int) -> dict[str, object]:
+        from mmim.data.records import npy_bytes
+
+        series, label = self.generate(index)
+        return {"npy": npy_bytes(series), "json": {"label": label}}
+
+    def decode_record(self, record: dict[str, object], where: str) -> dict[str, Tensor | int]:
+        from mmim.data.records import main_member, meta_of, read_npy
+
+        _, data = main_member(record, where)
+        return self._item(read_npy(data, where), int(meta_of(record, where)["label"]))

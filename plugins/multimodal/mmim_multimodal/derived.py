@@ -103,5 +103,23 @@ class ImageDerived(Dataset):
         item["depth"], item["semseg"] = self.derive(item["image"])
         return item
 
+    @classmethod
+    def shard_decoder(cls, split: str, augment: bool, image: dict[str, Any] | None = None, **options: Any) -> ImageDerived:
+        """Decodes shard records with the image dataset's own decoder (its files are not needed)."""
+        from mmim.data.records import build_decoder
+
+        self = cls(split, augment, {"name": "fashion_mnist", "max_samples": 1}, **options)
+        self.images = build_decoder(image or {"name": "fashion_mnist"}, split, augment)
+        return self
+
+    # the shard protocol (mmim.data.records): the image's record; depth and semseg are derived again
+    def shard_record(self, index: int) -> dict[str, Any]:
+        return self.images.shard_record(index)
+
+    def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        item = dict(self.images.decode_record(record, where))
+        item["depth"], item["semseg"] = self.derive(item["image"])
+        return item
+
     def __repr__(self) -> str:
         return f"ImageDerived({self.images!r}, bands={self.bands}, semseg_stride={self.semseg_stride})"

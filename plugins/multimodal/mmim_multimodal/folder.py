@@ -13,6 +13,8 @@ pre-training loop; semseg resized to ``1/semseg_stride`` with nearest neighbours
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from mmim import registry
 from mmim.data import CorruptSampleError, DataError
+from mmim.data.records import meta_of, spilled
 from mmim_multimodal.derived import truncated_standardize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -161,6 +165,44 @@ class MultiTaskFolder(torch.utils.data.Dataset):
                 raise CorruptSampleError(str(paths[task]), "non-finite values")
             out[self.rgb_key if task == "rgb" else task] = x.flip(-1) if flip else x
         return out
+
+    # the shard protocol (mmim.data.records): each task's original file as member <task>.<ext>
+    def shard_record(self, index: int) -> dict[str, Any]:
+        paths, label = self.samples[index]
+        record: dict[str, Any] = {"json": {"label": label, "sources": {t: str(p) for t, p in paths.items()}}}
+        for task, path in paths.items():
+            try:
+                record[f"{task}.{path.suffix.lower().lstrip('.')}"] = path.read_bytes()
+            except OSError as err:
+                raise CorruptSampleError(str(path), f"cannot read the {task} file ({err})") from None
+        return record
+
+    def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        label = int(meta_of(record, where)["label"])
+        with contextlib.ExitStack() as stack:
+            paths = {}
+            for task in self.tasks:
+                found = [k for k in record if k.split(".", 1)[0] == task and "." in k]
+                if len(found) != 1:
+                    raise CorruptSampleError(where, f"expected one {task}.<ext> member, found {found}")
+                paths[task] = Path(stack.enter_context(spilled(found[0].split(".", 1)[1], record[found[0]])))
+            view = copy.copy(self)
+            view.samples = [(paths, label)]
+            return view[0]
+
+    @classmethod
+    def shard_decoder(cls, split: str, augment: bool, **options: Any) -> MultiTaskFolder:
+        """Decodes shard records without the task folders."""
+        o = {**registry.constructor_defaults(cls), **options}
+        self = cls.__new__(cls)
+        self.root = Path(str(o.get("root") or "shards"))
+        self.tasks, self.augment, self.input_size, self.semseg_stride = tuple(o["tasks"]), augment, o["input_size"], \
+            o["semseg_stride"]
+        self.crop_scale, self.crop_ratio, self.hflip = o["crop_scale"], o["crop_ratio"], o["hflip"]
+        self.standardize_depth, self.rgb_key = o["standardize_depth"], o["rgb_key"]
+        self.mean, self.std = torch.tensor(o["mean"]).view(-1, 1, 1), torch.tensor(o["std"]).view(-1, 1, 1)
+        self.classes, self.num_classes, self.samples, self.labels = [], 0, [], []
+        return self
 
     def __repr__(self) -> str:
         return f"MultiTaskFolder({self.root}, tasks={list(self.tasks)}, n={len(self)}, augment={self.augment})"

@@ -17,6 +17,7 @@ frames once and returns ``n`` independently cropped and flipped copies, ``(n, 3,
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmim.data import CorruptSampleError, DataError
+from mmim.data.records import file_record, main_member, meta_of, spilled
 from mmim_video.reader import read_clip
 from mmim_video.target import IMAGENET_MEAN, IMAGENET_STD
 
@@ -187,6 +189,29 @@ class VideoClips(Dataset):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.source}, n={len(self)}, classes={self.num_classes}, augment={self.augment})"
 
+    # the shard protocol (mmim.data.records): the original video file, decoded by the same reader
+    def shard_record(self, index: int) -> dict[str, Any]:
+        path, label, _ = self.samples[index]
+        return file_record(path, {"label": label})
+
+    def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        ext, data = main_member(record, where)
+        label = int(meta_of(record, where)["label"])
+        with spilled(ext, data) as path:
+            view = copy.copy(self)
+            view.samples, view.source = [(path, label, 0)], where
+            return view[0]
+
+    @classmethod
+    def _shard_decoder(cls, augment: bool, options: dict[str, Any], file_options: Sequence[str]) -> VideoClips:
+        """An instance of ``cls`` that only decodes shard records: the :class:`VideoClips` options
+        without ``file_options`` (where the files are), no samples."""
+        self = cls.__new__(cls)
+        VideoClips.__init__(self, [("", 0, 0)], "shards", augment,
+                            **{k: v for k, v in options.items() if k not in file_options})
+        self.samples = []
+        return self
+
 
 class VideoList(VideoClips):
     """Labelled video files named in a VideoMAE-style list file (``path label`` per line).
@@ -209,6 +234,11 @@ class VideoList(VideoClips):
     def __init__(self, split: str, augment: bool, root: str, list_file: str, **options: Any) -> None:
         path = Path(list_file.format(split=split))
         super().__init__(read_list_file(path, Path(root)), str(path), augment, **options)
+
+    @classmethod
+    def shard_decoder(cls, split: str, augment: bool, **options: Any) -> VideoList:
+        """Decodes shard records without the list file or the videos."""
+        return cls._shard_decoder(augment, options, ("root", "list_file"))
 
 
 class VideoFolder(VideoClips):
@@ -242,3 +272,8 @@ class VideoFolder(VideoClips):
         samples = [(str(f), label, 0) for label, name in enumerate(self.classes)
                    for f in sorted((base / name).rglob("*")) if f.suffix.lower() in suffixes]
         super().__init__(samples, str(base), augment, num_classes=len(self.classes) or None, **options)
+
+    @classmethod
+    def shard_decoder(cls, split: str, augment: bool, **options: Any) -> VideoFolder:
+        """Decodes shard records without the video folder."""
+        return cls._shard_decoder(augment, options, ("root", "extensions"))

@@ -158,3 +158,9 @@ class KineticsCSV(VideoClips):
             label = index[r["label"]] if r["label"] else -1  # -1: an unlabelled (test) clip
             samples.append((str(clip_path(base, r["label"], name, layout)), label, r["line"]))
         super().__init__(samples, str(path), augment, num_classes=len(self.classes) or 1, **options)
+
+    @classmethod
+    def shard_decoder(cls, split: str, augment: bool, **options: Any) -> KineticsCSV:
+        """Decodes shard records without the CSV or the clips."""
+        return cls._shard_decoder(augment, options, ("root", "csv_file", "classes", "layout", "extension",
+                                                     "filter_split"))

@@ -65,3 +65,8 @@ class AudioFolder(AudioClipDataset):
         if not samples:
             raise DataError(f"{folder}: no files ending in {', '.join(exts)} in its {len(classes)} class folders")
         super().__init__(samples, classes, augment, **options)
+
+    @classmethod
+    def shard_decoder(cls, split: str, augment: bool, **options: Any) -> AudioFolder:
+        """Decodes shard records without the audio folder."""
+        return cls._shard_decoder(augment, options, ("root", "extensions"))

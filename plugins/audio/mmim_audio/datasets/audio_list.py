@@ -176,3 +176,8 @@ class AudioList(AudioClipDataset):
                                 f"set multi_label: true")
             samples = [(p, ls[0]) for p, ls in samples]
         super().__init__(samples, names, augment, **options)
+
+    @classmethod
+    def shard_decoder(cls, split: str, augment: bool, **options: Any) -> AudioList:
+        """Decodes shard records without the list, the label CSV or the audio files."""
+        return cls._shard_decoder(augment, options, ("data_file", "label_csv", "classes", "root", "multi_label"))

@@ -13,6 +13,7 @@ torch's global RNG only.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmim.data import DataError
+from mmim.data.records import file_record, main_member, meta_of, spilled
 from mmim_audio.augment import roll_and_scale, spec_augment
 from mmim_audio.frontend import NORM_STATS, TARGET_FRAMES, AudioMAEFrontend
 from mmim_audio.io import crop_or_pad, load_audio
@@ -181,3 +183,32 @@ class AudioClipDataset(Dataset):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(n={len(self)}, classes={self.num_classes}, augment={self.augment}, "
                 f"{self.frontend})")
+
+    # the shard protocol (mmim.data.records): the original audio file, read by the same front end.
+    # With mixup the partner clip is the sample itself: a stream has no random access to others.
+    def shard_record(self, index: int) -> dict[str, Any]:
+        path, label = self.samples[index]
+        return file_record(path, {"label": label if isinstance(label, int) else list(label),
+                                  "num_classes": self.num_classes, "multi_label": self.multi_label})
+
+    def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        ext, data = main_member(record, where)
+        meta = meta_of(record, where)
+        label = meta["label"]
+        with spilled(ext, data) as path:
+            view = copy.copy(self)
+            view.samples, view.cache = [(path, label if isinstance(label, int) else tuple(label))], None
+            if "num_classes" in meta:  # a shard_decoder has no class list of its own
+                view.num_classes, view.multi_label = int(meta["num_classes"]), bool(meta["multi_label"])
+                view.multi_hot = view.multi_label or view.mixup > 0
+            return view[0]
+
+    @classmethod
+    def _shard_decoder(cls, augment: bool, options: dict[str, Any], file_options: Sequence[str]) -> AudioClipDataset:
+        """An instance of ``cls`` that only decodes shard records (classes come with each record):
+        the :class:`AudioClipDataset` options without ``file_options``, no samples."""
+        self = cls.__new__(cls)
+        AudioClipDataset.__init__(self, [("", 0)], ["?"], augment,
+                                  **{k: v for k, v in options.items() if k not in file_options})
+        self.samples = []
+        return self

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import io
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmim.data import DataError
+from mmim.data.records import main_member, meta_of, spilled
 from mmim_image.datasets.common import check_split, subset_indices
 from mmim_image.datasets.idx import read_idx
+from mmim_image.datasets.image_folder import decode
 from mmim_image.transforms import build_transform, channel_values
 
 if TYPE_CHECKING:
@@ -141,13 +145,27 @@ class FashionMNIST(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Sample ``index``: ``{"image": (1, H, W) float32, "label": int}``."""
-        image = self.images[index].unsqueeze(0)
+        return self._item(self.images[index].unsqueeze(0), int(self.labels[index]))
+
+    def _item(self, image: Tensor, label: int) -> dict[str, Any]:
         if self.teacher_view and self.augment:
             student, teacher = self.transform.two_views(image)
-            return {"image": student, "image_teacher": teacher, "label": int(self.labels[index])}
+            return {"image": student, "image_teacher": teacher, "label": label}
         plain = self.transform(image)
         extra = {"image_teacher": plain} if self.teacher_view else {}
-        return {"image": plain, **extra, "label": int(self.labels[index])}
+        return {"image": plain, **extra, "label": label}
+
+    # the shard protocol (mmim.data.records): each image as a lossless PNG, decoded by the image reader
+    def shard_record(self, index: int) -> dict[str, Any]:
+        buf = io.BytesIO()
+        Image.fromarray(self.images[index].numpy(), mode="L").save(buf, format="PNG")
+        return {"png": buf.getvalue(), "json": {"label": int(self.labels[index]), "class": CLASSES[int(self.labels[index])]}}
+
+    def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        ext, data = main_member(record, where)
+        with spilled(ext, data) as path:
+            image = decode(path, "L")
+        return self._item(image, int(meta_of(record, where)["label"]))
 
     def __repr__(self) -> str:
         return f"FashionMNIST(split={self.split!r}, root={self.root!r}, n={len(self)}, transform={self.transform!r})"

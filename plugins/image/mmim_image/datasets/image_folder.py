@@ -10,7 +10,9 @@ from typing import Any
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mmim import registry
 from mmim.data import DataError
+from mmim.data.records import file_record, main_member, meta_of, spilled
 from mmim_image.datasets.common import check_split, subset_indices
 from mmim_image.still import SCALINGS, load_still, still_extensions
 from mmim_image.transforms import build_transform, channel_values
@@ -164,13 +166,44 @@ class ImageFolder(Dataset):
             CorruptSampleError: the image file cannot be decoded.
         """
         path, label = self.samples[index]
-        image = decode(path, self.mode, self.scaling, self.background)
+        return self._item(decode(path, self.mode, self.scaling, self.background), label)
+
+    def _item(self, image: Tensor, label: int) -> dict[str, Any]:
+        """The item of a decoded image ``(C, H, W)`` (uint8, or float in [0, 1] for high bit depths):
+        augmented / resized views and the label."""
         if self.teacher_view and self.augment:
             student, teacher = self.transform.two_views(image)
             return {"image": student, "image_teacher": teacher, "label": label}
         plain = self.transform(image)
         extra = {"image_teacher": plain} if self.teacher_view else {}
         return {"image": plain, **extra, "label": label}
+
+    # the shard protocol (mmim.data.records): the original file bytes, decoded by the same reader
+    def shard_record(self, index: int) -> dict[str, Any]:
+        path, label = self.samples[index]
+        return file_record(path, {"label": label, "class": self.classes[label]})
+
+    def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        ext, data = main_member(record, where)
+        with spilled(ext, data) as path:
+            image = decode(path, self.mode, self.scaling, self.background)
+        return self._item(image, int(meta_of(record, where)["label"]))
+
+    @classmethod
+    def shard_decoder(cls, split: str, augment: bool, **options: Any) -> ImageFolder:
+        """An ImageFolder that only decodes shard records (``root`` is not read, not even needed)."""
+        o = {**registry.constructor_defaults(cls), **options}
+        if o["in_chans"] not in MODES:
+            raise ValueError(f"in_chans must be 1 (grey) or 3 (RGB), got {o['in_chans']!r}")
+        self = cls.__new__(cls)
+        mean, std = channel_values(o["mean"], o["in_chans"], "mean"), channel_values(o["std"], o["in_chans"], "std")
+        self.split, self.augment, self.in_chans, self.mode = check_split(split), augment, o["in_chans"], MODES[o["in_chans"]]
+        self.root = self.folder = Path(str(o.get("root") or "shards"))
+        self.classes, self.num_classes, self.samples = [], 0, []
+        self.transform = build_transform(o["img_size"], augment, o["crop_scale"], o["hflip"], mean, std)
+        self.teacher_view = o["teacher_view"]
+        self.scaling, self.background = o["scaling"], tuple(int(c) for c in o["background"])
+        return self
 
     def __repr__(self) -> str:
         return (f"ImageFolder(split={self.split!r}, folder={str(self.folder)!r}, n={len(self)}, "

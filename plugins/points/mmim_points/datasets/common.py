@@ -6,6 +6,7 @@ RNG only (the engine seeds it per sample), so it is reproducible and resumable.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmim.data import CorruptSampleError, DataError
+from mmim.data.records import main_member, meta_of, npy_bytes, read_npy
 from mmim_points.ops.fps import farthest_point_sample
 
 SAMPLING = ("fps", "random", "first")
@@ -137,6 +139,19 @@ class PointCloudDataset(Dataset):
             points = scale_translate(points, self.scale, self.translate)[torch.randperm(points.shape[0])]
         # a copy: the raw cloud may be a view of data held in memory (HDF5 arrays, the primitives cache)
         return {"points": points.to(torch.float32, copy=True), "label": int(self.labels[index])}
+
+    # the shard protocol (mmim.data.records): the raw cloud as .npy (for .npy sources, their bytes)
+    def shard_record(self, index: int) -> dict[str, Any]:
+        raw, where = self.load_raw(index)
+        return {"npy": npy_bytes(raw), "json": {"label": int(self.labels[index]), "source": where}}
+
+    def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        _, data = main_member(record, where)
+        raw, meta = read_npy(data, where), meta_of(record, where)
+        view = copy.copy(self)
+        view.labels = [int(meta["label"])]
+        view.load_raw = lambda _index: (raw, where)
+        return view[0]
 
     def vote_augment(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
         """The fine-tuning voting hook (``finetune.votes``): a copy of a collated test batch with every
