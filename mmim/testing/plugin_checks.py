@@ -118,13 +118,14 @@ def check_converter(name: str) -> None:
     with tempfile.TemporaryDirectory(prefix="mmim-check-") as tmp:
         path = Path(tmp) / "official.pth"
         torch.save(to_official(model, stream), path)
-        conv(path, fresh, stream)
+        conv(path, fresh)  # the registry's converter contract: converter(path, model, head=None)
     # compared in the official layout: what it cannot hold (e.g. VideoMAE's key bias) may differ in mmim's
     mine, theirs = _flat(to_official(model, stream)), _flat(to_official(fresh, stream))
     assert mine.keys() == theirs.keys(), f"keys differ after the round trip: {sorted(mine.keys() ^ theirs.keys())[:5]}"
     differ = [k for k in mine if not torch.equal(mine[k], theirs[k])]
     assert not differ, f"weights changed in the round trip: {differ[:5]}"
-    batch = {fresh.streams[stream].input_key or stream: fresh.streams[stream].tokenizer.example_input(2, torch.Generator().manual_seed(0))}
+    batch = {fresh.streams[s].input_key or s: fresh.streams[s].tokenizer.example_input(2, torch.Generator().manual_seed(0))
+             for s in fresh.inputs}
     torch.testing.assert_close(fresh.features(batch), model.features(batch))
 
 

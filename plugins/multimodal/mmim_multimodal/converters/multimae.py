@@ -204,3 +204,8 @@ def load_multimae_checkpoint(path: str | Path, model: MaskedModel, streams: Mapp
             raise CheckpointFormatError(f"{path}: {key} has shape {tuple(value.shape)}, the model {tuple(own[key].shape)}")
     model.load_state_dict(mapped, strict=False)
     return sorted(set(own) - set(mapped))
+
+
+# round-trip hooks for the conformance kit (mmim check-plugin): the model in the official layout, and a recipe to build it
+load_multimae_checkpoint.to_official = lambda model, stream: {"model": mmim_to_multimae(model)}
+load_multimae_checkpoint.example_recipe = "multimae_vit_b16_rgb_depth_semseg"
