@@ -425,6 +425,7 @@ def _serve(side: str, args: argparse.Namespace, conn) -> None:  # noqa: ANN001
         if cmd == "stop":
             break
         times = []
+        before = resource.getrusage(resource.RUSAGE_SELF)
         for _ in range(n):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -433,7 +434,13 @@ def _serve(side: str, args: argparse.Namespace, conn) -> None:  # noqa: ANN001
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - start)
-        conn.send({"times": times, "peak_mib": _peak_memory_mib(device)})
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        per = max(n, 1)
+        conn.send({"times": times, "peak_mib": _peak_memory_mib(device),  # the diagnosis of the alternating fault:
+                   "cpu_s": (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / per,
+                   "sys_s": (after.ru_stime - before.ru_stime) / per,
+                   "minflt": (after.ru_minflt - before.ru_minflt) / per,  # page faults (fresh memory) per step
+                   "nivcsw": (after.ru_nivcsw - before.ru_nivcsw) / per})  # preemptions per step
 
 
 # ---------------------------------------------------------------------------- parent
@@ -469,6 +476,11 @@ class _Side:
         self.proc.join()
 
 
+def _diagnostics(outs: list[dict]) -> dict:
+    """Per-step medians over runs: CPU seconds (user + system), system seconds, minor page faults, preemptions."""
+    return {k: statistics.median(o[k] for o in outs) for k in ("cpu_s", "sys_s", "minflt", "nivcsw")}
+
+
 def _worker_env(args: argparse.Namespace) -> None:
     """One environment for every worker (spawned children inherit it): same threads, passive OpenMP waits."""
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -485,7 +497,7 @@ def _alternating(args: argparse.Namespace, names: list[str]) -> tuple[dict, dict
         for side in sides.values():
             side.run(args.warmup)
         times: dict[str, list[float]] = {n: [] for n in names}
-        peak, ratios = {}, []
+        peak, ratios, diag = {}, [], {}
         for r in range(args.rounds):
             order = names if r % 2 == 0 else names[::-1]
             line = []
@@ -493,6 +505,7 @@ def _alternating(args: argparse.Namespace, names: list[str]) -> tuple[dict, dict
                 out = sides[name].run(args.steps)
                 times[name].append(statistics.median(out["times"]))
                 peak[name] = out["peak_mib"]
+                diag.setdefault(name, []).append(out)
                 line.append(f"{name} {args.batch / times[name][-1]:.2f}")
             if len(names) == 2:
                 ratios.append(times["official"][-1] / times["mmim"][-1])
@@ -503,7 +516,10 @@ def _alternating(args: argparse.Namespace, names: list[str]) -> tuple[dict, dict
         for side in sides.values():
             if side.proc.is_alive():
                 side.proc.kill()
-    return {n: s.info for n, s in sides.items()}, times, peak, ratios
+    info = {n: s.info for n, s in sides.items()}
+    for n in names:
+        info[n]["diag"] = _diagnostics(diag[n])
+    return info, times, peak, ratios
 
 
 def _single(args: argparse.Namespace, names: list[str]) -> tuple[dict, dict, dict, list[float]]:
@@ -517,6 +533,7 @@ def _single(args: argparse.Namespace, names: list[str]) -> tuple[dict, dict, dic
             if side.proc.is_alive():
                 side.stop()
         info[name], times[name], peak[name] = side.info, out["times"], out["peak_mib"]
+        info[name]["diag"] = _diagnostics([out])
         print(f"{name} alone: samples/s {args.batch / statistics.median(out['times']):.2f}", flush=True)
     return info, times, peak, []
 
@@ -576,9 +593,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {args.batch / step:.2f} samples/s (median step {step * 1e3:.0f} ms), "
               f"peak memory {peak[name]:.0f} MiB ({memory}), {info[name]['flops'] / args.batch / 1e9:.1f} GFLOP/sample, "
               f"{util}")
+        d = info[name]["diag"]
+        print(f"  {name} per step: CPU {d['cpu_s']:.3f} s (system {d['sys_s']:.3f} s) of {step:.3f} s wall, "
+              f"{d['minflt']:.0f} minor page faults, {d['nivcsw']:.0f} preemptions")
         results["sides"][name] = {"samples_per_s": args.batch / step, "step_ms": step * 1e3, "peak_mib": peak[name],
                                   "flops_per_step": info[name]["flops"], "tflops": tflops,
-                                  "mfu": tflops / peak_tf if peak_tf else None, "params": info[name]["params"]}
+                                  "mfu": tflops / peak_tf if peak_tf else None, "params": info[name]["params"],
+                                  **info[name]["diag"]}
     if len(names) == 2:
         rate = {n: args.batch / statistics.median(times[n]) for n in names}
         results["ratio"] = rate["mmim"] / rate["official"]

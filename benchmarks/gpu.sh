@@ -3,6 +3,7 @@
 #
 #   OUT=/tmp/out benchmarks/gpu.sh                      # on the GPU machine, from the repository root
 #   OUT=/tmp/out DEVICE=cpu TINY=1 benchmarks/gpu.sh    # every code path on CPU, tiny batches, 2 steps
+#   (COMPILE=0 skips the compiled runs, BUDGET_S=seconds after which the remaining runs are skipped, default 450)
 #
 # The GPU machine has torch, timm, einops, safetensors, PyYAML, Pillow and numpy but no package registry:
 # the project installs with `pip install --no-deps --no-build-isolation -e .` (SKIP_INSTALL=1 skips it).
@@ -11,6 +12,7 @@
 # Each measurement has its own timeout (seconds, scaled by TIMEOUT_SCALE) and a failure does not stop
 # the others; the summary table (and results.tsv, one JSON per measurement) is written under $OUT.
 set -u
+{  # the whole script is read before it runs (an edit during a run cannot shift it)
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/mmim-gpu}
 OFFICIAL=${OFFICIAL:-.official}
@@ -32,7 +34,7 @@ import torch, platform
 print("python", platform.python_version(), "torch", torch.__version__)
 print("device", torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU")
 try:
-    import timm; print("timm", timm.__version__)
+    from mmim.timm_compat import import_timm; print("timm", import_timm().__version__)
 except Exception as e:
     print("timm import failed:", e)
 PYEOF
@@ -46,10 +48,14 @@ else
     B_MAE=256; B_MAEL=256; B_VID=32; B_AUD=64; B_PTS=128; LARGE_BATCHES=${LARGE_BATCHES:-"1024 768 512"}; LOADER_N=256
 fi
 
+COMPILE=${COMPILE:-1}  # 0: skip the --compile runs (CPU tests of the other paths; inductor on CPU takes minutes)
+
 # run NAME TIMEOUT_S ARGS...: one bench_vs_official.py measurement, its log and JSON under $OUT
 run() {
     local name=$1 limit=$2; shift 2
     local t0=$(date +%s) rc
+    case " $* " in *" --compile "*) [ "$COMPILE" = 1 ] || { echo "=== $name: skipped (COMPILE=0)"
+        printf '%s\tskipped\t0\n' "$name" >> "$OUT/results.tsv"; return 1; } ;; esac
     if [ $(( t0 - START )) -gt "${BUDGET_S:-450}" ]; then  # keep the whole run under 8 minutes
         echo "=== $name: skipped (budget of ${BUDGET_S:-450} s spent)"; printf '%s\tskipped\t0\n' "$name" >> "$OUT/results.tsv"
         return 1
@@ -76,7 +82,8 @@ run mae_l_eager 100 --model mae_vit_large_patch16 --batch $B_MAEL $(official mae
 run mae_l_compiled 150 --model mae_vit_large_patch16 --batch $B_MAEL --sides mmim --compile
 # ViT-L MFU at the largest batch that fits: the first of LARGE_BATCHES that runs
 for b in $LARGE_BATCHES; do
-    run "mae_l_largest_b$b" 150 --model mae_vit_large_patch16 --batch "$b" --sides mmim --compile && break
+    run "mae_l_largest_b$b" 150 --model mae_vit_large_patch16 --batch "$b" --sides mmim \
+        $([ "$COMPILE" = 1 ] && echo --compile) && break
 done
 # VideoMAE ViT-B, Audio-MAE ViT-B, Point-MAE
 run videomae_b_eager 90 --model pretrain_videomae_base_patch16_224 --batch $B_VID $(official VideoMAE)
@@ -124,3 +131,5 @@ for line in (out / "results.tsv").read_text().splitlines():
 PYEOF
 cat "$OUT/summary.txt"
 echo "total $(( $(date +%s) - START )) s; device $(sed -n 2p "$OUT/env.txt")"
+exit 0
+}
