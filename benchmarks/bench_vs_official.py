@@ -373,9 +373,15 @@ def _worker(side: str, args: argparse.Namespace, conn) -> None:  # noqa: ANN001
 
 def _count_flops(loss_fn, x, autocast) -> float:  # noqa: ANN001
     """FLOPs of one eager forward (+ loss) at the benchmark batch."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-    mode = FlopCounterMode(display=False)
+    def cpu_sdpa(q, k, v, *_, out_shape=None, **__):  # noqa: ANN001, ANN002, ANN003, ANN202
+        return sdpa_flop_count(q, k, v)  # shapes: torch's formula for the CUDA kernels, the same math
+
+    # torch's table has no formula for CPU's fused attention kernel: without this, an SDPA model's
+    # attention FLOPs would count as 0 on CPU while hand-written attention (bmm) counts
+    cpu_op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    mode = FlopCounterMode(display=False, custom_mapping={cpu_op: cpu_sdpa} if cpu_op else {})
     with mode, torch.no_grad():
         if autocast is not None:
             with autocast:

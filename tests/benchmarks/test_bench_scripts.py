@@ -93,3 +93,10 @@ def test_loader_step_rates_read_gpu_results(tmp_path) -> None:  # noqa: ANN001
     rates, source = loaders.step_rates(str(tmp_path))
     assert rates["video"] == 150.0 and str(tmp_path) in source
     assert rates["image"] == loaders.STEP_RATES["image"]
+
+
+def test_flop_count_includes_cpu_fused_attention(vs) -> None:  # noqa: ANN001
+    q = torch.randn(2, 3, 16, 8)
+    fused = vs._count_flops(lambda x: torch.nn.functional.scaled_dot_product_attention(x, x, x), q, None)
+    by_hand = vs._count_flops(lambda x: torch.softmax(x @ x.transpose(-1, -2), -1) @ x, q, None)
+    assert fused == by_hand == 2 * (2 * 2 * 3 * 16 * 16 * 8)
