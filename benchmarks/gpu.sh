@@ -128,6 +128,18 @@ for line in (out / "results.tsv").read_text().splitlines():
           f"{o.get('samples_per_s', float('nan')):>9.1f} {r.get('ratio', float('nan')):>7.2f} "
           f"{r.get('memory_ratio', float('nan')):>6.2f}")
 PYEOF
+$PY - "$OUT" >> "$OUT/summary.txt" <<'PYEOF'
+import json, sys
+from pathlib import Path
+f = Path(sys.argv[1]) / "loaders.json"
+if f.is_file():
+    d = json.loads(f.read_text())
+    for r in d["rows"]:
+        print(f"loader {r['modality']:<11} workers {r['workers']:>2}: {r['samples_per_s']:8.1f} samples/s "
+              f"({r['per_core']:.1f} per core) vs step {r['step_rate']:.0f}/s: {r['verdict']}")
+    for m, err in d["failures"].items():
+        print(f"loader {m}: FAILED {err}")
+PYEOF
 cat "$OUT/summary.txt"
 echo "total $(( $(date +%s) - START )) s; $(sed -n 2p "$OUT/env.txt")"
 exit 0
