@@ -1,0 +1,209 @@
+"""The training input pipeline per modality against the GPU step it feeds.
+
+For each modality (image, video, points, audio, multimodal) the ViT-B pre-training recipe's dataset
+(``data.dataset`` of the recipe, with its augmentation) is pointed at generated files of realistic
+size (ImageNet-like 500x375 JPEGs, 300-frame 320x240 H.264 videos, ShapeNet 8192-point clouds,
+10 s 16 kHz WAVs, MultiMAE rgb/depth/semseg folders), and read through mmim's loader
+(``mmim.data.loading.make_loader``: decode + augment + collate) with each ``--workers`` count.
+Printed: samples/s, samples/s per worker (per core: each worker is one process on one core), and
+the workers needed to match the ViT-B training step rate of that modality on the GPU. Step rates
+come from ``--steps-from`` (the folder ``benchmarks/gpu.sh`` writes: the faster of each model's
+eager and compiled mmim runs), else from the H200 figures of docs/scaling.md (``STEP_RATES``).
+A loader slower, at ``--cores`` workers, than the step it feeds is flagged ``STARVES``::
+
+    python benchmarks/bench_loaders.py                                   # every modality, workers 0 1 2
+    python benchmarks/bench_loaders.py --modalities image video --workers 0 4 8 --samples 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = {
+    "image": "recipes/image/mae_vit_b16_in1k.yaml",
+    "video": "recipes/video/videomae_vit_b_k400.yaml",
+    "points": "recipes/points/pointmae_shapenet55.yaml",
+    "audio": "recipes/audio/audiomae_vit_b16_as2m.yaml",
+    "multimodal": "recipes/multimodal/multimae_vit_b16_rgb_depth_semseg.yaml",
+}
+# mmim ViT-B training step, samples/s on one H200, bf16 (docs/scaling.md, issue 15's table): the fallback
+STEP_RATES = {"image": 3832.0, "video": 712.0, "points": 2453.0, "audio": 495.0, "multimodal": 3832.0}
+# gpu.sh measurement names per modality (multimodal has no official counterpart there: the image step)
+GPU_RUNS = {"image": "mae_b", "video": "videomae_b", "points": "pointmae", "audio": "audiomae_b",
+            "multimodal": "mae_b"}
+
+
+def _texture(rng: np.random.Generator, h: int, w: int, c: int = 3) -> np.ndarray:
+    """A smooth random image (natural-image-like JPEG size, unlike white noise)."""
+    from PIL import Image
+
+    small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, c), dtype=np.uint8)
+    img = Image.fromarray(small.squeeze()).resize((w, h), Image.BILINEAR)
+    return np.asarray(img)
+
+
+def _jpeg(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, quality=90)
+
+
+def make_image(root: Path, n: int, rng: np.random.Generator) -> dict:
+    for i in range(n):
+        _jpeg(root / "train" / f"c{i % 4}" / f"{i}.jpg", _texture(rng, 375, 500))
+    return {"root": str(root)}
+
+
+def make_multimodal(root: Path, n: int, rng: np.random.Generator) -> dict:
+    from PIL import Image
+
+    for i in range(n):
+        base = root / "train"
+        _jpeg(base / "rgb" / f"c{i % 4}" / f"{i}.jpg", _texture(rng, 375, 500))
+        for task in ("depth", "semseg"):
+            (base / task / f"c{i % 4}").mkdir(parents=True, exist_ok=True)
+        depth = (_texture(rng, 375, 500, 1).astype(np.uint16) * 200)
+        Image.fromarray(depth).save(base / "depth" / f"c{i % 4}" / f"{i}.png")
+        Image.fromarray((_texture(rng, 375, 500, 1) // 2).astype(np.uint8)).save(base / "semseg" / f"c{i % 4}" / f"{i}.png")
+    return {"root": str(root)}
+
+
+def make_points(root: Path, n: int, rng: np.random.Generator) -> dict:
+    (root / "shapenet_pc").mkdir(parents=True)
+    (root / "ShapeNet-55").mkdir(parents=True)
+    names = []
+    for i in range(n):
+        name = f"{2691156 + i % 4:08d}-m{i}.npy"
+        np.save(root / "shapenet_pc" / name, rng.standard_normal((8192, 3)).astype(np.float32))
+        names.append(name)
+    for split in ("train", "test"):
+        (root / "ShapeNet-55" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return {"root": str(root)}
+
+
+def make_audio(root: Path, n: int, rng: np.random.Generator, unique: int = 16) -> dict:
+    root.mkdir(parents=True)
+    for i in range(min(n, unique)):
+        with wave.open(str(root / f"{i}.wav"), "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(16000)
+            f.writeframes((rng.standard_normal(160000) * 3000).astype(np.int16).tobytes())
+    (root / "labels.csv").write_text("index,mid,display_name\n0,/m/a,A\n1,/m/b,B\n")
+    data = [{"wav": str(root / f"{i % unique}.wav"), "labels": "/m/a" if i % 2 else "/m/a,/m/b"} for i in range(n)]
+    (root / "train.json").write_text(json.dumps({"data": data}))
+    return {"data_file": str(root / "{split}.json"), "label_csv": str(root / "labels.csv")}
+
+
+def make_video(root: Path, n: int, rng: np.random.Generator, unique: int = 8) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_video_decode import write_video
+
+    root.mkdir(parents=True)
+    for i in range(min(n, unique)):
+        write_video(root / f"{i}.mp4", 300, 320, 240, seed=i)
+    (root / "train.csv").write_text("".join(f"{i % unique}.mp4 {i % 4}\n" for i in range(n)))
+    return {"root": str(root), "list_file": str(root / "{split}.csv")}
+
+
+MAKERS = {"image": make_image, "video": make_video, "points": make_points, "audio": make_audio,
+          "multimodal": make_multimodal}
+
+
+def step_rates(folder: str | None) -> tuple[dict[str, float], str]:
+    """ViT-B mmim step samples/s per modality: the faster of gpu.sh's eager/compiled runs, else STEP_RATES."""
+    rates, source = dict(STEP_RATES), "docs/scaling.md (H200, bf16)"
+    if folder:
+        found = {}
+        for modality, run in GPU_RUNS.items():
+            for kind in ("eager", "compiled"):
+                f = Path(folder) / f"{run}_{kind}.json"
+                if f.is_file():
+                    side = json.loads(f.read_text())["sides"].get("mmim")
+                    if side:
+                        found[modality] = max(found.get(modality, 0.0), side["samples_per_s"])
+        if found:
+            rates.update(found)
+            source = f"{folder} (this run's gpu.sh measurements where present)"
+    return rates, source
+
+
+def measure(modality: str, workdir: Path, samples: int, workers: list[int], batch: int, seed: int) -> list[dict]:
+    from mmim import registry
+    from mmim.config.recipe import load_recipe
+    from mmim.data.loading import ResumableSampler, make_loader
+
+    recipe = load_recipe(ROOT / RECIPES[modality], [], check_components=True)
+    spec = dict(recipe.data.dataset)
+    spec.update(MAKERS[modality](workdir / modality, samples, np.random.default_rng(seed)))
+    dataset = registry.build("dataset", spec, where=f"{RECIPES[modality]}: data.dataset", split="train", augment=True)
+    rows = []
+    for w in workers:
+        sampler = ResumableSampler(len(dataset), seed, batch_size=batch)
+        loader = make_loader(dataset, sampler, batch, num_workers=w, pin_memory=torch.cuda.is_available())
+        it = iter(loader)
+        next(it)  # worker start-up and the first batch are not timed
+        start, count = time.perf_counter(), 0
+        for b in it:
+            count += len(next(iter(b.values()))) if isinstance(b, dict) else len(b[0])
+        secs = time.perf_counter() - start
+        rate = count / secs if count else float("nan")
+        rows.append({"modality": modality, "workers": w, "samples": count, "samples_per_s": rate,
+                     "per_core": rate / max(w, 1)})
+        del it, loader
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--modalities", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--samples", type=int, default=64, help="samples read per measurement (plus one untimed batch)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--cores", type=int, default=os.cpu_count(), help="cores a training run could give its loader")
+    p.add_argument("--steps-from", help="folder of benchmarks/gpu.sh results (its *_eager/_compiled JSON files)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    rates, source = step_rates(args.steps_from)
+    rows, failures = [], {}
+    with tempfile.TemporaryDirectory(prefix="mmim-loaders-") as tmp:
+        for modality in args.modalities:
+            try:
+                rows += measure(modality, Path(tmp), args.samples + args.batch, args.workers, args.batch, args.seed)
+            except Exception as err:  # noqa: BLE001 - one modality's failure must not hide the others
+                failures[modality] = f"{type(err).__name__}: {err}"
+                print(f"{modality}: FAILED {failures[modality]}", flush=True)
+    print(f"loader samples/s (decode + augment + collate, batch {args.batch}); GPU step rates from {source}")
+    print(f"{'modality':<11}{'workers':>8}{'samples/s':>11}{'per core':>10}{'GPU step/s':>12}{'cores needed':>14}  verdict")
+    verdicts = {}
+    for r in rows:
+        need = math.ceil(rates[r["modality"]] / r["per_core"]) if r["per_core"] > 0 else None
+        at_cores = r["per_core"] * args.cores
+        verdict = "ok" if at_cores >= rates[r["modality"]] else f"STARVES at {args.cores} cores"
+        verdicts[r["modality"]] = verdict  # the last (largest) worker count decides
+        r.update(step_rate=rates[r["modality"]], cores_needed=need, verdict=verdict)
+        print(f"{r['modality']:<11}{r['workers']:>8}{r['samples_per_s']:>11.1f}{r['per_core']:>10.1f}"
+              f"{rates[r['modality']]:>12.0f}{need if need is not None else '-':>14}  {verdict}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "failures": failures, "step_rates": rates,
+                                               "step_source": source, "cores": args.cores}, indent=1))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
