@@ -84,8 +84,9 @@ class _FusionDecoderBase(Decoder):
         full = full.scatter(1, mask.visible.unsqueeze(-1).expand(-1, -1, d), enc)
         emb = []
         for name, size in zip(mask.names, mask.sizes):
-            pos = self.positions[name](context.layouts[name]).to(enc.dtype).expand(b, size, d)
-            emb.append(pos + self.task_embeddings[name].to(enc.dtype) if self.task_embeddings is not None else pos)
+            # fp32 positions and embeddings, as MultiMAE's adapters add them: an fp32 sequence under autocast
+            pos = self.positions[name](context.layouts[name]).expand(b, size, d)
+            emb.append(pos + self.task_embeddings[name] if self.task_embeddings is not None else pos)
         return full + torch.cat(emb, dim=1), glob
 
     def prediction(self, values: Tensor, context: DecoderContext) -> Prediction:
