@@ -255,3 +255,35 @@ def test_cli_pack_split_and_skip_corrupt(tmp_path, capsys):
     assert str(tmp_path / "img" / "b" / "1.png") in capsys.readouterr().err
     assert main(["pack", str(recipe), str(tmp_path / "s2"), "--skip-corrupt"]) == 0
     assert "packed 2 samples of image_folder (train) into 1 shards in" in capsys.readouterr().out
+
+
+def test_point_files_keep_their_original_bytes_and_decode_to_the_file_items(tmp_path):
+    """A point folder's meshes and clouds travel as their own files (OFF, XYZ, PLY), not as
+    re-encoded arrays; a mesh is sampled with the original file's seed, so shards give its points."""
+    cube_v = "\n".join(f"{x} {y} {z}" for x in (-1, 1) for y in (-1, 1) for z in (-1, 1))
+    quads = "4 0 1 3 2\n4 4 6 7 5\n4 0 4 5 1\n4 2 3 7 6\n4 0 2 6 4\n4 1 5 7 3"
+    for cls in ("cube", "blob"):
+        (tmp_path / "src" / cls).mkdir(parents=True)
+    (tmp_path / "src" / "cube" / "a.off").write_text(f"OFF\n8 6 0\n{cube_v}\n{quads}\n")
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(64, 3, generator=g).tolist()
+    (tmp_path / "src" / "blob" / "c.xyz").write_text("\n".join(" ".join(f"{v:.6f}" for v in r) for r in rows))
+    header = "ply\nformat ascii 1.0\nelement vertex 64\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+    (tmp_path / "src" / "blob" / "d.ply").write_text(header + "\n".join(" ".join(f"{v:.6f}" for v in r) for r in rows) + "\n")
+    spec = {"name": "point_folder", "root": str(tmp_path / "src"), "num_points": 32, "mesh_points": 500, "min_points": 8}
+    pack(spec, tmp_path / "shards", samples_per_shard=10, progress=False)
+    files = registry.build("dataset", spec, split="train", augment=True)
+    members = {Path(json.loads(m["json"])["source"]).name: m for _, m in iter_samples(str(tmp_path / "shards" / "train-000000.tar"))}
+    for path in files.files:
+        ext = path.suffix.lstrip(".")
+        assert members[path.name][ext] == path.read_bytes(), path.name  # the original bytes, not an .npy
+        assert "npy" not in members[path.name]
+    decoder = build_decoder(spec, "train", augment=True)
+    stream = ShardStream(resolve(str(tmp_path / "shards")), decoder, seed=7)
+    stream.set_position(0, [0])
+    for url in stream.shards.urls:
+        for key, raw_members in iter_samples(url):
+            i = int(key)
+            got = stream.decode(url, key, raw_members)
+            want = SeededDataset(files)[(i, mix_seed(7, 0, i, 1))]
+            assert torch.equal(got["points"], want["points"]) and got["label"] == want["label"], files.files[i].name

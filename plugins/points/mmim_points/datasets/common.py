@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmim.data import CorruptSampleError, DataError
-from mmim.data.records import main_member, meta_of, npy_bytes, read_npy
+from mmim.data.records import file_record, main_member, meta_of, npy_bytes, read_npy, spilled
 from mmim_points.ops.fps import farthest_point_sample
 
 SAMPLING = ("fps", "random", "first")
@@ -140,14 +140,33 @@ class PointCloudDataset(Dataset):
         # a copy: the raw cloud may be a view of data held in memory (HDF5 arrays, the primitives cache)
         return {"points": points.to(torch.float32, copy=True), "label": int(self.labels[index])}
 
-    # the shard protocol (mmim.data.records): the raw cloud as .npy (for .npy sources, their bytes)
+    def source_file(self, index: int) -> Path | None:
+        """The file sample ``index`` alone is read from, when it has one (shards then keep that file's
+        original bytes, decoded by :meth:`read_source`); ``None`` when samples share a file (HDF5)
+        or are generated: shards then hold the raw cloud as ``.npy``."""
+        return None
+
+    def read_source(self, path: Path, source: Path) -> Any:
+        """Read a sample's file at ``path``, a copy of the original ``source`` (as :meth:`load_raw` does)."""
+        raise NotImplementedError
+
+    # the shard protocol (mmim.data.records): the sample's own file, original bytes (PLY, OFF, OBJ,
+    # PCD, TXT, NPY, ...), decoded by the same reader; or, without one, the raw cloud as .npy
     def shard_record(self, index: int) -> dict[str, Any]:
+        source = self.source_file(index)
+        if source is not None:
+            return file_record(source, {"label": int(self.labels[index]), "original": True})
         raw, where = self.load_raw(index)
         return {"npy": npy_bytes(raw), "json": {"label": int(self.labels[index]), "source": where}}
 
     def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
-        _, data = main_member(record, where)
-        raw, meta = read_npy(data, where), meta_of(record, where)
+        ext, data = main_member(record, where)
+        meta = meta_of(record, where)
+        if meta.get("original"):
+            with spilled(ext, data) as path:
+                raw = self.read_source(Path(path), Path(str(meta.get("source", where))))
+        else:
+            raw = read_npy(data, where)
         view = copy.copy(self)
         view.labels = [int(meta["label"])]
         view.load_raw = lambda _index: (raw, where)

@@ -72,3 +72,10 @@ class PointFolder(PointCloudDataset):
     def load_raw(self, index: int) -> tuple[Any, str]:
         path = self.files[index]
         return read_point_file(path, self.mesh_points, _file_seed(path), self.reader), str(path)
+
+    def source_file(self, index: int) -> Path:
+        return self.files[index]
+
+    def read_source(self, path: Path, source: Path) -> Any:
+        # the mesh sampling seed comes from the original file's name, so shards give the file's points
+        return read_point_file(path, self.mesh_points, _file_seed(source), self.reader)

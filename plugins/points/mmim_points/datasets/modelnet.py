@@ -73,6 +73,12 @@ class ModelNet40(PointCloudDataset):
     def load_raw(self, index: int) -> tuple[Any, str]:
         return read_table(self.files[index]), str(self.files[index])
 
+    def source_file(self, index: int) -> Path:
+        return self.files[index]
+
+    def read_source(self, path: Path, source: Path) -> Any:
+        return read_table(path)
+
 
 class ModelNet40H5(PointCloudDataset):
     """ModelNet40 from the ``modelnet40_ply_hdf5_2048`` HDF5 files (2,048 points per shape), held in memory.

@@ -76,3 +76,9 @@ class ShapeNet55(PointCloudDataset):
 
     def load_raw(self, index: int) -> tuple[Any, str]:
         return read_point_file(self.files[index]), str(self.files[index])
+
+    def source_file(self, index: int) -> Path:
+        return self.files[index]
+
+    def read_source(self, path: Path, source: Path) -> Any:
+        return read_point_file(path)
