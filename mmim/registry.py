@@ -179,17 +179,22 @@ def qualified_name(kind: str, name: str) -> str:
     return f"{plugin}:{short}"
 
 
+def _resolve_spec(kind: str, spec: Any, where: str) -> Any:
+    """The class a component spec ``{"name": ..., **options}`` names; errors name ``where``."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise RegistryError(f"{where or kind}: give the component as a mapping with a 'name'; installed {kind}s: {', '.join(available(kind))}")
+    try:
+        return resolve(kind, spec["name"])
+    except RegistryError as err:
+        raise RegistryError(f"{where}: {err}" if where else str(err)) from None
+
+
 def check_options(kind: str, spec: dict[str, Any], context: tuple[str, ...] | dict[str, Any], *, where: str = "") -> Any:
     """Resolve ``spec["name"]`` and check its options against the constructor; return the class.
 
     Unknown options raise an error naming the option, where it was given and the valid ones.
     """
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise RegistryError(f"{where or kind}: give the component as a mapping with a 'name'; installed {kind}s: {', '.join(available(kind))}")
-    try:
-        cls = resolve(kind, spec["name"])
-    except RegistryError as err:
-        raise RegistryError(f"{where}: {err}" if where else str(err)) from None
+    cls = _resolve_spec(kind, spec, where)
     params = inspect.signature(cls).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     valid = [n for n, p in params.items() if n not in context and p.kind is not inspect.Parameter.VAR_POSITIONAL]
@@ -228,9 +233,9 @@ def option_value(kind: str, spec: dict[str, Any] | None, name: str, default: Any
     if name in spec:
         return spec[name]
     cls = resolve(kind, spec["name"])
-    params = inspect.signature(cls).parameters
-    if name in params and params[name].default is not inspect.Parameter.empty:
-        return params[name].default
+    defaults = constructor_defaults(cls)
+    if name in defaults:
+        return defaults[name]
     return getattr(cls, "option_defaults", {}).get(name, default)
 
 
@@ -240,12 +245,7 @@ def build(kind: str, spec: dict[str, Any], *, where: str = "", **context: Any) -
     The options were checked when the recipe was loaded (:func:`check_options`); a constructor
     that still refuses them raises an error naming ``where``.
     """
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise RegistryError(f"{where or kind}: give the component as a mapping with a 'name'")
-    try:
-        cls = resolve(kind, spec["name"])
-    except RegistryError as err:
-        raise RegistryError(f"{where}: {err}" if where else str(err)) from None
+    cls = _resolve_spec(kind, spec, where)
     params = inspect.signature(cls).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     accepted = {k: v for k, v in context.items() if k in params or takes_any}
