@@ -133,7 +133,7 @@ class JointMask:
     names: tuple[str, ...]
     sizes: tuple[int, ...]
     streams: dict[str, StreamMask] | None = field(default=None, compare=False)
-
+    _encode_all: frozenset = field(default=frozenset(), compare=False, repr=False)
     def __post_init__(self) -> None:
         n = sum(self.sizes)
         if len(self.names) != len(self.sizes):
@@ -174,25 +174,13 @@ class JointMask:
         """``(B, L_s)`` bool, True where a token of ``name`` is not encoded."""
         return ~self.stream_slice(self.visible_bool(), name)
 
-    def hidden(self) -> Tensor:
-        """``(B, N)`` bool: tokens that are encoded as mask tokens (encoded and predicted)."""
-        return self.visible_bool() & self.predict
-
     def stream_mask(self, name: str) -> StreamMask:
         """Stream ``name``'s mask in the stream's own indices: its visible tokens in encoder order
         and its masked (predicted) tokens. Needs a fixed count per sample (per-stream maskers, or
         budgets that happen to split evenly); a per-sample split raises an error naming the stream."""
         if self.streams is not None and name in self.streams:
             return self.streams[name]
-        start, size = self.offset(name), self.size(name)
-        inside = (self.visible >= start) & (self.visible < start + size)
-        counts = inside.sum(1)
-        if (counts != counts[:1]).any():
-            raise ValueError(f"stream {name!r}: the encoded token count varies per sample ({counts.tolist()}); "
-                             "this needs a decoder that reads the joint context (e.g. multimae, joint)")
-        # stable order: the stream's encoded tokens keep the encoder order
-        order = torch.argsort((~inside).to(torch.int8), dim=1, stable=True)[:, : int(counts[0])]
-        visible = torch.gather(self.visible, 1, order) - start
+        visible = torch.gather(self.visible, 1, self._encoded_positions(name)) - self.offset(name)
         predicted = self.stream_slice(self.predict, name)
         n_pred = predicted.sum(1)
         if (n_pred != n_pred[:1]).any():
@@ -210,23 +198,33 @@ class JointMask:
                 if other == name:
                     return slice(start, start + n)
                 start += n
-        start, size = self.offset(name), self.size(name)
-        inside = (self.visible >= start) & (self.visible < start + size)
-        n = int(inside.sum(1)[0])
-        return torch.argsort((~inside).to(torch.int8), dim=1, stable=True)[:, :n]
+        return self._encoded_positions(name)
+
+    def _encoded_positions(self, name: str) -> Tensor:
+        """``(B, Lv_s)``: positions among the ``K`` encoded tokens of stream ``name``'s, in encoder
+        order; the count must be the same in every sample (else an error naming the stream)."""
+        start = self.offset(name)
+        inside = (self.visible >= start) & (self.visible < start + self.size(name))
+        counts = inside.sum(1)
+        if (counts != counts[:1]).any():
+            raise ValueError(f"stream {name!r}: the encoded token count varies per sample ({counts.tolist()}); "
+                             "this needs a decoder that reads the joint context (e.g. multimae, joint)")
+        # stable order: the stream's encoded tokens keep the encoder order
+        return torch.argsort((~inside).to(torch.int8), dim=1, stable=True)[:, : int(counts[0])]
 
     def encoded_count(self, name: str) -> int:
-        """Encoded tokens of ``name`` per sample (per-stream masks only)."""
-        if self.streams is None or name not in self.streams:
+        """Encoded tokens of ``name`` per sample (per-stream masks only; a stream joined without a
+        mask is not encoded: 0)."""
+        if self.streams is None:
             raise ValueError(f"stream {name!r} has no fixed encoded count in this mask")
-        m = self.streams[name]
+        m = self.streams.get(name)
+        if m is None:
+            return 0
         return m.num_tokens if self.encode_all(name) else m.visible.shape[1]
 
     def encode_all(self, name: str) -> bool:
         """True when every token of ``name`` is encoded (masked ones as mask tokens)."""
         return bool(self.streams is not None and name in self.streams and name in self._encode_all)
-
-    _encode_all: frozenset = field(default=frozenset(), compare=False, repr=False)
 
     def to(self, device: torch.device | str) -> JointMask:
         streams = None if self.streams is None else {n: m.to(device) for n, m in self.streams.items()}
@@ -273,10 +271,7 @@ class JointMask:
                                  torch.zeros(batch, 0, dtype=torch.long, device=device) if n in inputs else
                                  torch.arange(s, device=device).expand(batch, -1))
                    for n, s in sizes.items() if n in inputs or n in predict}
-        joint = JointMask.from_streams(streams, sizes)
-        joint.predict = joint.predict & torch.cat([torch.full((batch, s), n in predict, dtype=torch.bool, device=device)
-                                                   for n, s in sizes.items()], dim=1)
-        return joint
+        return JointMask.from_streams(streams, sizes)
 
     @staticmethod
     def from_stream_masks(masked: dict[str, Tensor], sizes: dict[str, int] | None = None,

@@ -14,7 +14,7 @@ from mmim.components.random_masker import RandomMasker
 from mmim.config.recipe import recipe_from_dict
 from mmim.eval.cross_modal import cross_modal_losses
 from mmim.model import MaskedModel, build_model
-from mmim.types import JointMask
+from mmim.types import JointMask, StreamMask
 
 ROOT = Path(__file__).resolve().parents[1] / "mmim"
 # layer of each top-level part of the core package; a module may import only its own layer or lower ones
@@ -96,3 +96,12 @@ def test_teacher_is_an_ordinary_module_without_back_reference(tiny_recipe_dict):
         assert [m.training for m in model.modules()] == modes, "a forward flipped train/eval state"
         if not ema:
             assert len(list(teacher.parameters())) == 0
+
+
+def test_a_stream_joined_without_a_mask_is_not_encoded():
+    """A stream of the joint sequence that no masker drew for (not an input) holds no encoded
+    tokens: the streams after it start at the encoder's first token."""
+    later = StreamMask(torch.tensor([[3, 0]]), torch.tensor([[1, 2]]))
+    mask = JointMask.from_streams({"b": later}, {"a": 5, "b": 4})
+    assert mask.encoded_count("a") == 0 and mask.stream_positions("b") == slice(0, 2)
+    assert torch.equal(mask.visible, torch.tensor([[8, 5]])) and torch.equal(mask.stream_mask("b").visible, later.visible)
