@@ -34,25 +34,24 @@ def encode(encoder: ViTEncoder, tokens: Mapping[str, Tokens], mask: JointMask | 
     in the official MAE; with ``cast_positions`` they are cast to the embeddings' dtype first, as
     VideoMAE's ``type_as``, and the residual stream stays bf16.
     """
-    separate = encoder.pos_every_block
     cast = encoder.config.cast_positions
     xs, ps = [], []
     for name, tok in tokens.items():
         x = tok.embeddings
-        pos = tok.pos.to(x.dtype) if cast else tok.pos
         if modality_embed is not None and name in modality_embed:
             x = x + modality_embed[name]
         if mask is not None and mask_tokens is not None and mask_tokens.get(name) is not None:
             hidden = mask.stream_slice(mask.predict, name).unsqueeze(-1)
             x = torch.where(hidden, mask_tokens[name].to(x.dtype), x)
-        if separate:
-            ps.append(pos.expand(x.shape[0], -1, -1))
-        else:
-            x = x + pos
         xs.append(x)
-    x = xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)
-    pos = (ps[0] if len(ps) == 1 else torch.cat(ps, dim=1)) if separate else None
-    if mask is not None:
-        x = gather_tokens(x, mask.visible)
-        pos = gather_tokens(pos, mask.visible) if pos is not None else None
-    return encoder(x, pos=pos, return_layers=return_layers)
+        ps.append(tok.pos.to(x.dtype) if cast else tok.pos)
+    if len(xs) == 1:
+        x, pos = xs[0], ps[0]
+    else:
+        x = torch.cat(xs, dim=1)
+        pos = torch.cat([p.expand(x.shape[0], -1, -1) for p in ps], dim=1)
+    if mask is not None:  # select first: positions are added to the K encoded tokens only
+        x, pos = gather_tokens(x, mask.visible), gather_tokens(pos, mask.visible)
+    if encoder.pos_every_block:
+        return encoder(x, pos=pos.expand(x.shape[0], -1, -1), return_layers=return_layers)
+    return encoder(x + pos, return_layers=return_layers)
