@@ -116,3 +116,35 @@ def tiny_recipe_dict(tmp_path) -> dict[str, Any]:
     data = copy.deepcopy(TINY_RECIPE)
     data["train"]["out_dir"] = str(tmp_path / "run")
     return data
+
+
+class TrainProcess:
+    """``mmim train`` as a separate process (one torch thread), and killing one mid-run."""
+
+    @staticmethod
+    def start(args: list[str], **kwargs: Any) -> subprocess.Popen:
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        return subprocess.Popen([sys.executable, "-m", "mmim", "train", *args], env=env, **kwargs)
+
+    @classmethod
+    def kill_after_checkpoint(cls, args: list[str], run_dir: Path, step: int) -> None:
+        """Start a run and SIGKILL it once it has written the checkpoint of ``step`` (or a later one)."""
+        import signal
+        import time
+
+        from mmim.engine.checkpoint import list_checkpoints
+
+        proc = cls.start(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            done = list_checkpoints(run_dir) if run_dir.exists() else []
+            if done and done[-1][0] >= step:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+
+
+@pytest.fixture
+def train_process() -> type[TrainProcess]:
+    return TrainProcess

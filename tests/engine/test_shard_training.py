@@ -6,10 +6,6 @@ import copy
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -20,7 +16,7 @@ from PIL import Image
 from mmim.config.recipe import recipe_from_dict
 from mmim.data.pack import pack
 from mmim.data.skips import TooManySkippedError
-from mmim.engine.checkpoint import list_checkpoints, load_checkpoint
+from mmim.engine.checkpoint import load_checkpoint
 from mmim.engine.metrics import read_metrics
 from mmim.engine.trainer import Trainer
 
@@ -132,31 +128,18 @@ def test_shard_training_needs_no_source_files(tiny_recipe_dict, folder_with_corr
     assert summary["steps"] == 24 // 5 and torch.isfinite(torch.tensor(summary["final_loss"]))
 
 
-def _train(args, **kw):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "mmim", "train", *args], env=env, **kw)
-
-
 @pytest.mark.slow
-def test_sigkill_then_resume_from_shards_matches_uninterrupted_run(shard_recipe, tmp_path):
+def test_sigkill_then_resume_from_shards_matches_uninterrupted_run(shard_recipe, tmp_path, train_process):
     shard_recipe["train"].update(checkpoint_every=1, keep_checkpoints=3)
     shard_recipe["data"]["num_workers"] = 2
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(shard_recipe))
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
-    assert _train([str(path), f"train.out_dir={ref_dir}"]).wait(timeout=600) == 0
+    assert train_process.start([str(path), f"train.out_dir={ref_dir}"]).wait(timeout=600) == 0
     reference = {r["step"]: r["loss"] for r in map(json.loads, (ref_dir / "metrics.jsonl").read_text().splitlines())}
     kill_after = random.Random(os.getpid()).randint(2, len(reference) - 3)
-    proc = _train([str(path), f"train.out_dir={run_dir}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        done = list_checkpoints(run_dir) if run_dir.exists() else []
-        if done and done[-1][0] >= kill_after:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
-    assert _train(["--resume", str(run_dir)]).wait(timeout=600) == 0
+    train_process.kill_after_checkpoint([str(path), f"train.out_dir={run_dir}"], run_dir, kill_after)
+    assert train_process.start(["--resume", str(run_dir)]).wait(timeout=600) == 0
     losses = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
