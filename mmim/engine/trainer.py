@@ -159,6 +159,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.rt.precision == "fp16" else None
         self.step = 0
         self.skipped = 0
+        # since the last finiteness check: was any loss non-finite, and the first such value (on the device)
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.rt.device)
+        self._bad_loss = torch.zeros((), device=self.rt.device)
         self.flops = FlopCounter()
         self.peak_tflops = peak_tflops(self.rt.device, self.rt.precision)
         self._prepare_run_dir(resume)
@@ -401,8 +404,6 @@ class Trainer:
         progress = Progress(stop, self.step, enabled=self.rt.is_main and cfg.progress)
         batches = self._micro_batches(self.step)
         self.model.train()
-        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.rt.device)
-        self._bad_loss = torch.zeros((), device=self.rt.device)
         self._checked_step = self.step
         batches = self._count_flops(batches)
         window_loss, window_parts, window_samples, window_start = 0.0, {}, 0, time.perf_counter()

@@ -124,8 +124,6 @@ def test_a_training_step_reads_nothing_back_from_the_device(tiny_recipe_dict, tm
     trainer = Trainer(recipe_from_dict(data))
     batches = trainer._count_flops(trainer._micro_batches(0))
     trainer.model.train()
-    trainer._nonfinite = torch.zeros((), dtype=torch.bool)
-    trainer._bad_loss = torch.zeros(())
     reads = {"n": 0}
 
     def forbid(name):
