@@ -174,7 +174,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     import torch
 
     from mmim.config.recipe import apply_overrides, load_recipe, recipe_from_dict
-    from mmim.engine.trainer import Trainer, saved_recipe
+    from mmim.engine.run import saved_recipe
+    from mmim.engine.trainer import Trainer
     from mmim.finetune.task import FinetuneTask
     from mmim.recipes_catalog import find_recipe
 
@@ -213,7 +214,7 @@ def _load_run(run: str, overrides: list[str]):  # noqa: ANN202 - CLI plumbing
     (the newest checkpoint, or the checkpoint file given)."""
     from mmim.config.recipe import apply_overrides, recipe_from_dict
     from mmim.engine.checkpoint import load_checkpoint
-    from mmim.engine.trainer import saved_recipe
+    from mmim.engine.run import saved_recipe
     from mmim.model import build_model
 
     state = load_checkpoint(run)

@@ -167,7 +167,7 @@ def _drop_training_parts(model: MaskedModel) -> None:
 def load_run(run: str | Path) -> tuple[Recipe, MaskedModel, int | None]:
     """A run directory's (or checkpoint file's) recipe, model with its weights, and training step."""
     from mmim.engine.checkpoint import load_checkpoint
-    from mmim.engine.trainer import saved_recipe
+    from mmim.engine.run import saved_recipe
 
     state = load_checkpoint(run)
     recipe = recipe_from_dict(saved_recipe(run), source=str(run))

@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mmim.config.recipe import Recipe, recipe_to_dict
+from mmim.config.recipe import Recipe
 from mmim.data.loading import SKIPPED_KEY, ResumableSampler, make_loader, mix_seed
 from mmim.data.skips import SKIPPED_WHERE_KEY, SkipBudget
 from mmim.engine import checkpoint as ckpt
@@ -31,6 +30,7 @@ from mmim.engine.metrics import MetricsWriter
 from mmim.engine.optim import build_adamw
 from mmim.engine.parallel import full_state, load_full_state, set_micro_batch, shard_fsdp2
 from mmim.engine.progress import Progress
+from mmim.engine.run import check_resumable, run_dir_for, save_recipe, saved_recipe
 from mmim.engine.runtime import Runtime, setup_runtime
 from mmim.engine.schedule import lr_at, scaled_lr
 from mmim.engine.speed import apply_tf32, resolve_compile, resolve_fused_attention, resolve_tf32, set_fused_attention
@@ -42,54 +42,6 @@ log = logging.getLogger(__name__)
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite (on any process); every process stops and the run keeps its
     last good checkpoint."""
-
-
-class RecipeMismatchError(ValueError):
-    """A checkpoint to resume from was written by a recipe that differs in fields that shape training."""
-
-
-# Recipe fields that may change between a run and its resumption: where and how it runs, how it
-# logs, when it stops; not what it computes. A task adds its own (``Task.resumable_changes``).
-RESUMABLE_CHANGES = (
-    "name", "description", "provenance", "source", "eval", "schedule.max_steps", "data.num_workers",
-    "data.shards", "data.shards_index",
-    "train.device", "train.distributed", "train.compile", "train.compile_mode", "train.fused_attention", "train.tf32",
-    "train.threads", "train.out_dir", "train.log_every",
-    "train.checkpoint_every", "train.keep_checkpoints", "train.tensorboard", "train.progress",
-)
-
-
-def saved_recipe(run: str | Path) -> dict[str, Any]:
-    """The recipe of a run, from its one home: ``config.yaml`` in the run directory (``run`` is the
-    directory or one of its checkpoint files)."""
-    run = Path(run)
-    path = (run if run.is_dir() else run.parent) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run}: no config.yaml in the run directory {path.parent} (a run keeps its recipe there)")
-    return yaml.safe_load(path.read_text())
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out or {prefix[:-1]: {}}
-    return {prefix[:-1]: list(data) if isinstance(data, tuple) else data}
-
-
-def recipe_differences(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = RESUMABLE_CHANGES
-                       ) -> list[str]:
-    """Fields (dotted) whose values differ between two recipe dicts, as ``"field: saved -> current"``,
-    leaving out fields under ``ignore``."""
-    a, b = _flatten(saved), _flatten(current)
-    skip = lambda key: any(key == p or key.startswith(p + ".") for p in ignore)  # noqa: E731
-    return [f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}"
-            for key in sorted(set(a) | set(b)) if not skip(key) and a.get(key) != b.get(key)]
-
-
-def run_dir_for(recipe: Recipe) -> Path:
-    return Path(recipe.train.out_dir.format(name=recipe.name))
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -184,7 +136,7 @@ class Trainer:
             )
         if self.rt.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(recipe_to_dict(self.recipe), sort_keys=False))
+            save_recipe(self.recipe, self.run_dir)
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint contents, in the one-process format whatever the sharding.
@@ -231,16 +183,9 @@ class Trainer:
         return fresh.to(self.rt.device).train(self.model.training)
 
     def check_recipe(self, saved: dict[str, Any]) -> None:
-        """Raise :class:`RecipeMismatchError` naming the fields in which the run's saved recipe
-        differs from this one (beyond :data:`RESUMABLE_CHANGES` and the task's own)."""
-        ignore = RESUMABLE_CHANGES + tuple(getattr(self.task, "resumable_changes", ()))
-        diff = recipe_differences(saved, recipe_to_dict(self.recipe), ignore)
-        if diff:
-            raise RecipeMismatchError(
-                "cannot resume: the checkpoint was written by a different recipe; differing fields "
-                "(checkpoint -> now):\n  " + "\n  ".join(diff) + "\nrestore these values, or start a new run "
-                "(another train.out_dir) to train with the new ones"
-            )
+        """Raise :class:`~mmim.engine.run.RecipeMismatchError` naming the fields in which the run's
+        saved recipe differs from this one (beyond the engine's and the task's resumable fields)."""
+        check_resumable(saved, self.recipe, tuple(getattr(self.task, "resumable_changes", ())))
 
     def load_state(self, state: dict[str, Any]) -> None:
         if self.fsdp:

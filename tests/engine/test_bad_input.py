@@ -14,8 +14,9 @@ import torch.multiprocessing as mp
 
 from mmim.config.recipe import recipe_from_dict
 from mmim.engine.checkpoint import list_checkpoints
+from mmim.engine.run import RecipeMismatchError
 from mmim.engine.runtime import Runtime
-from mmim.engine.trainer import NonFiniteLossError, RecipeMismatchError, Trainer
+from mmim.engine.trainer import NonFiniteLossError, Trainer
 
 
 def _recipe(tiny, out_dir, **train):
