@@ -5,10 +5,16 @@ sample of the first part (the anchor) with a sample of each other part that has 
 a video of class *k* with a spoken clip of class *k*, an image with a time series of its class.
 With ``augment`` the partner is drawn again every epoch (reproducibly: the loader seeds each
 sample's augmentation); without it the pairing is fixed.
+
+Packed to shards (``mmim pack``), a paired sample holds every part's own members under the part's
+name (``<key>.video.mp4``, ``<key>.audio.flac``, one ``.json`` with each part's metadata), with the
+partner of the fixed pairing: a shard is read sequentially, so the partner cannot be drawn again
+every epoch from a stream; each part still decodes and augments through its own reader.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import zlib
 from collections.abc import Sequence
@@ -17,7 +23,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from mmim.data.errors import DataError
+from mmim.data.errors import CorruptSampleError, DataError
+from mmim.data.records import META, build_decoder, meta_of, require_protocol
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +107,19 @@ class PairedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def partner(self, name: str, index: int) -> int:
-        """The index in part ``name`` paired with anchor sample ``index``."""
+    def partner(self, name: str, index: int, fixed: bool = False) -> int:
+        """The index in part ``name`` paired with anchor sample ``index`` (``fixed``: the
+        non-augmenting pairing, whatever ``augment`` says)."""
         group = self.by_label[name][self.labels[index]]
-        if self.augment:  # the loader seeds each sample's augmentation: reproducible, new every epoch
+        if self.augment and not fixed:  # the loader seeds each sample's augmentation: reproducible, new every epoch
             return group[int(torch.randint(len(group), ()))]
         return group[zlib.crc32(f"{self.seed}:{name}:{index}".encode()) % len(group)]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        out = dict(self.parts[self.names[0]][index])
+    def _join(self, items: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """One item from the parts' items (the anchor's first), checking labels and key clashes."""
+        out = dict(items[self.names[0]])
         for name in self.names[1:]:
-            item = self.parts[name][self.partner(name, index)]
-            for key, value in item.items():
+            for key, value in items[name].items():
                 if key == self.pair_by:
                     if int(value) != int(out[key]):
                         raise DataError(f"paired: part {name!r} gave {key} {int(value)} for anchor {key} {int(out[key])}")
@@ -121,6 +129,70 @@ class PairedDataset(Dataset):
                                     f"rename one (e.g. the dataset's output key option)")
                 out[key] = value
         return out
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        items = {self.names[0]: self.parts[self.names[0]][index]}
+        for name in self.names[1:]:
+            items[name] = self.parts[name][self.partner(name, index)]
+        return self._join(items)
+
+    # -- the shard protocol -------------------------------------------------------------------
+
+    def _check_part_names(self) -> None:
+        for name in self.names:
+            if not name or "." in name or name != name.lower():
+                raise DataError(f"paired: part name {name!r} cannot name shard members: use lower case without dots")
+
+    def shard_record(self, index: int) -> dict[str, Any]:
+        """Every part's members as ``<part>.<ext>`` (the partner of the fixed pairing) and one
+        ``.json`` holding the label and each part's metadata."""
+        self._check_part_names()
+        record: dict[str, Any] = {}
+        meta: dict[str, Any] = {self.pair_by: self.labels[index], "parts": {}}
+        for name in self.names:
+            part = self.parts[name]
+            require_protocol(part, f"paired part {name!r}")
+            sub = part.shard_record(index if name == self.names[0] else self.partner(name, index, fixed=True))
+            for ext, value in sub.items():
+                if ext == META:
+                    meta["parts"][name] = json.loads(value) if isinstance(value, (bytes, bytearray)) else value
+                else:
+                    record[f"{name}.{ext}"] = value
+        record[META] = meta
+        return record
+
+    def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        """The paired item: each part decodes its own members with its own reader."""
+        meta = meta_of(record, where)
+        metas = meta.get("parts")
+        if not isinstance(metas, dict):
+            raise CorruptSampleError(where, "the .json member has no per-part metadata ('parts'): not a paired record")
+        items = {}
+        for name in self.names:
+            sub = {ext[len(name) + 1:]: value for ext, value in record.items() if ext.startswith(f"{name}.")}
+            if not sub or name not in metas:
+                raise CorruptSampleError(where, f"no members of part {name!r} (found {sorted(record)})")
+            sub[META] = metas[name]
+            items[name] = self.parts[name].decode_record(sub, f"{where} (part {name!r})")
+        return self._join(items)
+
+    @classmethod
+    def shard_decoder(cls, split: str, augment: bool, parts: dict[str, dict[str, Any]], pair_by: str = "label",
+                      seed: int = 0) -> PairedDataset:
+        """A paired dataset that only decodes shard records: each part is built as its own shard
+        decoder (no files needed where the part offers one), no pairing table."""
+        if len(parts) < 2:
+            raise DataError(f"paired: give at least two parts, got {list(parts)}")
+        self = cls.__new__(cls)
+        self.parts = {name: build_decoder(spec, split, augment) for name, spec in parts.items()}
+        self.names = list(self.parts)
+        self.pair_by, self.augment, self.seed = pair_by, augment, seed
+        anchor = self.parts[self.names[0]]
+        self.num_classes = getattr(anchor, "num_classes", None)
+        self.classes = getattr(anchor, "classes", None)
+        self.labels, self.by_label = [], {}
+        self._check_part_names()
+        return self
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{n}={type(p).__name__}({len(p)})" for n, p in self.parts.items())

@@ -287,3 +287,52 @@ def test_point_files_keep_their_original_bytes_and_decode_to_the_file_items(tmp_
             got = stream.decode(url, key, raw_members)
             want = SeededDataset(files)[(i, mix_seed(7, 0, i, 1))]
             assert torch.equal(got["points"], want["points"]) and got["label"] == want["label"], files.files[i].name
+
+
+def paired_dataset() -> dict:
+    """The ``paired`` dataset of the audio-visual recipe, its anchor (first part) cut to a few samples."""
+    from mmim.recipes_catalog import find_recipe
+
+    spec = dict(read_yaml(find_recipe("multimae_video_audio"))["data"]["dataset"])
+    assert spec["name"] == "paired"
+    anchor = next(iter(spec["parts"]))
+    spec["parts"] = {**spec["parts"], anchor: {**spec["parts"][anchor], "max_samples": 3 * SAMPLES}}
+    return spec
+
+
+def test_paired_samples_pack_every_part_and_decode_to_the_fixed_pairing(tmp_path):
+    spec = paired_dataset()
+    pack(spec, tmp_path / "shards", samples_per_shard=16, progress=False)
+    files = registry.build("dataset", spec, split="train", augment=False)
+    parts = list(spec["parts"])
+    key, members = next(iter_samples(str(tmp_path / "shards" / "train-000000.tar")))
+    meta = json.loads(members["json"])
+    assert sorted(meta["parts"]) == sorted(parts) and meta[files.pair_by] == files.labels[int(key)]
+    for name in parts:  # each part's members are its own original file bytes
+        (ext, data), = [(e, v) for e, v in members.items() if e.startswith(f"{name}.")]
+        source = meta["parts"][name]["source"]
+        assert ext == f"{name}.{Path(source).suffix.lstrip('.').lower()}" and data == Path(source).read_bytes()
+    for augment in (False, True):
+        decoder = build_decoder(spec, "train", augment=augment)
+        stream = ShardStream(resolve(str(tmp_path / "shards")), decoder, seed=5)
+        count = 0
+        for url in stream.shards.urls:
+            for key, members in iter_samples(url):
+                got = stream.decode(url, key, members)
+                i = int(key)
+                want = SeededDataset(files)[(i, mix_seed(5, 0, i, 1))]
+                assert set(got) == set(want)
+                if augment:  # each part augments through its own reader: same shapes and label, other pixels
+                    assert all(not isinstance(v, torch.Tensor) or v.shape == got[k].shape for k, v in want.items())
+                    assert int(got[files.pair_by]) == files.labels[i]
+                else:  # without augmentation a shard gives exactly the file item of the fixed pairing
+                    assert all(_equal(got[k], want[k]) for k in want), i
+                count += 1
+        assert count == len(files)
+
+
+def test_paired_part_names_must_name_shard_members(tmp_path):
+    spec = paired_dataset()
+    spec["parts"] = {("Video" if name == "video" else name): part for name, part in spec["parts"].items()}
+    with pytest.raises(DataError, match="'Video'.*lower case"):
+        pack(spec, tmp_path / "shards", samples_per_shard=16, progress=False)
