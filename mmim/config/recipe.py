@@ -70,6 +70,9 @@ class DataConfig:
     dataset: Component
     batch_size: int = 64  # per process
     num_workers: int = 0
+    persistent_workers: bool = True  # with num_workers > 0: keep the loader workers from epoch to epoch
+    prefetch_factor: int = 4  # with num_workers > 0: batches each worker loads ahead
+    pin_memory: bool | None = None  # page-locked batches for asynchronous copies; None: on for CUDA
     skip_corrupt: bool = False
     max_skip_fraction: float | None = None  # with skip_corrupt: stop once more than this fraction was corrupt
     shards: str | list[str] | None = None  # train from tar shards (mmim pack): dir, brace pattern, URLs, pipe:

@@ -150,10 +150,18 @@ def collate_skipping(samples: Sequence[Any]) -> dict[str, Any]:
 
 
 def make_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, num_workers: int = 0,
-                skip_corrupt: bool = False, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over ``SeededDataset(dataset)`` driven by ``sampler``."""
+                skip_corrupt: bool = False, pin_memory: bool = False, persistent_workers: bool = False,
+                prefetch_factor: int = 4) -> DataLoader:
+    """A DataLoader over ``SeededDataset(dataset)`` driven by ``sampler``.
+
+    ``persistent_workers`` and ``prefetch_factor`` act with ``num_workers > 0`` only. Every sample
+    carries its own seed (from the sampler), so a kept worker gives the same items as a fresh one.
+    """
+    if prefetch_factor < 1:
+        raise ValueError(f"data.prefetch_factor must be at least 1, got {prefetch_factor}")
+    workers = num_workers > 0
     return DataLoader(
         SeededDataset(dataset, skip_corrupt), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
         collate_fn=collate_skipping, pin_memory=pin_memory,
-        persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None,
+        persistent_workers=persistent_workers and workers, prefetch_factor=prefetch_factor if workers else None,
     )

@@ -182,15 +182,20 @@ class ShardTrainingData:
         batch_size, accum: micro-batch size and micro-batches per optimizer step.
         epochs: epochs of the schedule (steps per epoch is the smallest over them and the processes).
         num_workers, shuffle_buffer, skip_corrupt, pin_memory: loader settings.
+        prefetch_factor: micro-batches each loader worker decodes ahead (as ``DataLoader``'s, in batches).
     """
 
     def __init__(self, shards: ShardSet, dataset: Any, seed: int, rank: int, world_size: int, batch_size: int,
                  accum: int, epochs: int, num_workers: int = 0, shuffle_buffer: int = 1000,
-                 skip_corrupt: bool = False, pin_memory: bool = False) -> None:
+                 skip_corrupt: bool = False, pin_memory: bool = False, prefetch_factor: int = 2) -> None:
         self.stream = ShardStream(shards, dataset, seed, rank, world_size, shuffle_buffer, skip_corrupt)
         self.shards, self.seed, self.rank, self.world = shards, seed, rank, world_size
         self.batch_size, self.accum, self.num_workers, self.pin_memory = batch_size, accum, num_workers, pin_memory
         self.workers = max(1, num_workers)
+        if prefetch_factor < 1:
+            raise ValueError(f"data.prefetch_factor must be at least 1, got {prefetch_factor}")
+        # the stream's loader yields single samples: ahead by prefetch_factor micro-batches per worker
+        self.prefetch = max(2, prefetch_factor * batch_size // self.workers)
         slots = world_size * self.workers
         if len(shards.urls) < slots:
             raise DataError(f"data.shards: {len(shards.urls)} shards cannot feed {world_size} processes x "
@@ -244,7 +249,7 @@ class ShardTrainingData:
             self.position = {"epoch": epoch, "consumed": counts}
             self.stream.set_position(epoch, counts)
             loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, collate_fn=_identity,
-                                pin_memory=self.pin_memory, prefetch_factor=max(2, 2 * self.batch_size // self.workers) if self.num_workers else None)
+                                pin_memory=self.pin_memory, prefetch_factor=self.prefetch if self.num_workers else None)
             items = merge(iter(loader), counts)
             left = (self.steps_per_epoch - offset) * self.accum
             for _ in range(left):
@@ -263,4 +268,5 @@ def build_training_data(recipe: Any, dataset: Any, rank: int, world_size: int, a
     d = recipe.data
     shards = resolve(d.shards, d.shards_index)
     return ShardTrainingData(shards, dataset, recipe.seed, rank, world_size, d.batch_size, accum,
-                             recipe.schedule.epochs, d.num_workers, d.shuffle_buffer, d.skip_corrupt, pin_memory)
+                             recipe.schedule.epochs, d.num_workers, d.shuffle_buffer, d.skip_corrupt, pin_memory,
+                             d.prefetch_factor)

@@ -21,6 +21,7 @@ class RecipeMismatchError(ValueError):
 # logs, when it stops; not what it computes. A task adds its own (``Task.resumable_changes``).
 RESUMABLE_CHANGES = (
     "name", "description", "provenance", "source", "eval", "schedule.max_steps", "data.num_workers",
+    "data.persistent_workers", "data.prefetch_factor", "data.pin_memory",
     "data.shards", "data.shards_index",
     "train.device", "train.distributed", "train.compile", "train.compile_mode", "train.fused_attention", "train.tf32",
     "train.threads", "train.out_dir", "train.log_every",

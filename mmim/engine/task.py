@@ -40,6 +40,9 @@ class LoopSettings:
     grad_clip: float | None = None
     max_steps: int | None = None
     num_workers: int = 0
+    persistent_workers: bool = False
+    prefetch_factor: int = 4
+    pin_memory: bool | None = None  # None: on for CUDA
     skip_corrupt: bool = False
     sample_weights: Tensor | None = None  # weighted sampling (see ResumableSampler)
     epoch_samples: int | None = None
@@ -76,7 +79,8 @@ class PretrainTask:
             batch_size=d.batch_size, effective_batch_size=t.effective_batch_size, epochs=s.epochs,
             warmup_epochs=s.warmup_epochs, min_lr=s.min_lr, base_lr=o.base_lr, lr=o.lr, weight_decay=o.weight_decay,
             betas=o.betas, eps=o.eps, fused=o.fused, grad_clip=t.grad_clip, max_steps=s.max_steps,
-            num_workers=d.num_workers, skip_corrupt=d.skip_corrupt)
+            num_workers=d.num_workers, persistent_workers=d.persistent_workers, prefetch_factor=d.prefetch_factor,
+            pin_memory=d.pin_memory, skip_corrupt=d.skip_corrupt)
 
     #: fine-tuning settings do not shape pre-training
     resumable_changes = ("finetune",)

@@ -90,7 +90,7 @@ class Trainer:
         if isinstance(self.task, PretrainTask) and recipe.data.shards:
             from mmim.data.stream import build_training_data
             self.stream = build_training_data(recipe, self.dataset, self.rt.rank, world, self.accum,
-                                              pin_memory=self.rt.device.type == "cuda")
+                                              pin_memory=self.pin_memory)
             self.steps_per_epoch = self.stream.steps_per_epoch
         else:
             self.sampler = ResumableSampler(len(self.dataset), recipe.seed, cfg.batch_size, self.accum, self.rt.rank,
@@ -212,17 +212,31 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ loop
+    @property
+    def pin_memory(self) -> bool:
+        """``data.pin_memory``, or on for CUDA when not set."""
+        pin = self.settings.pin_memory
+        return self.rt.device.type == "cuda" if pin is None else bool(pin)
+
     def _micro_batches(self, start_step: int) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Micro-batches from optimizer step ``start_step`` on, with their epoch."""
+        """Micro-batches from optimizer step ``start_step`` on, with their epoch.
+
+        With persistent workers one loader serves the whole run: the sampler (iterated in this
+        process) is moved to the next epoch before each pass, so the workers, their imports and
+        open files are kept; otherwise each epoch starts fresh workers.
+        """
         data = self.settings
         if self.stream:
             yield from self.stream.micro_batches(start_step)
             return
         epoch, offset = divmod(start_step, self.steps_per_epoch)
+        loader = None
         while True:
             self.sampler.set_epoch(epoch, offset)
-            loader = make_loader(self.dataset, self.sampler, data.batch_size, data.num_workers, data.skip_corrupt,
-                                 pin_memory=self.rt.device.type == "cuda")
+            if loader is None or not (data.persistent_workers and data.num_workers > 0):
+                loader = make_loader(self.dataset, self.sampler, data.batch_size, data.num_workers, data.skip_corrupt,
+                                     pin_memory=self.pin_memory, persistent_workers=data.persistent_workers,
+                                     prefetch_factor=data.prefetch_factor)
             for batch in loader:
                 yield epoch, batch
             epoch, offset = epoch + 1, 0

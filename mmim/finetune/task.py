@@ -95,7 +95,9 @@ class FinetuneTask:
             batch_size=ft.batch_size, effective_batch_size=ft.effective_batch_size, epochs=ft.epochs,
             warmup_epochs=ft.warmup_epochs, min_lr=ft.min_lr, base_lr=ft.base_lr, lr=ft.lr,
             weight_decay=ft.weight_decay, betas=ft.betas, grad_clip=ft.grad_clip, max_steps=ft.max_steps,
-            num_workers=recipe.data.num_workers, skip_corrupt=recipe.data.skip_corrupt,
+            num_workers=recipe.data.num_workers, persistent_workers=recipe.data.persistent_workers,
+            prefetch_factor=recipe.data.prefetch_factor, pin_memory=recipe.data.pin_memory,
+            skip_corrupt=recipe.data.skip_corrupt,
             sample_weights=self.sample_weights(ft), epoch_samples=ft.epoch_samples,
             replacement=ft.sampler_replacement)
 
