@@ -406,6 +406,14 @@ def _serve(side: str, args: argparse.Namespace, conn) -> None:  # noqa: ANN001
         model = model.to(device)
         opt = make_opt(model)
     model.train()
+    # the attention kernel as `mmim train` chooses it (train.fused_attention), for both sides alike:
+    # timm's attention modules (mmim, and MAE/Audio-MAE's shimmed timm blocks) switch; official
+    # modules of their own (VideoMAE, Point-MAE) keep their plain attention
+    from mmim.engine import speed
+
+    choice = None if args.fused_attention == "auto" else args.fused_attention == "on"
+    fused_attn = speed.resolve_fused_attention(choice, device, args.precision)
+    switched = speed.set_fused_attention(model, fused_attn)
     x = inputs(args.batch, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else None
     params = sum(p.numel() for p in model.parameters())
@@ -414,6 +422,8 @@ def _serve(side: str, args: argparse.Namespace, conn) -> None:  # noqa: ANN001
         model.compile()
     fused = any(g.get("fused") for g in opt.param_groups) or bool(opt.defaults.get("fused"))
     conn.send({"params": params, "shim": SHIM_NOTES, "flops": flops, "fused": fused,
+               "attention": f"{'fused' if fused_attn else 'plain'} in {switched} timm modules" if switched else
+               "its own (not switched)",
                "compiled": bool(getattr(model, "compiled", False)), "threads": torch.get_num_threads()})
 
     def step() -> None:
@@ -564,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fused-adamw", default="auto", choices=["auto", "on", "off"],
                    help="mmim side: optim.fused (auto: fused where the device supports it); the official side "
                         "keeps its plain AdamW")
+    p.add_argument("--fused-attention", default="auto", choices=["auto", "on", "off"],
+                   help="both sides: timm's fused attention (SDPA) in timm attention modules; auto: as `mmim train` "
+                        "resolves train.fused_attention (off for bf16 on CPU, measured slower there)")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
     names = ["official", "mmim"] if args.sides == "both" else [args.sides]
@@ -584,14 +597,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {args.model}, batch {args.batch}, {args.precision} on {args.device} ({device_name}), "
           f"threads {args.threads}, {schedule}, mmim compile {args.compile}")
     for name in names:
-        print(f"parameters {name}: {info[name]['params'] / 1e6:.1f}M, fused AdamW {info[name]['fused']}")
+        print(f"parameters {name}: {info[name]['params'] / 1e6:.1f}M, fused AdamW {info[name]['fused']}, "
+              f"attention {info[name]['attention']}")
     if "official" in names:
         for note in info["official"]["shim"] or ["none needed"]:
             print(f"compatibility shim (official side, at runtime): {note}")
     memory = "process peak RSS" if device.type == "cpu" else "max CUDA memory allocated"
     results = {"model": args.model, "batch": args.batch, "precision": args.precision, "device": device_name,
                "threads": args.threads, "single": args.single, "compile": args.compile,
-               "fused_adamw": args.fused_adamw, "peak_tflops": peak_tf, "sides": {}}
+               "fused_adamw": args.fused_adamw, "fused_attention": args.fused_attention, "peak_tflops": peak_tf,
+               "sides": {}}
     for name in names:
         step = statistics.median(times[name])
         tflops = info[name]["flops"] / step / 1e12
@@ -605,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         results["sides"][name] = {"samples_per_s": args.batch / step, "step_ms": step * 1e3, "peak_mib": peak[name],
                                   "flops_per_step": info[name]["flops"], "tflops": tflops,
                                   "mfu": tflops / peak_tf if peak_tf else None, "params": info[name]["params"],
+                                  "attention": info[name]["attention"], "fused_adamw": info[name]["fused"],
                                   **info[name]["diag"]}
     if len(names) == 2:
         rate = {n: args.batch / statistics.median(times[n]) for n in names}

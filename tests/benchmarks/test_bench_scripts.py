@@ -100,3 +100,17 @@ def test_flop_count_includes_cpu_fused_attention(vs) -> None:  # noqa: ANN001
     fused = vs._count_flops(lambda x: torch.nn.functional.scaled_dot_product_attention(x, x, x), q, None)
     by_hand = vs._count_flops(lambda x: torch.softmax(x @ x.transpose(-1, -2), -1) @ x, q, None)
     assert fused == by_hand == 2 * (2 * 2 * 3 * 16 * 16 * 8)
+
+
+@pytest.mark.parametrize("choice", ["on", "off"])
+def test_fused_attention_switch_reaches_the_measured_model(tmp_path, choice) -> None:  # noqa: ANN001
+    """``--fused-attention`` sets the attention of the timed model (and shows in the results)."""
+    import subprocess
+
+    out = tmp_path / "r.json"
+    subprocess.run([sys.executable, str(BENCH / "bench_vs_official.py"), "--sides", "mmim",
+                    "--model", "pointmae", "--batch", "2", "--rounds", "1", "--steps", "1", "--warmup", "0",
+                    "--threads", "1", "--fused-attention", choice, "--json", str(out)],
+                   check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    attention = json.loads(out.read_text())["sides"]["mmim"]["attention"]
+    assert attention.startswith("fused in " if choice == "on" else "plain in ") and " 0 timm" not in attention
