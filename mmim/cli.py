@@ -246,6 +246,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     import torch
 
     from mmim import registry
+    from mmim.data.device import device_transforms, to_device
 
     recipe, model = _load_run(args.run, args.overrides)
     model.eval()
@@ -272,6 +273,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         ds = registry.build("dataset", spec, where="eval.dataset", split=args.split or recipe.eval.test_split, augment=False)
         items = [ds[i] for i in range(min(args.num, len(ds)))]
         batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+        batch = to_device(batch, "cpu", device_transforms(ds))
     with torch.no_grad():  # decoders that can are asked for every token (``full``) to draw whole reconstructions
         output = model(batch, generator=torch.Generator().manual_seed(args.seed), full=True)
     raw = model.raw_inputs(batch)

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mmim.config.recipe import Recipe
+from mmim.data.device import device_transforms, to_device
 from mmim.data.loading import SKIPPED_KEY, ResumableSampler, make_loader, mix_seed
 from mmim.data.skips import SKIPPED_WHERE_KEY, SkipBudget
 from mmim.engine import checkpoint as ckpt
@@ -44,8 +45,6 @@ class NonFiniteLossError(RuntimeError):
     last good checkpoint."""
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 class Trainer:
@@ -78,6 +77,7 @@ class Trainer:
         if self.fsdp:
             shard_fsdp2(self.model, self.rt)  # before the optimizer: sharding replaces the parameters
         self.dataset = self.task.dataset
+        self.device_transforms = device_transforms(self.dataset)  # e.g. uint8 pixels normalised on the device
         world = self.rt.world_size
         self.effective_batch = cfg.effective_batch_size or cfg.batch_size * world
         if self.effective_batch % (cfg.batch_size * world):
@@ -261,7 +261,7 @@ class Trainer:
             self.skip_budget.update(self.settings.batch_size, skipped, batch.pop(SKIPPED_WHERE_KEY, None))
             if not batch:
                 continue
-            batch = to_device(batch, self.rt.device)
+            batch = to_device(batch, self.rt.device, self.device_transforms)
             # seeds depend on the micro-batch's place in the step, not on how the step is split
             chunk = micro * self.rt.world_size + self.rt.rank
             torch.manual_seed(mix_seed(seed, self.step, chunk, 3))
@@ -312,7 +312,7 @@ class Trainer:
         saved = [b.detach().clone() for b in self.model.buffers()]
         with torch.no_grad(), self.rt.autocast(), torch.compiler.set_stance("force_eager"):
             with self.flops:
-                _, _, n = self.task.step(self.model, to_device(probe, self.rt.device), torch.Generator().manual_seed(0))
+                _, _, n = self.task.step(self.model, to_device(probe, self.rt.device, self.device_transforms), torch.Generator().manual_seed(0))
                 self.flops.done(n)
         with torch.no_grad():
             for b, v in zip(self.model.buffers(), saved):

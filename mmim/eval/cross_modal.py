@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mmim.data.device import device_transforms, to_device
 from mmim.data.loading import collate_skipping
 from mmim.model import MaskedModel
 
@@ -22,9 +23,10 @@ def cross_modal_losses(model: MaskedModel, dataset: Dataset, batch_size: int = 2
     model.eval()
     sums: dict[str, float] = {}
     count = 0
+    finish = device_transforms(dataset)
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_skipping):
         batch.pop("_skipped", None)
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        batch = to_device(batch, device, finish)
         n = next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0]
         for target in model.targets:
             source = model.token_source(target)

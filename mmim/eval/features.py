@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from mmim.data.device import device_transforms, to_device
 from mmim.data.loading import collate_skipping
 from mmim.data.sources import SourceNaming
 from mmim.model import MaskedModel
@@ -22,10 +23,11 @@ def extract_features(model: MaskedModel, dataset: Dataset, batch_size: int = 256
     loader = DataLoader(SourceNaming(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_skipping)
     feats, labels = [], []
+    finish = device_transforms(dataset)
     for batch in loader:
         if _LABEL_KEY not in batch:
             raise KeyError(f"evaluation needs labelled samples (a {_LABEL_KEY!r} key); the dataset gives {sorted(batch)}")
-        inputs = {k: v.to(device) for k, v in batch.items() if isinstance(v, Tensor)}
+        inputs = to_device(batch, device, finish, tensors_only=True)
         feats.append(model.features(inputs, pool=pool).float().cpu())
         labels.append(torch.as_tensor(batch[_LABEL_KEY]).long().reshape(-1))
     model.train(was_training)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from mmim.data.device import device_transforms, to_device
 from mmim.data.loading import collate_skipping
 from mmim.finetune.metrics import mean_average_precision, top1
 
@@ -48,6 +49,7 @@ def predict(classifier: nn.Module, dataset: Dataset, votes: int = 1, batch_size:
     was_training = classifier.training
     classifier.eval()
     all_logits, all_labels = [], []
+    finish = device_transforms(dataset)
     try:
         for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_skipping):
             batch.pop("_skipped", None)
@@ -58,7 +60,7 @@ def predict(classifier: nn.Module, dataset: Dataset, votes: int = 1, batch_size:
             else:
                 views = [hook(batch, generator) for _ in range(votes)]
             logits = torch.stack([
-                classifier({k: v.to(device) for k, v in view.items() if isinstance(v, Tensor)}).float().cpu()
+                classifier(to_device(view, device, finish, tensors_only=True)).float().cpu()
                 for view in views
             ]).mean(0)
             all_logits.append(logits)

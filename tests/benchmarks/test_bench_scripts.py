@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 def _load(name: str):  # noqa: ANN202
     spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses with postponed annotations look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -114,3 +115,49 @@ def test_fused_attention_switch_reaches_the_measured_model(tmp_path, choice) -> 
                    check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     attention = json.loads(out.read_text())["sides"]["mmim"]["attention"]
     assert attention.startswith("fused in " if choice == "on" else "plain in ") and " 0 timm" not in attention
+
+
+def _importable(formats, dist: str) -> bool:  # noqa: ANN001
+    if formats.installed_version(dist) is None:
+        return False
+    try:
+        formats.import_library(dist)
+    except ImportError:
+        return False
+    return True
+
+
+def test_shard_formats_reads_every_sample_of_each_installed_format(capsys) -> None:  # noqa: ANN001
+    formats = _load("bench_shard_formats")
+    formats.main(["--samples", "40", "--rounds", "1", "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["dataset"]["name"] == "fashion_mnist" and result["samples"] == 40
+    rows = {(r["library"], r["reader"]): r for r in result["rows"]}
+    for reader in ("mmim iter_samples", "webdataset.WebDataset"):
+        row = rows[("webdataset", reader)]
+        assert row["status"] == "ok" and row["samples"] == 40 and row["rate"] > 0 and len(row["rates"]) == 1
+    member_bytes = rows[("webdataset", "mmim iter_samples")]["member_bytes"]
+    assert member_bytes > 40 * 100 and rows[("webdataset", "webdataset.WebDataset")]["member_bytes"] == member_bytes
+    assert result["libraries"]["webdataset"]["tar"] == "yes"
+    for dist in ("mosaicml-streaming", "litdata"):
+        mine = [r for r in result["rows"] if r["library"] == dist]
+        if _importable(formats, dist):
+            assert mine and all(r["status"] == "ok" and r["samples"] == 40 and r["rate"] > 0 and
+                                r["member_bytes"] == member_bytes for r in mine), mine
+            assert result["libraries"][dist]["tar"].startswith("no")
+        else:
+            assert [r["status"] for r in mine] == ["not installed"]
+
+
+def test_shard_formats_reports_a_missing_library_and_a_miscount(capsys, monkeypatch) -> None:  # noqa: ANN001
+    formats = _load("bench_shard_formats")
+    real = formats.installed_version
+    monkeypatch.setattr(formats, "installed_version", lambda dist: real(dist) if dist == "webdataset" else None)
+    monkeypatch.setattr(formats, "read_webdataset", lambda urls: (39, 0))  # a reader that loses a sample
+    formats.main(["--samples", "40", "--rounds", "1", "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    status = {(r["library"], r["reader"]): r["status"] for r in result["rows"]}
+    assert status == {("webdataset", "mmim iter_samples"): "ok",
+                      ("webdataset", "webdataset.WebDataset"): "MISCOUNT: 39 of 40 samples, 0 of "
+                      f"{next(r['member_bytes'] for r in result['rows'] if r['status'] == 'ok')} bytes",
+                      ("mosaicml-streaming", "-"): "not installed", ("litdata", "-"): "not installed"}

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mmim.data.device import DeviceNormalize
 from mmim.timm_compat import import_torchvision
 
 
@@ -107,13 +108,28 @@ class ImageTransform:
         hflip: random horizontal flips when augmenting.
         mean: one value per channel (or a single value for all).
         std: same form as ``mean``.
+        on_device: stop before scaling and normalising: the output stays ``uint8`` (the same pixels
+            the host path would scale), and :meth:`device_transform` finishes it on the device.
     """
 
     def __init__(self, size: tuple[int, int], augment: bool, scale: tuple[float, float], hflip: bool,
-                 mean: tuple[float, ...], std: tuple[float, ...], jitter: float = 0.0) -> None:
+                 mean: tuple[float, ...], std: tuple[float, ...], jitter: float = 0.0, on_device: bool = False) -> None:
         self.size, self.augment, self.scale, self.hflip, self.mean, self.std = size, augment, scale, hflip, mean, std
-        self.jitter = jitter
+        self.jitter, self.on_device = jitter, on_device
         self.ops = self._build()
+
+    def device_transform(self) -> DeviceNormalize:
+        """The scaling and normalisation this transform leaves to the device (``on_device``)."""
+        return DeviceNormalize(self.mean, self.std)
+
+    def _finish(self, image: Tensor) -> Tensor:
+        """The last step of the host path: scale and normalise, or (``on_device``) check the pixels stay 8-bit."""
+        if self.on_device:
+            if image.dtype != torch.uint8:
+                raise ValueError(f"normalize: device transfers 8-bit pixels, but this image has more than 8 bits per "
+                                 f"sample ({image.dtype}); use normalize: host for high-bit-depth images")
+            return image
+        return self.normalize(ToUnit()(image))
 
     def two_views(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """A strong (student) and a weak (teacher) view of one crop: ``(C, H, W)`` each.
@@ -124,14 +140,15 @@ class ImageTransform:
         """
         check_image(image)
         v2 = tv2()
-        geometric, finish = self.ops.transforms[:-2], v2.Compose(self.ops.transforms[-2:])
-        crop = v2.Compose(geometric)(image) if geometric else image
+        crop = self.ops(image)
         strong = v2.ColorJitter(brightness=self.jitter, contrast=self.jitter)(crop)
         strong = v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.5)(strong)
-        return finish(strong).as_subclass(Tensor).contiguous(), finish(crop).as_subclass(Tensor).contiguous()
+        return (self._finish(strong).as_subclass(Tensor).contiguous(),
+                self._finish(crop).as_subclass(Tensor).contiguous())
 
     def _build(self) -> Callable[[Tensor], Tensor]:
         v2 = tv2()
+        self.normalize = v2.Normalize(mean=list(self.mean), std=list(self.std))
         if self.augment:
             ops: list[Callable[[Tensor], Tensor]] = [
                 v2.RandomResizedCrop(self.size, scale=self.scale, interpolation=v2.InterpolationMode.BICUBIC,
@@ -141,11 +158,10 @@ class ImageTransform:
                 ops.append(v2.RandomHorizontalFlip())
         else:
             ops = [ResizeCover(self.size)]
-        ops += [ToUnit(), v2.Normalize(mean=list(self.mean), std=list(self.std))]
-        return v2.Compose(ops)
+        return v2.Compose(ops)  # the geometric part; _finish scales and normalises (or leaves it to the device)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "ops"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("ops", "normalize")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -154,7 +170,7 @@ class ImageTransform:
     def __call__(self, image: Tensor) -> Tensor:
         """``image`` ``(C, H0, W0)`` ``uint8`` (or float in ``[0, 1]``) -> ``(C, H, W)`` ``float32``."""
         check_image(image)
-        out = self.ops(image)
+        out = self._finish(self.ops(image))
         return out.as_subclass(Tensor).contiguous()
 
     def __repr__(self) -> str:
@@ -169,6 +185,7 @@ def build_transform(
     mean: float | Sequence[float] = (0.485, 0.456, 0.406),
     std: float | Sequence[float] = (0.229, 0.224, 0.225),
     jitter: float = 0.4,
+    on_device: bool = False,
 ) -> ImageTransform:
     """The transform for one split.
 
@@ -186,6 +203,8 @@ def build_transform(
         mean: per-channel mean (one value or one per channel) of the ``[0, 1]`` pixels.
         std: per-channel standard deviation, same form as ``mean``.
         jitter: photometric strength of the student's view in :meth:`ImageTransform.two_views`.
+        on_device: leave scaling and normalisation to the device (``uint8`` out; see
+            :class:`mmim.data.device.DeviceNormalize`).
 
     Returns:
         a callable mapping ``uint8`` ``(C, H0, W0)`` to ``float32`` ``(C, H, W)``.
@@ -201,4 +220,4 @@ def build_transform(
     stds = channel_values(std, len(means), "std")
     if min(stds) <= 0:
         raise ValueError(f"std must be positive, got {stds}")
-    return ImageTransform(size, augment, scale, hflip, means, stds, jitter)  # type: ignore[arg-type]
+    return ImageTransform(size, augment, scale, hflip, means, stds, jitter, on_device)  # type: ignore[arg-type]

@@ -76,7 +76,8 @@ class ImageDerived(Dataset):
                  std: float = 0.3530, threshold: float = 0.05, depth_steps: int = 8, bands: int = 3,
                  semseg_stride: int = 1) -> None:
         spec = image or {"name": "fashion_mnist"}
-        self.images = registry.build("dataset", spec, where="data.dataset.image", split=split, augment=augment)
+        self.images = self._host_normalised(
+            registry.build("dataset", spec, where="data.dataset.image", split=split, augment=augment))
         self.mean, self.std, self.threshold = mean, std, threshold
         self.depth_steps, self.bands, self.semseg_stride = depth_steps, bands, semseg_stride
         self.num_semseg_classes = bands + 1
@@ -86,6 +87,15 @@ class ImageDerived(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @staticmethod
+    def _host_normalised(images: Any) -> Any:
+        """``images``, unless it leaves normalisation to the device: depth and segments are derived
+        on the host from normalised pixels."""
+        if getattr(images, "device_transforms", None):
+            raise ValueError("image_derived derives depth and segments from normalised pixels in the loader: its "
+                             "image dataset must use normalize: host")
+        return images
 
     def derive(self, image: Tensor) -> tuple[Tensor, Tensor]:
         raw = (image * self.std + self.mean).mean(0)  # grey [0, 1]
@@ -109,7 +119,7 @@ class ImageDerived(Dataset):
         from mmim.data.records import build_decoder
 
         self = cls(split, augment, {"name": "fashion_mnist", "max_samples": 1}, **options)
-        self.images = build_decoder(image or {"name": "fashion_mnist"}, split, augment)
+        self.images = self._host_normalised(build_decoder(image or {"name": "fashion_mnist"}, split, augment))
         return self
 
     # the shard protocol (mmim.data.records): the image's record; depth and semseg are derived again

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -36,3 +38,22 @@ def check_split(split: str) -> str:
     if not isinstance(split, str) or not split or "/" in split or "\\" in split or split in (".", ".."):
         raise ValueError(f"split must be a plain name such as 'train' or 'val', got {split!r}")
     return split
+
+
+NORMALIZE = ("host", "device")
+
+
+def on_device(normalize: str) -> bool:
+    """``normalize`` (``"host"``: float32 normalised items; ``"device"``: ``uint8`` items, normalised
+    on the device by the dataset's ``device_transforms``) as a flag; ValueError otherwise."""
+    if normalize not in NORMALIZE:
+        raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
+    return normalize == "device"
+
+
+def image_device_transforms(transform: Any, teacher_view: bool) -> dict[str, Any]:
+    """The ``device_transforms`` of an image dataset whose ``transform`` may leave normalisation to the device."""
+    if not getattr(transform, "on_device", False):
+        return {}
+    finish = transform.device_transform()
+    return {"image": finish, **({"image_teacher": finish} if teacher_view else {})}

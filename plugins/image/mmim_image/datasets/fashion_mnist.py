@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from mmim.data import DataError
 from mmim.data.records import main_member, meta_of, spilled
-from mmim_image.datasets.common import check_split, subset_indices
+from mmim_image.datasets.common import check_split, image_device_transforms, on_device, subset_indices
 from mmim_image.datasets.idx import read_idx
 from mmim_image.datasets.image_folder import decode
 from mmim_image.transforms import build_transform, channel_values
@@ -98,6 +98,9 @@ class FashionMNIST(Dataset):
         teacher_view: also return ``image_teacher``, a weak view of the same crop (the student's
             ``image`` gets photometric jitter), for teacher-based MIM; without ``augment`` both
             views are the plain image, so evaluation sees clean inputs.
+        normalize: ``"host"`` (float32 items, normalised in the loader) or ``"device"``: ``uint8``
+            items, a quarter of the bytes through the loader and the host-to-device copy, scaled
+            and normalised on the device (``device_transforms``) to the same values.
 
     Attributes:
         classes: the 10 class names; ``num_classes``: 10.
@@ -121,12 +124,14 @@ class FashionMNIST(Dataset):
         std: float = 0.3530,
         max_samples: int | None = None,
         teacher_view: bool = False,
+        normalize: str = "host",
     ) -> None:
         split = SPLIT_ALIASES.get(check_split(split), split)
         if split not in FILES:
             raise ValueError(f"Fashion-MNIST has splits 'train' and 'test' (or 'val' for test), got {split!r}")
         means, stds = channel_values(mean, 1, "mean"), channel_values(std, 1, "std")  # grey: one channel
-        self.transform = build_transform(img_size, augment, crop_scale, hflip, means, stds)
+        self.transform = build_transform(img_size, augment, crop_scale, hflip, means, stds,
+                                         on_device=on_device(normalize))
         self.teacher_view = teacher_view
         if root is None:
             folder: Path | Traversable = embedded_root()
@@ -142,6 +147,11 @@ class FashionMNIST(Dataset):
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    @property
+    def device_transforms(self) -> dict[str, Any]:
+        """With ``normalize="device"``: the scaling and normalisation of ``image`` (and ``image_teacher``)."""
+        return image_device_transforms(self.transform, self.teacher_view)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Sample ``index``: ``{"image": (1, H, W) float32, "label": int}``."""

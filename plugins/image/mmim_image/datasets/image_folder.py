@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from mmim import registry
 from mmim.data import DataError
 from mmim.data.records import file_record, main_member, meta_of, spilled
-from mmim_image.datasets.common import check_split, subset_indices
+from mmim_image.datasets.common import check_split, image_device_transforms, on_device, subset_indices
 from mmim_image.still import SCALINGS, load_still, still_extensions
 from mmim_image.transforms import build_transform, channel_values
 
@@ -103,6 +103,10 @@ class ImageFolder(Dataset):
             (by their type's range; floats outside ``[0, 1]`` stretched min-max) or ``"image"`` (each image
             stretched from its min to its max); see :mod:`mmim_image.still`.
         background: RGB colour transparent pixels are composited over (alpha and palette transparency).
+        normalize: ``"host"`` (float32 items, normalised in the loader) or ``"device"``: ``uint8``
+            items (a quarter of the bytes through the loader and the host-to-device copy), scaled
+            and normalised on the device (``device_transforms``) to the same values; refused for
+            images of more than 8 bits per sample.
         max_samples: keep at most this many images, evenly spread over the (class-sorted) list.
         teacher_view: also return ``image_teacher``, a weak view of the same crop (the student's
             ``image`` gets photometric jitter), for teacher-based MIM; without ``augment`` both
@@ -137,6 +141,7 @@ class ImageFolder(Dataset):
         teacher_view: bool = False,
         scaling: str = "dtype",
         background: Sequence[int] = (255, 255, 255),
+        normalize: str = "host",
     ) -> None:
         if in_chans not in MODES:
             raise ValueError(f"in_chans must be 1 (grey) or 3 (RGB), got {in_chans!r}")
@@ -153,11 +158,16 @@ class ImageFolder(Dataset):
         self.classes, samples = scan(self.folder, extensions)
         self.num_classes = len(self.classes)
         self.samples = [samples[i] for i in subset_indices(len(samples), max_samples).tolist()]
-        self.transform = build_transform(img_size, augment, crop_scale, hflip, mean, std)
+        self.transform = build_transform(img_size, augment, crop_scale, hflip, mean, std, on_device=on_device(normalize))
         self.teacher_view = teacher_view
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def device_transforms(self) -> dict[str, Any]:
+        """With ``normalize="device"``: the scaling and normalisation of ``image`` (and ``image_teacher``)."""
+        return image_device_transforms(self.transform, self.teacher_view)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Sample ``index``: ``{"image": (in_chans, H, W) float32, "label": int}``.
@@ -200,7 +210,8 @@ class ImageFolder(Dataset):
         self.split, self.augment, self.in_chans, self.mode = check_split(split), augment, o["in_chans"], MODES[o["in_chans"]]
         self.root = self.folder = Path(str(o.get("root") or "shards"))
         self.classes, self.num_classes, self.samples = [], 0, []
-        self.transform = build_transform(o["img_size"], augment, o["crop_scale"], o["hflip"], mean, std)
+        self.transform = build_transform(o["img_size"], augment, o["crop_scale"], o["hflip"], mean, std,
+                                         on_device=on_device(o["normalize"]))
         self.teacher_view = o["teacher_view"]
         self.scaling, self.background = o["scaling"], tuple(int(c) for c in o["background"])
         return self
