@@ -10,7 +10,8 @@ sequential pass over the raw records (bytes only, no decode) from the local fold
 from the page cache), the readers alternated over ``--rounds``:
 
 - webdataset tar: ``mmim.data.shards.iter_samples`` over the shard paths, and ``webdataset.WebDataset``
-- MDS: ``streaming.StreamingDataset(local=...)``
+- MDS: ``streaming.StreamingDataset(local=..., batch_size=--batch-size)`` (it needs a batch size and
+  reads ahead 8 batches; at ``batch_size=1`` its 7 ms polling caps it near 1,000 samples/s)
 - LitData: ``litdata.StreamingDataset(input_dir=...)``, its members as it gives them (``memoryview``
   into the chunk) and copied to ``bytes`` (what the other readers give)
 
@@ -77,6 +78,15 @@ class Row:
     @property
     def rate(self) -> float | None:
         return statistics.median(self.rates) if self.rates else None
+
+
+@dataclass
+class Settings:
+    """How the formats are written and read."""
+
+    split: str = "train"
+    shard_bytes: int = 1 << 20  # target shard size of every writer
+    batch_size: int = 256  # streaming's per-device batch size: it reads ahead 8 batches (predownload)
 
 
 @dataclass
@@ -164,9 +174,9 @@ def data_files(folder: Path) -> list[Path]:
 
 # --- writers: each builds the dataset and writes every record -------------------------------------
 
-def write_webdataset(spec: dict[str, Any], split: str, out: Path, shard_bytes: int) -> Written:
+def write_webdataset(spec: dict[str, Any], out: Path, settings: Settings) -> Written:
     start = time.perf_counter()
-    index = pack(spec, out, split=split, shard_bytes=shard_bytes, progress=False)
+    index = pack(spec, out, split=settings.split, shard_bytes=settings.shard_bytes, progress=False)
     seconds = time.perf_counter() - start
     urls = [str(out / s["name"]) for s in index["shards"]]
     member_bytes = 0
@@ -178,15 +188,15 @@ def write_webdataset(spec: dict[str, Any], split: str, out: Path, shard_bytes: i
                     "webdataset.WebDataset": functools.partial(read_webdataset, urls)})
 
 
-def write_mds(spec: dict[str, Any], split: str, out: Path, shard_bytes: int) -> Written:
+def write_mds(spec: dict[str, Any], out: Path, settings: Settings) -> Written:
     from streaming import MDSWriter
 
     start = time.perf_counter()
-    dataset = build_dataset(spec, split)
+    dataset = build_dataset(spec, settings.split)
     first = record_of(dataset, 0)
     columns = {ext: "bytes" for ext in first}
     count = size = 0
-    with MDSWriter(out=str(out), columns=columns, size_limit=shard_bytes) as writer:
+    with MDSWriter(out=str(out), columns=columns, size_limit=settings.shard_bytes) as writer:
         for i in range(len(dataset)):
             record = first if i == 0 else record_of(dataset, i)
             if record.keys() != columns.keys():
@@ -195,14 +205,14 @@ def write_mds(spec: dict[str, Any], split: str, out: Path, shard_bytes: int) -> 
             writer.write(record)
             count, size = count + 1, size + nbytes(record)
     return Written(out, time.perf_counter() - start, count, size,
-                   {"streaming.StreamingDataset": functools.partial(read_mds, out, out.parent / "streaming-locks")})
+                   {"streaming.StreamingDataset": functools.partial(read_mds, out, settings.batch_size, out.parent / "streaming-locks")})
 
 
-def write_litdata(spec: dict[str, Any], split: str, out: Path, shard_bytes: int) -> Written:
+def write_litdata(spec: dict[str, Any], out: Path, settings: Settings) -> Written:
     import litdata
 
     start = time.perf_counter()
-    dataset = build_dataset(spec, split)
+    dataset = build_dataset(spec, settings.split)
     n = len(dataset)
     # optimize keeps its work folders under /tmp/chunks and /tmp/data unless told otherwise;
     # its one worker is a child process (fork: the function and the dataset need no pickling)
@@ -211,14 +221,14 @@ def write_litdata(spec: dict[str, Any], split: str, out: Path, shard_bytes: int)
                      DATA_OPTIMIZER_DATA_CACHE_FOLDER=str(cache / "data")), \
             contextlib.redirect_stdout(sys.stderr):
         litdata.optimize(fn=functools.partial(record_of, dataset), inputs=list(range(n)), output_dir=str(out),
-                         chunk_bytes=shard_bytes, num_workers=1, start_method="fork", verbose=False)
+                         chunk_bytes=settings.shard_bytes, num_workers=1, start_method="fork", verbose=False)
     seconds = time.perf_counter() - start
     size = sum(nbytes(record_of(dataset, i)) for i in range(n))  # what was written, for the read check
     return Written(out, seconds, n, size, {"litdata.StreamingDataset": functools.partial(read_litdata, out),
                                            "litdata ... + bytes(member)": functools.partial(read_litdata, out, True)})
 
 
-WRITERS: dict[str, Callable[[dict[str, Any], str, Path, int], Written]] = {
+WRITERS: dict[str, Callable[[dict[str, Any], Path, Settings], Written]] = {
     "webdataset": write_webdataset, "mosaicml-streaming": write_mds, "litdata": write_litdata}
 
 
@@ -241,12 +251,14 @@ def read_webdataset(urls: list[str]) -> Pass:
     return count, size
 
 
-def read_mds(folder: Path, locks: Path) -> Pass:
+def read_mds(folder: Path, batch_size: int, locks: Path) -> Pass:
+    """streaming requires ``batch_size`` (it yields single samples all the same); its read-ahead thread stays
+    within ``8 batch_size`` samples and polls every 7 ms, so a small batch size caps the rate (1: ~1,000/s)."""
     from streaming import StreamingDataset
 
     locks.mkdir(exist_ok=True)
     with temp_root(locks):  # its file locks go to the temporary folder, not /tmp
-        dataset = StreamingDataset(local=str(folder), batch_size=1)
+        dataset = StreamingDataset(local=str(folder), batch_size=batch_size)
     count = size = 0
     for sample in dataset:
         count, size = count + 1, size + nbytes(sample)
@@ -318,7 +330,7 @@ def timed(read: Callable[[], Pass]) -> tuple[float, Pass]:
     return time.perf_counter() - start, result
 
 
-def run(spec: dict[str, Any], split: str, rounds: int, shard_bytes: int, tmp: Path) -> tuple[list[Row], dict[str, dict]]:
+def run(spec: dict[str, Any], settings: Settings, rounds: int, tmp: Path) -> tuple[list[Row], dict[str, dict]]:
     """Write every installed format, then read each with its readers over ``rounds``."""
     rows: list[Row] = []
     readers: list[tuple[Row, Written]] = []
@@ -332,7 +344,7 @@ def run(spec: dict[str, Any], split: str, rounds: int, shard_bytes: int, tmp: Pa
         written = None
         try:
             import_library(dist)  # imported before the clock starts
-            written = write(spec, split, tmp / dist, shard_bytes)
+            written = write(spec, tmp / dist, settings)
         except Exception as err:
             rows.append(Row(dist, "-", f"failed: {type(err).__name__}: {err}", ver, FORMATS[dist]))
         about[dist] = {"version": ver, **facts(dist, written)}
@@ -368,12 +380,14 @@ def _num(value: float | None, fmt: str) -> str:
 def report(rows: list[Row], about: dict[str, dict[str, str]], title: str) -> str:
     lines = [title, "",
              f"{'library':<19} {'version':<8} {'format':<15} {'write s':>8} {'MB':>7} {'files':>5}  "
-             f"{'reader':<27} {'samples':>7} {'samples/s':>10}  status"]
+             f"{'reader':<27} {'samples':>7} {'samples/s':>10} {'(min-max)':>18}  status"]
     for row in rows:
         mb = None if row.disk_bytes is None else row.disk_bytes / 1e6
+        spread = f"({min(row.rates):,.0f}-{max(row.rates):,.0f})" if row.rates else ""
         lines.append(f"{row.library:<19} {row.version or '-':<8} {row.format:<15} {_num(row.write_s, '.2f'):>8} "
                      f"{_num(mb, '.2f'):>7} {row.files if row.files is not None else '-':>5}  {row.reader:<27} "
-                     f"{row.samples if row.samples is not None else '-':>7} {_num(row.rate, ',.0f'):>10}  {row.status}")
+                     f"{row.samples if row.samples is not None else '-':>7} {_num(row.rate, ',.0f'):>10} "
+                     f"{spread:>18}  {row.status}")
     lines += ["", f"{'library':<19} {'tar members':<17} {'http(s)':<8} {'pipe:':<6} {'URL schemes':<53} resume state"]
     for dist, facts_ in about.items():
         if "schemes" not in facts_:
@@ -393,6 +407,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--samples", type=int, help="the first N samples only (default: all)")
     p.add_argument("--rounds", type=int, default=3, help="read passes per reader, alternated (default: 3)")
     p.add_argument("--shard-bytes", type=int, default=1 << 20, help="target shard size in bytes (default: 1 MiB)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="streaming's batch_size, which sets how far it reads ahead (default: 256)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON line instead of tables")
     args = p.parse_args(argv)
     if args.dataset:
@@ -401,17 +417,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         spec, origin = read_yaml(default_recipe(args.modality))["data"]["dataset"], f"{args.modality} default recipe"
     spec = cut(spec, args.samples)
     with tempfile.TemporaryDirectory(prefix="mmim-shard-formats-") as tmp:
-        rows, about = run(spec, args.split, args.rounds, args.shard_bytes, Path(tmp))
+        settings = Settings(args.split, args.shard_bytes, args.batch_size)
+        rows, about = run(spec, settings, args.rounds, Path(tmp))
     samples = next((r.samples for r in rows if r.samples is not None), None)
     result = {"dataset": spec, "split": args.split, "samples": samples, "rounds": args.rounds,
-              "shard_bytes": args.shard_bytes, "rows": [{**asdict(r), "rate": r.rate} for r in rows],
-              "libraries": about}
+              "shard_bytes": args.shard_bytes, "batch_size": args.batch_size,
+              "rows": [{**asdict(r), "rate": r.rate} for r in rows], "libraries": about}
     if args.json:
         print(json.dumps(result))
     else:
         print(report(rows, about, f"{spec['name']} ({origin}), split {args.split}, {samples} samples, "
                                   f"{args.rounds} rounds, shards of ~{args.shard_bytes / 2**20:g} MiB; samples/s: "
-                                  f"median of the rounds, one process, raw bytes from the page cache"))
+                                  f"median of the rounds, one process, raw bytes from the page cache; "
+                                  f"streaming batch_size {args.batch_size}"))
     return result
 
 
