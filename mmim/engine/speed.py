@@ -7,7 +7,9 @@ the choice measured best there; see docs/scaling.md).
   MAE-family steps allow because masks have fixed counts (static shapes).
 - ``train.fused_attention``: timm's fused attention (``scaled_dot_product_attention``); default
   on, except bf16 on CPU, where its backward was measured ~0.5 s per ViT-B step slower than the
-  plain attention (2.11 s against 1.53 s a step, batch 16).
+  plain attention (2.11 s against 1.53 s a step, batch 16, on an AMD EPYC with native bf16).
+  On x86 CPUs without native bf16 (no avx512_bf16/amx_bf16) bf16 matmuls are emulated, 4x slower
+  than fp32: the runtime warns (``mmim.engine.runtime.cpu_bf16_note``).
 - ``train.tf32``: TF32 tensor-core matmuls for fp32 runs on CUDA; default on for CUDA fp32.
 """
 

@@ -136,3 +136,16 @@ def test_fsdp2_on_one_process_keeps_bf16_compute_copies(tiny_recipe_dict, tmp_pa
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_flagged(tmp_path):
+    from mmim.engine.runtime import cpu_bf16_note, cpu_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n")
+    assert cpu_flags(info) == {"fpu", "sse2", "avx2", "avx512f", "avx512bw", "avx512_vnni"}
+    assert "emulates bf16" in cpu_bf16_note(cpu_flags(info), "x86_64")
+    for native in ("avx512_bf16", "amx_bf16"):
+        assert cpu_bf16_note(cpu_flags(info) | {native}, "x86_64") is None
+    assert cpu_bf16_note(cpu_flags(info), "aarch64") is None and cpu_bf16_note(None, "x86_64") is None
+    assert cpu_flags(tmp_path / "missing") is None
