@@ -141,7 +141,8 @@ def step_rates(folder: str | None) -> tuple[dict[str, float], str]:
     return rates, source
 
 
-def measure(modality: str, workdir: Path, samples: int, workers: list[int], batch: int, seed: int) -> list[dict]:
+def measure(modality: str, workdir: Path, samples: int, workers: list[int], batch: int, seed: int,
+            normalize: str = "host") -> list[dict]:
     from mmim import registry
     from mmim.config.recipe import load_recipe
     from mmim.data.loading import ResumableSampler, make_loader
@@ -149,19 +150,25 @@ def measure(modality: str, workdir: Path, samples: int, workers: list[int], batc
     recipe = load_recipe(ROOT / RECIPES[modality], [], check_components=True)
     spec = dict(recipe.data.dataset)
     spec.update(MAKERS[modality](workdir / modality, samples, np.random.default_rng(seed)))
+    if modality == "image":
+        spec["normalize"] = normalize  # device: uint8 batches, normalised on the GPU (data.dataset.normalize)
     dataset = registry.build("dataset", spec, where=f"{RECIPES[modality]}: data.dataset", split="train", augment=True)
     rows = []
     for w in workers:
         sampler = ResumableSampler(len(dataset), seed, batch_size=batch)
         loader = make_loader(dataset, sampler, batch, num_workers=w, pin_memory=torch.cuda.is_available())
         it = iter(loader)
-        next(it)  # worker start-up and the first batch are not timed
+        first = next(it)  # worker start-up and the first batch are not timed
+        inputs = [k for k, v in first.items() if isinstance(v, torch.Tensor) and k != "label"]
+        key = "image" if "image" in inputs else (inputs[0] if inputs else None)  # the dtype handed over
         start, count = time.perf_counter(), 0
         for b in it:
             count += len(next(iter(b.values()))) if isinstance(b, dict) else len(b[0])
         secs = time.perf_counter() - start
         rate = count / secs if count else float("nan")
-        rows.append({"modality": modality, "workers": w, "samples": count, "samples_per_s": rate,
+        rows.append({"modality": modality + ("/uint8" if modality == "image" and normalize == "device" else ""),
+                     "workers": w, "samples": count, "samples_per_s": rate,
+                     "dtype": str(first[key].dtype).removeprefix("torch.") if key else None,
                      "per_core": rate / max(w, 1)})
         del it, loader
     return rows
@@ -176,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cores", type=int, default=os.cpu_count(), help="cores a training run could give its loader")
     p.add_argument("--steps-from", help="folder of benchmarks/gpu.sh results (its *_eager/_compiled JSON files)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-normalize", default="host", choices=["host", "device"],
+                   help="image datasets' normalize option: device hands over uint8 batches (normalised on the GPU)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -184,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mmim-loaders-") as tmp:
         for modality in args.modalities:
             try:
-                rows += measure(modality, Path(tmp), args.samples + args.batch, args.workers, args.batch, args.seed)
+                rows += measure(modality, Path(tmp), args.samples + args.batch, args.workers, args.batch, args.seed,
+                                args.image_normalize)
             except Exception as err:  # noqa: BLE001 - one modality's failure must not hide the others
                 failures[modality] = f"{type(err).__name__}: {err}"
                 print(f"{modality}: FAILED {failures[modality]}", flush=True)
@@ -192,13 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'modality':<11}{'workers':>8}{'samples/s':>11}{'per core':>10}{'GPU step/s':>12}{'cores needed':>14}  verdict")
     verdicts = {}
     for r in rows:
-        need = math.ceil(rates[r["modality"]] / r["per_core"]) if r["per_core"] > 0 else None
+        rate = rates[r["modality"].partition("/")[0]]
+        need = math.ceil(rate / r["per_core"]) if r["per_core"] > 0 else None
         at_cores = r["per_core"] * args.cores
-        verdict = "ok" if at_cores >= rates[r["modality"]] else f"STARVES at {args.cores} cores"
+        verdict = "ok" if at_cores >= rate else f"STARVES at {args.cores} cores"
         verdicts[r["modality"]] = verdict  # the last (largest) worker count decides
-        r.update(step_rate=rates[r["modality"]], cores_needed=need, verdict=verdict)
+        r.update(step_rate=rate, cores_needed=need, verdict=verdict)
         print(f"{r['modality']:<11}{r['workers']:>8}{r['samples_per_s']:>11.1f}{r['per_core']:>10.1f}"
-              f"{rates[r['modality']]:>12.0f}{need if need is not None else '-':>14}  {verdict}")
+              f"{rate:>12.0f}{need if need is not None else '-':>14}  {verdict}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "failures": failures, "step_rates": rates,
                                                "step_source": source, "cores": args.cores}, indent=1))

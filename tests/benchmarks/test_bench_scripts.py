@@ -161,3 +161,12 @@ def test_shard_formats_reports_a_missing_library_and_a_miscount(capsys, monkeypa
                       ("webdataset", "webdataset.WebDataset"): "MISCOUNT: 39 of 40 samples, 0 of "
                       f"{next(r['member_bytes'] for r in result['rows'] if r['status'] == 'ok')} bytes",
                       ("mosaicml-streaming", "-"): "not installed", ("litdata", "-"): "not installed"}
+
+
+@pytest.mark.parametrize("normalize", ["host", "device"])
+def test_loader_bench_hands_over_what_image_normalize_says(tmp_path, normalize) -> None:  # noqa: ANN001
+    loaders = _load("bench_loaders")
+    batch = 4
+    (row,) = loaders.measure("image", tmp_path, 3 * batch, [0], batch, 0, normalize)
+    assert row["modality"] == ("image/uint8" if normalize == "device" else "image")
+    assert row["dtype"] == ("uint8" if normalize == "device" else "float32") and row["samples"] == 2 * batch
