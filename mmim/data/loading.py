@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from mmim.data.errors import CorruptSampleError
+from mmim.data.errors import CorruptSampleError, DataError
 from mmim.data.skips import SKIPPED_WHERE_KEY, Skipped
-from mmim.data.sources import name_sample_in_error
+from mmim.data.sources import name_sample_in_error, sample_source
 
 log = logging.getLogger(__name__)
 _MASK63 = (1 << 63) - 1
@@ -108,6 +108,21 @@ class ResumableSampler(Sampler[tuple[int, int]]):
                     yield idx, sample_seed
 
 
+class SourcedItem(dict):
+    """An item that remembers where it was read from (``source``), so that a batch that cannot be
+    collated names the samples that differ. Collated, it is an ordinary mapping."""
+
+    source: str = "?"
+
+
+def sourced(item: Any, source: str) -> Any:
+    """``item`` (a dict) as a :class:`SourcedItem` naming ``source``; anything else unchanged."""
+    if type(item) is dict:
+        item = SourcedItem(item)
+        item.source = source
+    return item
+
+
 class SeededDataset(Dataset):
     """Wraps a dataset: ``ds[(index, seed)]`` runs ``ds.dataset[index]`` under ``torch.manual_seed(seed)``.
 
@@ -126,7 +141,7 @@ class SeededDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             try:
-                return self.dataset[index]
+                item = self.dataset[index]
             except CorruptSampleError as err:
                 if not self.skip_corrupt:
                     raise
@@ -135,18 +150,48 @@ class SeededDataset(Dataset):
             except Exception as err:  # any other failure: say which sample and file
                 name_sample_in_error(err, self.dataset, index)
                 raise
+        return sourced(item, sample_source(self.dataset, index) or f"sample {index}")
 
 
 def collate_skipping(samples: Sequence[Any]) -> dict[str, Any]:
     """Collate dict samples, dropping skipped ones (``None`` or :class:`Skipped`); ``batch["_skipped"]``
     counts them and ``batch["_skipped_where"]`` (present when some were skipped) names them."""
     kept = [s for s in samples if s is not None and not isinstance(s, Skipped)]
-    batch = default_collate(kept) if kept else {}
+    if kept and isinstance(kept[0], dict) and any(set(s) != set(kept[0]) for s in kept[1:]):
+        raise DataError(f"cannot batch these samples: {mismatch(kept)}")  # default_collate would drop keys
+    try:
+        batch = default_collate(kept) if kept else {}
+    except (RuntimeError, TypeError, KeyError) as err:
+        raise DataError(f"cannot batch these samples: {mismatch(kept) or err}") from err
+    batch = dict(batch)
     batch[SKIPPED_KEY] = len(samples) - len(kept)
     where = [s.reason for s in samples if isinstance(s, Skipped)]
     if where:
         batch[SKIPPED_WHERE_KEY] = where
     return batch
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def mismatch(items: Sequence[Any]) -> str | None:
+    """Which key differs between which samples (shape, dtype, type or presence), naming their sources."""
+    first = items[0]
+    name0 = getattr(first, "source", "sample 0")
+    for pos, item in enumerate(items[1:], 1):
+        name = getattr(item, "source", f"sample {pos}")
+        if not isinstance(item, dict) or not isinstance(first, dict):
+            continue
+        if set(item) != set(first):
+            return (f"{name} has the keys {sorted(item)} but {name0} has {sorted(first)}")
+        for key in first:
+            a, b = first[key], item[key]
+            if _describe(a) != _describe(b):
+                return f"{key!r} is {_describe(b)} in {name} but {_describe(a)} in {name0}"
+    return None
 
 
 def make_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, num_workers: int = 0,

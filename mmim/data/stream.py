@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mmim.data.errors import CorruptSampleError, DataError
-from mmim.data.loading import collate_skipping, mix_seed
+from mmim.data.loading import collate_skipping, mix_seed, sourced
 from mmim.data.records import require_protocol
 from mmim.data.shards import ShardSet, iter_samples, resolve
 from mmim.data.skips import Skipped
@@ -115,7 +115,7 @@ class ShardStream(IterableDataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mix_seed(self.seed, self.epoch, index, 1))
             try:
-                return self.dataset.decode_record(members, where)
+                return sourced(self.dataset.decode_record(members, where), where)
             except CorruptSampleError as err:
                 exts = ", ".join(f"{key}.{e}" for e in sorted(members))
                 try:

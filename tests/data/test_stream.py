@@ -202,8 +202,10 @@ def test_data_shards_index_is_where_a_recipe_finds_the_index(shards, tmp_path):
     piped = [f"pipe:cat {shards}/train-{i:06d}.tar" for i in range(14)]
 
     def recipe(shards_index):
-        data = SimpleNamespace(shards=piped, shards_index=shards_index, batch_size=4, num_workers=0,
-                               shuffle_buffer=0, skip_corrupt=False)
+        from mmim.config.recipe import DataConfig
+
+        data = DataConfig(dataset={"name": "fashion_mnist"}, shards=piped, shards_index=shards_index, batch_size=4,
+                          num_workers=0, shuffle_buffer=0, skip_corrupt=False)
         return SimpleNamespace(data=data, seed=0, schedule=SimpleNamespace(epochs=1))
 
     with pytest.raises(DataError, match="shards_index"):
