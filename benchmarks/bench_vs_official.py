@@ -563,7 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds (official, mmim, mmim, official, ...)")
     p.add_argument("--steps", type=int, default=2, help="timed steps per side per round")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps per side before timing (compile happens here)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed steps per side before timing (compile happens here; on CPU the second step still "
+                        "page-faults while glibc's malloc raises its mmap threshold, see docs/scaling.md)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads in every worker (default: this process's torch.get_num_threads())")
     p.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", ""],
