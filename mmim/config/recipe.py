@@ -126,6 +126,11 @@ class EvalConfig:
     dataset: Component | None = None  # labelled data; default: data.dataset without augmentation
     train_split: str = "train"
     test_split: str = "test"
+    # read the splits from tar shards (mmim pack --split ...) instead of files: the forms of data.shards
+    train_shards: str | list[str] | None = None
+    train_shards_index: str | None = None
+    test_shards: str | list[str] | None = None
+    test_shards_index: str | None = None
     after_train: bool = True
     compare_random_init: bool = True
     batch_size: int = 256

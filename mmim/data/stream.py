@@ -45,6 +45,17 @@ def slot_shards(num_shards: int, seed: int, epoch: int, slot: int, slots: int) -
     return shard_order(num_shards, seed, epoch)[slot::slots]
 
 
+def name_member(err: CorruptSampleError, url: str, key: str, members: dict[str, bytes]) -> CorruptSampleError:
+    """``err`` (raised by a reader, naming maybe a temporary file) as an error naming the shard, the
+    sample's members and the file it was packed from."""
+    exts = ", ".join(f"{key}.{e}" for e in sorted(members))
+    try:
+        source = f", packed from {json.loads(members['json'])['source']}"
+    except (KeyError, ValueError, TypeError):
+        source = ""
+    return CorruptSampleError(f"{url} ({exts}{source})", err.reason)
+
+
 def _identity(x: Any) -> Any:
     return x
 
@@ -117,12 +128,7 @@ class ShardStream(IterableDataset):
             try:
                 return sourced(self.dataset.decode_record(members, where), where)
             except CorruptSampleError as err:
-                exts = ", ".join(f"{key}.{e}" for e in sorted(members))
-                try:
-                    source = f", packed from {json.loads(members['json'])['source']}"
-                except (KeyError, ValueError, TypeError):
-                    source = ""
-                named = CorruptSampleError(f"{url} ({exts}{source})", err.reason)
+                named = name_member(err, url, key, members)
                 if not self.skip_corrupt:
                     raise named from None
                 log.warning("skipping corrupt sample %s", named)
@@ -260,6 +266,48 @@ class ShardTrainingData:
                 yield epoch, collate_skipping(chunk)
             del items, loader
             epoch, offset = epoch + 1, 0
+
+
+class ShardSequence(IterableDataset):
+    """Every sample of ``shards`` once, in index order (shard by shard, member by member), decoded by
+    ``dataset.decode_record``: evaluation from shards (``eval.train_shards`` / ``eval.test_shards``).
+
+    No shuffling and no skipping: a corrupt member stops the pass with an error naming the shard
+    and member, and a pass that yields another number of samples than the index lists is an error.
+    Read by one process (evaluation's loader has no workers), so the order is the packed order,
+    the order of the files the shards were packed from.
+    """
+
+    def __init__(self, shards: ShardSet, dataset: Any) -> None:
+        require_protocol(dataset, "eval shards")
+        self.shards, self.dataset = shards, dataset
+        self.num_classes = getattr(dataset, "num_classes", None)
+
+    def __len__(self) -> int:
+        return self.shards.num_samples
+
+    def __iter__(self) -> Iterator[Any]:
+        info = get_worker_info()
+        if info is not None and info.num_workers > 1:
+            raise DataError("eval shards are read in order by one process: use no loader workers")
+        count = 0
+        for url in self.shards.urls:
+            for key, members in iter_samples(url):
+                if "__error__" in members:
+                    raise CorruptSampleError(f"{url} member {key}", members["__error__"].decode())
+                where = f"{url} member {key}"
+                try:
+                    item = self.dataset.decode_record(members, where)
+                except CorruptSampleError as err:
+                    raise name_member(err, url, key, members) from None
+                yield sourced(item, where)
+                count += 1
+        if count != len(self):
+            raise DataError(f"eval shards gave {count} samples, their index lists {len(self)}: a shard was cut short "
+                            f"or replaced (check with mmim pack --verify)")
+
+    def __repr__(self) -> str:
+        return f"ShardSequence({len(self.shards.urls)} shards, n={len(self)}, {self.dataset!r})"
 
 
 def build_training_data(recipe: Any, dataset: Any, rank: int, world_size: int, accum: int,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from mmim.data.device import device_transforms, to_device
 from mmim.data.loading import collate_skipping
@@ -20,8 +20,9 @@ def extract_features(model: MaskedModel, dataset: Dataset, batch_size: int = 256
     """Features ``(N, D)`` float32 and labels ``(N,)`` int64, in dataset order, every token visible."""
     was_training = model.training
     model.eval()
-    loader = DataLoader(SourceNaming(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_skipping)
+    ordered = isinstance(dataset, IterableDataset)  # shards read in order: their errors name shard and member
+    loader = DataLoader(dataset if ordered else SourceNaming(dataset), batch_size=batch_size, shuffle=False,
+                        num_workers=0 if ordered else num_workers, collate_fn=collate_skipping)
     feats, labels = [], []
     finish = device_transforms(dataset)
     for batch in loader:

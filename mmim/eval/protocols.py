@@ -19,11 +19,23 @@ log = logging.getLogger(__name__)
 
 
 def eval_datasets(recipe: Recipe) -> tuple[Any, Any]:
-    """Train and test splits of the labelled eval dataset, without augmentation."""
-    spec = recipe.eval.dataset or recipe.data.dataset
-    train = registry.build("dataset", spec, where="eval.dataset", split=recipe.eval.train_split, augment=False)
-    test = registry.build("dataset", spec, where="eval.dataset", split=recipe.eval.test_split, augment=False)
-    return train, test
+    """Train and test splits of the labelled eval dataset, without augmentation: from their files,
+    or, where ``eval.train_shards`` / ``eval.test_shards`` are given, from shards in packed order
+    (decoded by the same dataset's reader, so a node with only the shards can evaluate)."""
+    cfg = recipe.eval
+    spec = cfg.dataset or recipe.data.dataset
+
+    def split(name: str, shards: Any, index: str | None) -> Any:
+        if shards:
+            from mmim.data.records import build_decoder
+            from mmim.data.shards import resolve
+            from mmim.data.stream import ShardSequence
+
+            return ShardSequence(resolve(shards, index), build_decoder(spec, name, augment=False))
+        return registry.build("dataset", spec, where="eval.dataset", split=name, augment=False)
+
+    return (split(cfg.train_split, cfg.train_shards, cfg.train_shards_index),
+            split(cfg.test_split, cfg.test_shards, cfg.test_shards_index))
 
 
 def evaluate(model: MaskedModel, recipe: Recipe, device: torch.device | str = "cpu", datasets: tuple[Any, Any] | None = None) -> dict[str, float]:

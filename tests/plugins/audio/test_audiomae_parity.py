@@ -19,7 +19,13 @@ from mmim_audio.converters.audiomae import load_official_into, official_to_mmim
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 SETS = sorted(p.name for p in FIXTURES.iterdir() if re.fullmatch(r"audiomae(-.+)?", p.name))
-TOL = dict(atol=1e-5, rtol=1e-5)
+# fp32 through the encoder and the shifted-window decoder: summation order differs between CPUs
+# and MKL code paths (max abs error against the official outputs 1.3e-5 on an AMD EPYC, 1.5e-5 on
+# an Ice Lake Xeon, values ~0.3); a wrong layer, mask or window is off by 1e-1 or more
+TOL = dict(atol=5e-5, rtol=1e-4)
+# fp32 rounding alone (the same operation order as the official code): 1e-6 on the machine that
+# made the fixtures, up to 9e-6 on an Ice Lake Xeon whose MKL sums in another order
+TIGHT = dict(atol=2e-5, rtol=1e-5)
 
 
 def read_set(name: str):
@@ -160,7 +166,7 @@ def test_local_decoder_alone_is_exact(name):
     finally:
         for h in hooks:
             h.remove()
-    tight = dict(atol=1e-6, rtol=1e-6)
+    tight = TIGHT
     torch.testing.assert_close(captured[0], out["decoder_block0_out_sample0"], **tight)  # window attention
     torch.testing.assert_close(captured[1], out["decoder_block1_out_sample0"], **tight)  # shifted windows + mask
     torch.testing.assert_close(pred.full, out["pred"], **tight)
@@ -192,7 +198,8 @@ def _official_order_attention(attn: torch.nn.Module, x: torch.Tensor, *args, **k
 def test_residual_prediction_error_is_the_encoder_attention_rounding(fixture):
     """The full-model prediction differs from the official one by ~1e-5 only through float rounding: with
     the official attention operation order in the encoder blocks (and the global decoder's, which are timm
-    blocks too), latent and prediction match to 1e-6, the layouts, tables and local decoder being the same."""
+    blocks too), latent and prediction match to fp32 rounding (``TIGHT``), the layouts, tables and local decoder
+    being the same."""
     import types
 
     cfg, sd, inp, out = fixture
@@ -207,6 +214,6 @@ def test_residual_prediction_error_is_the_encoder_attention_rounding(fixture):
     with torch.no_grad():
         result = model({"audio": inp["imgs"]}, masks={"audio": mask})
         prefix, encoded = result.prefix, result.encoded
-    tight = dict(atol=1e-6, rtol=1e-6)
+    tight = TIGHT
     torch.testing.assert_close(torch.cat([prefix, encoded], 1), out["latent"], **tight)
     torch.testing.assert_close(result.predictions["audio"].full, out["pred"], **tight)
