@@ -164,9 +164,13 @@ def cmd_pack(args: argparse.Namespace) -> int:
     recipe = load_recipe(path, overrides)
     index = pack(recipe.data.dataset, plain[-1], split=args.split, samples_per_shard=args.samples_per_shard,
                  shard_bytes=_size(args.shard_size), workers=args.workers, skip_corrupt=args.skip_corrupt)
+    out = plain[-1]
+    uses = [f"train with data.shards={out}"] if args.split == "train" else []
+    uses += [f"probe with eval.{which}_shards={out}" for which, split in
+             (("train", recipe.eval.train_split), ("test", recipe.eval.test_split)) if args.split == split]
     print(f"packed {index['num_samples']} samples of {recipe.data.dataset['name']} ({args.split}) into "
-          f"{len(index['shards'])} shards in {plain[-1]} ({len(index['skipped'])} skipped); train with "
-          f"data.shards={plain[-1]}")
+          f"{len(index['shards'])} shards in {out} ({len(index['skipped'])} skipped)" +
+          (f"; {', or '.join(uses)}" if uses else ""))
     return 0
 
 

@@ -166,7 +166,13 @@ def test_pack_and_train_from_the_command_line(tmp_path, capsys):
     out, samples = tmp_path / "shards", SAMPLES * 2
     assert main(["pack", "--modality", "image", str(out), f"data.dataset.max_samples={samples}",
                  "--samples-per-shard", "6", "--workers", "2"]) == 0
-    assert f"packed {samples} samples of fashion_mnist (train) into 4 shards" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"packed {samples} samples of fashion_mnist (train) into 4 shards" in printed
+    assert f"train with data.shards={out}, or probe with eval.train_shards={out}" in printed
+    assert main(["pack", "--modality", "image", "--split", "test", str(tmp_path / "t"),
+                 f"data.dataset.max_samples={samples}"]) == 0
+    printed = capsys.readouterr().out
+    assert "(test)" in printed and f"probe with eval.test_shards={tmp_path / 't'}" in printed and "data.shards" not in printed
     assert main(["pack", "--verify", str(out)]) == 0
     (out / "train-000002.tar").write_bytes(b"tampered")
     assert main(["pack", "--verify", str(out)]) == 1
