@@ -148,6 +148,11 @@ class FinetuneConfig:
     dataset: Component | None = None  # labelled data; default: eval.dataset, then data.dataset
     train_split: str = "train"
     test_split: str = "test"
+    # train / test from tar shards (mmim pack --split ...) instead of files: the forms of data.shards
+    train_shards: str | list[str] | None = None
+    train_shards_index: str | None = None
+    test_shards: str | list[str] | None = None
+    test_shards_index: str | None = None
     num_classes: int | None = None  # default: the dataset's num_classes
     epochs: int = 100
     warmup_epochs: float = 5.0

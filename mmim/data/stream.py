@@ -270,7 +270,8 @@ class ShardTrainingData:
 
 class ShardSequence(IterableDataset):
     """Every sample of ``shards`` once, in index order (shard by shard, member by member), decoded by
-    ``dataset.decode_record``: evaluation from shards (``eval.train_shards`` / ``eval.test_shards``).
+    ``dataset.decode_record``: evaluation from shards (``eval.train_shards`` / ``eval.test_shards``,
+    ``finetune.test_shards``).
 
     No shuffling and no skipping: a corrupt member stops the pass with an error naming the shard
     and member, and a pass that yields another number of samples than the index lists is an error.
@@ -282,6 +283,9 @@ class ShardSequence(IterableDataset):
         require_protocol(dataset, "eval shards")
         self.shards, self.dataset = shards, dataset
         self.num_classes = getattr(dataset, "num_classes", None)
+        vote = getattr(dataset, "vote_augment", None)  # fine-tuning's test-time voting, when the dataset has it
+        if callable(vote):
+            self.vote_augment = vote
 
     def __len__(self) -> int:
         return self.shards.num_samples
@@ -308,13 +312,3 @@ class ShardSequence(IterableDataset):
 
     def __repr__(self) -> str:
         return f"ShardSequence({len(self.shards.urls)} shards, n={len(self)}, {self.dataset!r})"
-
-
-def build_training_data(recipe: Any, dataset: Any, rank: int, world_size: int, accum: int,
-                        pin_memory: bool = False) -> ShardTrainingData:
-    """:class:`ShardTrainingData` for a recipe with ``data.shards``."""
-    d = recipe.data
-    shards = resolve(d.shards, d.shards_index)
-    return ShardTrainingData(shards, dataset, recipe.seed, rank, world_size, d.batch_size, accum,
-                             recipe.schedule.epochs, d.num_workers, d.shuffle_buffer, d.skip_corrupt, pin_memory,
-                             d.prefetch_factor)

@@ -47,6 +47,9 @@ class LoopSettings:
     sample_weights: Tensor | None = None  # weighted sampling (see ResumableSampler)
     epoch_samples: int | None = None
     replacement: bool = True
+    shards: str | list[str] | None = None  # train from tar shards instead of the map-style sampler
+    shards_index: str | None = None
+    shuffle_buffer: int = 1000
 
 
 class Task(Protocol):
@@ -80,7 +83,8 @@ class PretrainTask:
             warmup_epochs=s.warmup_epochs, min_lr=s.min_lr, base_lr=o.base_lr, lr=o.lr, weight_decay=o.weight_decay,
             betas=o.betas, eps=o.eps, fused=o.fused, grad_clip=t.grad_clip, max_steps=s.max_steps,
             num_workers=d.num_workers, persistent_workers=d.persistent_workers, prefetch_factor=d.prefetch_factor,
-            pin_memory=d.pin_memory, skip_corrupt=d.skip_corrupt)
+            pin_memory=d.pin_memory, skip_corrupt=d.skip_corrupt, shards=d.shards, shards_index=d.shards_index,
+            shuffle_buffer=d.shuffle_buffer)
 
     #: fine-tuning settings do not shape pre-training
     resumable_changes = ("finetune",)

@@ -17,6 +17,9 @@ from torch.utils.data import Dataset
 
 from mmim import registry
 from mmim.config.recipe import Recipe
+from mmim.data.records import build_decoder
+from mmim.data.shards import resolve
+from mmim.data.stream import ShardSequence
 from mmim.engine.checkpoint import load_checkpoint
 from mmim.engine.task import LoopSettings
 from mmim.finetune.classifier import EncoderClassifier, build_head, pooled_dim, set_drop_path
@@ -69,10 +72,14 @@ class FinetuneTask:
         ft = recipe.finetune
         self.recipe = recipe
         spec = dataset_spec(recipe)
-        self.dataset: Dataset = registry.build("dataset", spec, where="finetune.dataset", split=ft.train_split, augment=True)
+        if ft.train_shards:  # the dataset only decodes shard records; its files need not be here
+            self.dataset: Dataset = build_decoder(spec, ft.train_split, augment=True)
+        else:
+            self.dataset = registry.build("dataset", spec, where="finetune.dataset", split=ft.train_split, augment=True)
         num_classes = ft.num_classes or getattr(self.dataset, "num_classes", None)
         if not num_classes:
-            raise ValueError("finetune.num_classes is not set and the dataset has no num_classes attribute")
+            raise ValueError("finetune.num_classes is not set and the dataset has no num_classes attribute" +
+                             (" (a dataset decoding shards does not scan files for classes)" if ft.train_shards else ""))
         vote_hook(self.dataset, ft.votes)  # fail before training when voting cannot work
         self.num_classes = num_classes
         self.module = self.build_module(init)
@@ -99,7 +106,8 @@ class FinetuneTask:
             prefetch_factor=recipe.data.prefetch_factor, pin_memory=recipe.data.pin_memory,
             skip_corrupt=recipe.data.skip_corrupt,
             sample_weights=self.sample_weights(ft), epoch_samples=ft.epoch_samples,
-            replacement=ft.sampler_replacement)
+            replacement=ft.sampler_replacement, shards=ft.train_shards, shards_index=ft.train_shards_index,
+            shuffle_buffer=recipe.data.shuffle_buffer)
 
     #: where fine-tuning runs, when it stops and its notes may change on resume
     resumable_changes = ("finetune.max_steps", "finetune.out_dir", "finetune.notes", "finetune.reported_top1")
@@ -176,8 +184,12 @@ class FinetuneTask:
     def evaluate(self, classifier: nn.Module, device: torch.device | str = "cpu") -> dict[str, float]:
         """The test split's ``top1`` (or ``mAP`` when multi-label), voting when ``finetune.votes > 1``."""
         ft = self.recipe.finetune
-        test = registry.build("dataset", dataset_spec(self.recipe), where="finetune.dataset", split=ft.test_split,
-                              augment=False)
+        spec = dataset_spec(self.recipe)
+        if ft.test_shards:  # read once, in packed order, by the dataset's own reader
+            test = ShardSequence(resolve(ft.test_shards, ft.test_shards_index), build_decoder(spec, ft.test_split,
+                                                                                               augment=False))
+        else:
+            test = registry.build("dataset", spec, where="finetune.dataset", split=ft.test_split, augment=False)
         return evaluate(classifier, test, multilabel=self.multilabel, votes=self.votes, device=device,
                         seed=self.recipe.seed)
 

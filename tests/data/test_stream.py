@@ -189,26 +189,22 @@ def test_a_shard_missing_from_the_index_is_named(shards):
         resolve(f"{shards}/train-{{000000..000099}}.tar")
 
 
-def test_data_shards_index_is_where_a_recipe_finds_the_index(shards, tmp_path):
-    """``data.shards_index``: piped shards have no folder to find ``index.json`` in; the recipe names it."""
+def test_data_shards_index_is_where_a_recipe_finds_the_index(shards, tmp_path, tiny_recipe_dict):
+    """``data.shards_index``: piped shards have no folder to find ``index.json`` in; the recipe names it,
+    and the training loop reads the shards through it."""
     import shutil
-    from types import SimpleNamespace
 
-    from mmim.data.stream import build_training_data
+    from mmim.config.recipe import recipe_from_dict
+    from mmim.engine.task import PretrainTask
 
     index = tmp_path / "elsewhere" / "index.json"
     index.parent.mkdir()
     shutil.copy(shards / "index.json", index)
     piped = [f"pipe:cat {shards}/train-{i:06d}.tar" for i in range(14)]
-
-    def recipe(shards_index):
-        from mmim.config.recipe import DataConfig
-
-        data = DataConfig(dataset={"name": "fashion_mnist"}, shards=piped, shards_index=shards_index, batch_size=4,
-                          num_workers=0, shuffle_buffer=0, skip_corrupt=False)
-        return SimpleNamespace(data=data, seed=0, schedule=SimpleNamespace(epochs=1))
-
     with pytest.raises(DataError, match="shards_index"):
-        build_training_data(recipe(None), Numbers(), 0, 1, 1)
-    data = build_training_data(recipe(str(index)), Numbers(), 0, 1, 1)
-    assert data.shards.num_samples == 53
+        resolve(piped, None)
+    tiny_recipe_dict["data"].update(shards=piped, shards_index=str(index))
+    settings = PretrainTask(recipe_from_dict(tiny_recipe_dict)).settings
+    assert (settings.shards, settings.shards_index) == (piped, str(index))
+    stream = ShardTrainingData(resolve(settings.shards, settings.shards_index), Numbers(), 0, 0, 1, 4, 1, 1)
+    assert stream.shards.num_samples == 53
