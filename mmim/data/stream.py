@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from mmim.data.errors import CorruptSampleError, DataError
 from mmim.data.loading import collate_skipping, mix_seed, sourced
 from mmim.data.records import require_protocol
-from mmim.data.shards import ShardSet, iter_samples, resolve
+from mmim.data.shards import ShardSet, iter_samples
 from mmim.data.skips import Skipped
 
 log = logging.getLogger(__name__)
