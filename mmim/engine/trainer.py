@@ -45,8 +45,6 @@ class NonFiniteLossError(RuntimeError):
     last good checkpoint."""
 
 
-
-
 class Trainer:
     """Trains ``recipe``'s model on its dataset; see :meth:`fit`.
 

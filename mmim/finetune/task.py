@@ -110,7 +110,9 @@ class FinetuneTask:
             shuffle_buffer=recipe.data.shuffle_buffer)
 
     #: where fine-tuning runs, when it stops and its notes may change on resume
-    resumable_changes = ("finetune.max_steps", "finetune.out_dir", "finetune.notes", "finetune.reported_top1")
+    resumable_changes = ("finetune.max_steps", "finetune.out_dir", "finetune.notes", "finetune.reported_top1",
+                         "finetune.train_shards", "finetune.train_shards_index", "finetune.test_shards",
+                         "finetune.test_shards_index")  # where the same shards are read from
 
     def sample_weights(self, ft) -> Tensor | None:  # noqa: ANN001 - FinetuneConfig
         """``finetune.sampler: weighted``: the training set's ``sample_weights()`` (AudioSet's
