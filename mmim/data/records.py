@@ -80,13 +80,18 @@ def spilled(ext: str, data: bytes) -> Iterator[str]:
     """A temporary file holding ``data`` with suffix ``.ext`` (in memory where possible), removed after.
 
     Lets a reader that opens paths (PIL, decord/PyAV, soundfile) decode shard bytes exactly as it
-    decodes the original file.
+    decodes the original file. A :class:`CorruptSampleError` raised inside names "the .ext member"
+    instead of the temporary file (the shard reader adds the shard and key).
     """
     fd, name = tempfile.mkstemp(suffix=f".{ext}", prefix="mmim-", dir=spill_dir())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         yield name
+    except CorruptSampleError as err:  # the reader named the temporary file: name the member instead
+        member = f"the .{ext} member"
+        raise CorruptSampleError(member if err.path == name else err.path, err.reason.replace(name, member),
+                                 err.line) from None
     finally:
         with contextlib.suppress(OSError):
             os.unlink(name)

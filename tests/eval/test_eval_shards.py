@@ -83,5 +83,6 @@ def test_a_corrupt_eval_member_is_an_error_naming_shard_and_member(tiny_recipe_d
     assert key == "000000000"
     recipe = _recipe(tiny_recipe_dict, train_shards=str(train_dir), test_shards=str(test_dir))
     model = build_model(recipe.model).eval()
-    with pytest.raises(CorruptSampleError, match=rf"{shard.name} \(000000001\.json, 000000001\.png\): cannot decode"):
+    with pytest.raises(CorruptSampleError, match=rf"{shard.name} \(000000001\.json, 000000001\.png\): cannot decode") as err:
         extract_features(model, eval_datasets(recipe)[1], batch_size=16)
+    assert "the .png member" in str(err.value) and "mmim-" not in str(err.value)  # not the temporary file
