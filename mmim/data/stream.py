@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mmim.data.errors import CorruptSampleError, DataError
 from mmim.data.loading import collate_skipping, mix_seed, sourced
-from mmim.data.records import require_protocol
-from mmim.data.shards import ShardSet, iter_samples
+from mmim.data.records import build_decoder, require_protocol
+from mmim.data.shards import ShardSet, iter_samples, resolve
 from mmim.data.skips import Skipped
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,17 @@ class ShardTrainingData:
         prefetch_factor: micro-batches each loader worker decodes ahead (as ``DataLoader``'s, in batches).
     """
 
+    @classmethod
+    def for_loop(cls, settings: Any, dataset: Any, seed: int, rank: int, world_size: int, accum: int,
+                 pin_memory: bool) -> ShardTrainingData:
+        """The shards of a training loop's settings (``LoopSettings`` with ``shards``)."""
+        if settings.sample_weights is not None:
+            raise ValueError("weighted sampling draws samples by index; shards are read in sequence: use the "
+                             "uniform sampler when training from shards")
+        return cls(resolve(settings.shards, settings.shards_index), dataset, seed, rank, world_size,
+                   settings.batch_size, accum, settings.epochs, settings.num_workers, settings.shuffle_buffer,
+                   settings.skip_corrupt, pin_memory, settings.prefetch_factor)
+
     def __init__(self, shards: ShardSet, dataset: Any, seed: int, rank: int, world_size: int, batch_size: int,
                  accum: int, epochs: int, num_workers: int = 0, shuffle_buffer: int = 1000,
                  skip_corrupt: bool = False, pin_memory: bool = False, prefetch_factor: int = 2) -> None:
@@ -286,6 +297,11 @@ class ShardSequence(IterableDataset):
         vote = getattr(dataset, "vote_augment", None)  # fine-tuning's test-time voting, when the dataset has it
         if callable(vote):
             self.vote_augment = vote
+
+    @classmethod
+    def of(cls, spec: dict[str, Any], split: str, shards: str | list[str], index: str | None) -> ShardSequence:
+        """The ``split`` of dataset ``spec`` read from ``shards`` (their index: ``index`` or beside them)."""
+        return cls(resolve(shards, index), build_decoder(spec, split, augment=False))
 
     def __len__(self) -> int:
         return self.shards.num_samples

@@ -86,15 +86,9 @@ class Trainer:
         self.accum = self.effective_batch // (cfg.batch_size * world)
         self.stream = None  # training from shards (data.shards, finetune.train_shards) instead of the sampler
         if cfg.shards:
-            if cfg.sample_weights is not None:
-                raise ValueError("weighted sampling draws samples by index; shards are read in sequence: use the "
-                                 "uniform sampler when training from shards")
-            from mmim.data.shards import resolve
             from mmim.data.stream import ShardTrainingData
-            self.stream = ShardTrainingData(resolve(cfg.shards, cfg.shards_index), self.dataset, recipe.seed,
-                                            self.rt.rank, world, cfg.batch_size, self.accum, cfg.epochs,
-                                            cfg.num_workers, cfg.shuffle_buffer, cfg.skip_corrupt, self.pin_memory,
-                                            cfg.prefetch_factor)
+            self.stream = ShardTrainingData.for_loop(cfg, self.dataset, recipe.seed, self.rt.rank, world, self.accum,
+                                                     self.pin_memory)
             self.steps_per_epoch = self.stream.steps_per_epoch
         else:
             self.sampler = ResumableSampler(len(self.dataset), recipe.seed, cfg.batch_size, self.accum, self.rt.rank,

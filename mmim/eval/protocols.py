@@ -27,11 +27,9 @@ def eval_datasets(recipe: Recipe) -> tuple[Any, Any]:
 
     def split(name: str, shards: Any, index: str | None) -> Any:
         if shards:
-            from mmim.data.records import build_decoder
-            from mmim.data.shards import resolve
             from mmim.data.stream import ShardSequence
 
-            return ShardSequence(resolve(shards, index), build_decoder(spec, name, augment=False))
+            return ShardSequence.of(spec, name, shards, index)
         return registry.build("dataset", spec, where="eval.dataset", split=name, augment=False)
 
     return (split(cfg.train_split, cfg.train_shards, cfg.train_shards_index),

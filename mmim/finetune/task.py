@@ -18,7 +18,6 @@ from torch.utils.data import Dataset
 from mmim import registry
 from mmim.config.recipe import Recipe
 from mmim.data.records import build_decoder
-from mmim.data.shards import resolve
 from mmim.data.stream import ShardSequence
 from mmim.engine.checkpoint import load_checkpoint
 from mmim.engine.task import LoopSettings
@@ -188,8 +187,7 @@ class FinetuneTask:
         ft = self.recipe.finetune
         spec = dataset_spec(self.recipe)
         if ft.test_shards:  # read once, in packed order, by the dataset's own reader
-            test = ShardSequence(resolve(ft.test_shards, ft.test_shards_index), build_decoder(spec, ft.test_split,
-                                                                                               augment=False))
+            test = ShardSequence.of(spec, ft.test_split, ft.test_shards, ft.test_shards_index)
         else:
             test = registry.build("dataset", spec, where="finetune.dataset", split=ft.test_split, augment=False)
         return evaluate(classifier, test, multilabel=self.multilabel, votes=self.votes, device=device,
