@@ -111,12 +111,14 @@ def test_backend_selection(monkeypatch):
         resolve_backend("pyav")
 
 
-def test_auto_prefers_decord_then_torchcodec_then_pyav(monkeypatch):
+def test_auto_prefers_pyav_then_decord_then_torchcodec(monkeypatch):
     for name in reader.BACKENDS:
-        monkeypatch.setitem(reader._USABLE, name, name != "decord")
-    assert resolve_backend("auto") == "torchcodec"
-    monkeypatch.setitem(reader._USABLE, "torchcodec", False)
+        monkeypatch.setitem(reader._USABLE, name, True)
     assert resolve_backend("auto") == "pyav"
+    monkeypatch.setitem(reader._USABLE, "pyav", False)
+    assert resolve_backend("auto") == "decord"
+    monkeypatch.setitem(reader._USABLE, "decord", False)
+    assert resolve_backend("auto") == "torchcodec"
 
 
 def test_sample_indices():

@@ -89,9 +89,14 @@ def test_a_dataset_item_opens_and_decodes_once(good, tmp_path, monkeypatch, back
     ds = VideoList("train", True, root="/", list_file=str(tmp_path / "list.txt"), num_frames=4, sampling_rate=2,
                    img_size=16, backend=backend)
     torch.manual_seed(0)
+    before = dict(reader.DECODE_STATS)
     assert ds[0]["video"].shape == (3, 4, 16, 16)
     assert opens == [backend]
-    assert len(decodes) == (1 if backend == "pyav" else 0)
+    assert decodes == []  # an MP4 with timestamps and keyframes: PyAV seeks, no whole-stream decode
+    assert reader.DECODE_STATS["clips"] == before["clips"] + 1
+    if backend == "pyav":  # it decodes at most the frames up to the last one the clip uses
+        frames = reader.frame_count(good["h264.mp4"], "pyav")
+        assert 1 <= reader.DECODE_STATS["decoded"] - before["decoded"] <= frames
 
 
 def test_corpus_frame_is_what_the_tests_assume():
