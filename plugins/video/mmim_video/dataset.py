@@ -1,14 +1,16 @@
 """Labelled video clips: VideoMAE-style list files (``path label`` per line, paths relative to a root) and
 class folders.
 
-An item is ``{"video": (3, T, S, S) float32 ImageNet-normalised, "label": int}``. Frames are sampled
-as VideoMAE samples them for pre-training: ``num_frames`` frames ``sampling_rate`` apart from a
-random start (a new clip each epoch; the first one for evaluation), indices clamped to the last
-frame when the video is shorter; or, with ``sampling="segments"``, one frame from each of ``num_frames``
-equal segments (VideoMAE's Something-Something V2 fine-tuning). Training crops a random square of side ``scale * short side``
-(``scale`` from ``crop_scales``: the multi-scale crop) at a random place, resizes it to ``img_size``
-and flips it with probability 1/2 (``hflip``); evaluation resizes the short side and takes the
-centre. Randomness uses torch's global RNG (seeded per sample by the engine).
+An item is ``{"video": (3, T, S, S) float32 ImageNet-normalised, "label": int}`` (``uint8`` training items
+with ``normalize="device"``). Frames are sampled as VideoMAE samples them for pre-training: ``num_frames``
+frames ``sampling_rate`` apart from a random start (a new clip each epoch; the first one for evaluation),
+indices clamped to the last frame when the video is shorter; or, with ``sampling="segments"``, one frame
+from each of ``num_frames`` equal segments (VideoMAE's Something-Something V2 fine-tuning). Only those frames
+are decoded (:mod:`mmim_video.reader`). Training takes VideoMAE's multi-scale crop
+(:func:`multiscale_crop`: width and height from ``crop_scales`` of the short side, at most ``max_distort``
+scales apart, at one of 13 fixed places), resizes it to ``img_size`` and flips it with probability 1/2
+(``hflip``), all in ``uint8`` on the cropped region (:func:`crop_resize_uint8`); evaluation resizes the
+centred short-side square in float32. Randomness uses torch's global RNG (seeded per sample by the engine).
 
 Repeated augmentation (VideoMAE's ``num_sample``): with ``num_sample = n > 1`` a training item decodes its
 frames once and returns ``n`` independently cropped and flipped copies, ``(n, 3, T, S, S)``; the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmim.data import CorruptSampleError, DataError
+from mmim.data.device import DeviceNormalize
 from mmim.data.records import file_record, main_member, meta_of, spilled
 from mmim_video.reader import read_clip
 from mmim_video.target import IMAGENET_MEAN, IMAGENET_STD
 
 SAMPLINGS = ("stride", "segments")
+NORMALIZE = ("host", "device")
 
 
 def read_list_file(path: Path, root: Path) -> list[tuple[str, int, int]]:
@@ -63,9 +68,14 @@ def read_list_file(path: Path, root: Path) -> list[tuple[str, int, int]]:
 
 
 def sample_indices(total: int, num_frames: int, rate: int, random_start: bool) -> list[int]:
-    """``num_frames`` indices ``rate`` apart inside ``[0, total)``, clamped to the last frame."""
-    span = (num_frames - 1) * rate + 1
-    start = int(torch.randint(total - span + 1, ())) if random_start and total > span else 0
+    """``num_frames`` indices ``rate`` apart inside ``[0, total)``, clamped to the last frame.
+
+    The random start is VideoMAE's pre-training draw (``kinetics.py`` ``VideoMAE._sample_train_indices``
+    with one segment): uniform over ``[0, total - num_frames * rate]`` when the video has at least
+    ``num_frames * rate`` frames, else 0. Without ``random_start`` the clip starts at frame 0.
+    """
+    span = num_frames * rate
+    start = int(torch.randint(total - span + 1, ())) if random_start and total >= span else 0
     return [min(start + i * rate, total - 1) for i in range(num_frames)]
 
 
@@ -99,7 +109,83 @@ def crop_resize(frames: Tensor, size: int, scale: float, random_place: bool) -> 
     else:
         top, left = (h - side) // 2, (w - side) // 2
     crop = frames[..., top:top + side, left:left + side]
-    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """One augmented copy's crop of the decoded frames (pixels of the source frame), then an optional flip."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool = False
+
+
+def fixed_offsets(image_w: int, image_h: int, crop_w: int, crop_h: int) -> list[tuple[int, int]]:
+    """The 13 ``(left, top)`` places of VideoMAE's ``GroupMultiScaleCrop`` (``fix_crop``, ``more_fix_crop``):
+    corners, centre, edge centres and quarter points of a 4 x 4 grid of the free space."""
+    ws, hs = (image_w - crop_w) // 4, (image_h - crop_h) // 4
+    grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3)]
+    return [(i * ws, j * hs) for i, j in grid]
+
+
+def multiscale_crop(height: int, width: int, size: int, scales: Sequence[float], max_distort: int = 1,
+                    fixed: bool = True) -> tuple[int, int, int, int]:
+    """VideoMAE's pre-training crop (``transforms.py`` ``GroupMultiScaleCrop``) as ``(top, left, h, w)``.
+
+    Side lengths are ``int(scale * short side)`` (within 3 px of ``size`` they snap to ``size``); the crop's
+    width and height take scales at most ``max_distort`` steps apart in ``scales`` (so crops need not be
+    square), chosen uniformly among the allowed pairs; the place is one of :func:`fixed_offsets`
+    (``fixed``) or uniform. Draws from torch's global RNG. A side longer than the frame (a snapped size on a
+    frame just under ``size``) is cut to the frame.
+    """
+    sides = [int(min(height, width) * s) for s in scales]
+    sides = [size if abs(x - size) < 3 else x for x in sides]
+    pairs = [(cw, ch) for i, ch in enumerate(sides) for j, cw in enumerate(sides) if abs(i - j) <= max_distort]
+    crop_w, crop_h = pairs[int(torch.randint(len(pairs), ()))]
+    crop_w, crop_h = max(1, min(crop_w, width)), max(1, min(crop_h, height))
+    if fixed:
+        places = fixed_offsets(width, height, crop_w, crop_h)
+        left, top = places[int(torch.randint(len(places), ()))]
+    else:
+        left, top = int(torch.randint(width - crop_w + 1, ())), int(torch.randint(height - crop_h + 1, ()))
+    return top, left, crop_h, crop_w
+
+
+def crop_resize_uint8(frames: Tensor, crop: Crop, size: int) -> Tensor:
+    """``(T, H, W, C)`` uint8 frames -> ``(C, T, size, size)`` uint8: ``crop`` cut, resized (bilinear,
+    antialiased, as PIL's ``BILINEAR`` that VideoMAE uses: within 1 of it) and flipped, all in ``uint8`` on
+    the cropped region only (torch's vectorised channels-last kernel)."""
+    region = frames[:, crop.top:crop.top + crop.height, crop.left:crop.left + crop.width, :].permute(0, 3, 1, 2)
+    out = F.interpolate(region, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    if crop.flip:
+        out = out.flip(-1)
+    return out.permute(1, 0, 2, 3).contiguous()
+
+
+def centre_float(frames: Tensor, size: int) -> Tensor:
+    """``(T, H, W, C)`` uint8 -> ``(T, C, size, size)`` float in ``[0, 1]`` (not clamped): the evaluation view,
+    the centred short-side square resized in float32, converted to float on that square only. The values equal
+    those of :func:`crop_resize` at scale 1 on the whole frame converted to float (evaluation stays pixel-exact)."""
+    h, w = frames.shape[1:3]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    region = frames[:, top:top + side, left:left + side, :].permute(0, 3, 1, 2)
+    region = region.to(torch.float32, memory_format=torch.channels_last) / 255.0
+    return F.interpolate(region, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """What one training item reads and how it is cut: the frame indices and one :class:`Crop` per copy.
+
+    Drawn on the host before any decoding (:meth:`VideoClips.plan`), so the same plan can be carried out by
+    the CPU (:func:`crop_resize_uint8`) or on the GPU (:mod:`mmim_video.gpu`)."""
+
+    indices: tuple[int, ...]
+    crops: tuple[Crop, ...]
 
 
 class VideoClips(Dataset):
@@ -123,13 +209,27 @@ class VideoClips(Dataset):
         sampling: ``"stride"`` (``num_frames`` frames ``sampling_rate`` apart, :func:`sample_indices`) or
             ``"segments"`` (one frame from each of ``num_frames`` equal segments, :func:`segment_indices`;
             ``sampling_rate`` is unused).
+        max_distort: how many steps apart in ``crop_scales`` the crop's width and height scales may be
+            (VideoMAE's ``GroupMultiScaleCrop`` default 1; 0 gives squares only).
+        fixed_offsets: place the crop at one of VideoMAE's 13 fixed places (its ``fix_crop``), or uniformly.
+        normalize: ``"host"`` (float32 items normalised in the loader) or ``"device"``: training items stay
+            ``uint8`` (a quarter of the bytes through workers, pinned memory and PCIe) and are scaled and
+            normalised on the device (``device_transforms``) with the same float32 operations. Evaluation
+            items are normalised on the host either way (their float resize is kept pixel-exact).
     """
 
     def __init__(self, samples: Sequence[tuple[str, int, int]], source: str, augment: bool, num_frames: int = 16,
                  sampling_rate: int = 4, img_size: int = 224, crop_scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
                  hflip: bool = True, backend: str = "auto", mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, max_samples: int | None = None,
-                 num_classes: int | None = None, num_sample: int = 1, sampling: str = "stride") -> None:
+                 num_classes: int | None = None, num_sample: int = 1, sampling: str = "stride",
+                 max_distort: int = 1, fixed_offsets: bool = True, normalize: str = "host") -> None:
+        if normalize not in NORMALIZE:
+            raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
+        if max_distort < 0:
+            raise ValueError(f"max_distort must be >= 0, got {max_distort}")
+        self.max_distort, self.fixed_offsets, self.normalize = int(max_distort), bool(fixed_offsets), normalize
+        self.channels = len(mean)
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.sampling = sampling
@@ -154,34 +254,64 @@ class VideoClips(Dataset):
             return segment_indices(total, self.num_frames, self.augment)
         return sample_indices(total, self.num_frames, self.sampling_rate, self.augment)
 
-    def frames(self, index: int) -> Tensor:
-        """The sampled frames of sample ``index`` as ``(T, 3, H, W)`` floats in ``[0, 1]`` (one decode)."""
+    def crops(self, height: int, width: int) -> tuple[Crop, ...]:
+        """One :class:`Crop` per augmented copy of frames ``height x width`` (random; drawn after the indices)."""
+        out = []
+        for _ in range(self.num_sample):
+            top, left, h, w = multiscale_crop(height, width, self.img_size, self.crop_scales, self.max_distort,
+                                              self.fixed_offsets)
+            flip = self.hflip and bool(torch.rand(()) < 0.5)
+            out.append(Crop(top, left, h, w, flip))
+        return tuple(out)
+
+    def plan(self, total: int, height: int, width: int) -> ClipPlan:
+        """The training plan of a video of ``total`` frames of ``height x width``: indices, then crops (the
+        same draws, in the same order, as :meth:`clip` makes)."""
+        return ClipPlan(tuple(self.choose_frames(total)), self.crops(height, width))
+
+    def decoded(self, index: int) -> Tensor:
+        """The sampled frames of sample ``index`` as decoded: ``(T, H, W, C)`` uint8 (one decode)."""
         path, _, line = self.samples[index]
         try:
-            frames = read_clip(path, self.choose_frames, self.backend)
+            return read_clip(path, self.choose_frames, self.backend)
         except CorruptSampleError as err:
             raise CorruptSampleError(err.path, f"{err.reason} (listed in {self.source})", line or None) from None
-        return frames.permute(0, 3, 1, 2).float() / 255.0
 
-    def transform(self, x: Tensor) -> Tensor:
-        """``(T, 3, H, W)`` frames -> normalised ``(3, T, S, S)``: multi-scale crop and flip when
-        augmenting, a centre crop otherwise."""
-        if self.augment:
-            scale = self.crop_scales[int(torch.randint(len(self.crop_scales), ()))]
-            x = crop_resize(x, self.img_size, scale, random_place=True)
-            if self.hflip and bool(torch.rand(()) < 0.5):
-                x = x.flip(-1)
-        else:
-            x = crop_resize(x, self.img_size, 1.0, random_place=False)
+    def frames(self, index: int) -> Tensor:
+        """The sampled frames of sample ``index`` as ``(T, 3, H, W)`` floats in ``[0, 1]`` (one decode)."""
+        return self.decoded(index).permute(0, 3, 1, 2).float() / 255.0
+
+    def _normalizer(self, copies: bool) -> DeviceNormalize:
+        mean, std = [float(m) for m in self.mean.flatten()], [float(v) for v in self.std.flatten()]
+        return DeviceNormalize(mean[:self.channels], std[:self.channels], channel_dim=1 if copies else 0)
+
+    @property
+    def device_transforms(self) -> dict[str, Any]:
+        """With ``normalize="device"``, for training items: scaling and normalisation of ``video`` on the device."""
+        if self.normalize != "device" or not self.augment:
+            return {}
+        return {"video": self._normalizer(self.num_sample > 1)}
+
+    def augmented(self, decoded: Tensor) -> Tensor:
+        """Training view(s) of ``(T, H, W, C)`` uint8 frames: ``(C, T, S, S)`` (or ``(num_sample, C, T, S, S)``),
+        cropped, resized and flipped in ``uint8``; normalised here unless ``normalize="device"``."""
+        crops = self.crops(decoded.shape[1], decoded.shape[2])
+        out = [crop_resize_uint8(decoded, crop, self.img_size) for crop in crops]
+        x = out[0] if self.num_sample == 1 else torch.stack(out)
+        if self.normalize == "device":
+            return x
+        return self._normalizer(self.num_sample > 1)(x.unsqueeze(0))[0]
+
+    def evaluation_view(self, decoded: Tensor) -> Tensor:
+        """The evaluation view of ``(T, H, W, C)`` uint8 frames: the centred square, normalised ``(C, T, S, S)``."""
+        x = centre_float(decoded, self.img_size)
         return (x.permute(1, 0, 2, 3).clamp(0, 1) - self.mean) / self.std
 
     def clip(self, index: int) -> Tensor:
         """The model input of sample ``index``: ``(3, T, S, S)``, or ``(num_sample, 3, T, S, S)`` when
         augmenting with ``num_sample > 1`` (every copy from the same decoded frames)."""
-        x = self.frames(index)
-        if not self.augment or self.num_sample == 1:
-            return self.transform(x)
-        return torch.stack([self.transform(x) for _ in range(self.num_sample)])
+        decoded = self.decoded(index)
+        return self.augmented(decoded) if self.augment else self.evaluation_view(decoded)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {"video": self.clip(index), "label": self.samples[index][1]}
