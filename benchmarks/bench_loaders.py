@@ -13,6 +13,14 @@ A loader slower, at ``--cores`` workers, than the step it feeds is flagged ``STA
 
     python benchmarks/bench_loaders.py                                   # every modality, workers 0 1 2
     python benchmarks/bench_loaders.py --modalities image video --workers 0 4 8 --samples 512
+
+``--vs-official`` instead puts mmim's video and image pipelines next to the official VideoMAE and MAE ones
+(their checkouts under ``--official-dir``, default ``.official/``), on generated K400-like clips (10 s, 30 fps,
+H.264 CRF 23; each ``--video-sets`` entry ``WxH:keyint``) and ImageNet-like JPEGs, one core each, alternating
+(:mod:`official_loaders`); it prints clips/s per core, frames decoded per clip, the loader cores one GPU needs
+at the step rate of docs/scaling.md, and mmim / official::
+
+    python benchmarks/bench_loaders.py --vs-official --video-sets 340x256:250 340x256:30 640x480:250
 """
 
 from __future__ import annotations
@@ -174,6 +182,113 @@ def measure(modality: str, workdir: Path, samples: int, workers: list[int], batc
     return rows
 
 
+def mmim_video_dataset(list_file: Path, num_sample: int, normalize: str = "device", shards: str | None = None,
+                       backend: str = "auto"):
+    """The ``videomae_vit_b_k400`` recipe's training dataset on ``list_file`` (or its shard decoder)."""
+    from mmim import registry
+    from mmim.config.recipe import load_recipe
+
+    recipe = load_recipe(ROOT / RECIPES["video"], [], check_components=True)
+    spec = dict(recipe.data.dataset, root="/", list_file=str(list_file), num_sample=num_sample,
+                normalize=normalize, backend=backend)
+    return registry.build("dataset", spec, where="bench: data.dataset", split="train", augment=True)
+
+
+def vs_official(args: argparse.Namespace) -> dict:
+    """mmim against the official VideoMAE and MAE pipelines (see the module docstring)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import official_loaders as off
+    from torch.utils.data import DataLoader
+
+    from mmim.data.loading import ResumableSampler, make_loader
+    from mmim_video import reader
+
+    official_dir = Path(args.official_dir)
+    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="mmim-vs-official-"))
+    rates, source = step_rates(args.steps_from)
+    batch, batches, results = args.batch, args.batches, {"video": {}, "image": {}, "step_rates": rates,
+                                                         "step_source": source}
+
+    def official_side(dataset):
+        def run():
+            def make(seed):
+                g = torch.Generator().manual_seed(seed)
+                return iter(DataLoader(dataset, batch_size=batch, shuffle=True, generator=g, num_workers=0))
+            return off.read_loader(make, batches)
+        return run
+
+    def mmim_side(dataset, copies=1):
+        def run():
+            def make(seed):
+                return iter(make_loader(dataset, ResumableSampler(len(dataset), seed, batch_size=batch), batch))
+            return off.read_loader(make, batches, copies)
+        return run
+
+    for setting in args.video_sets:
+        size, _, keyint = setting.partition(":")
+        width, height = (int(v) for v in size.split("x"))
+        list_file = off.make_videos(data_dir / f"video_{width}x{height}_g{keyint}", args.clips, width, height,
+                                    int(keyint or 250))
+        spy = off.DecordSpy()
+        official = off.official_videomae(official_dir / "VideoMAE", list_file)
+        sides = {"official": official_side(official)}
+        for n in args.num_sample:
+            sides[f"mmim num_sample={n}"] = mmim_side(mmim_video_dataset(list_file, n), n)
+        stats: dict[str, list[int]] = {name: [0, 0] for name in sides}
+
+        def counted(name, run):
+            def wrapped():
+                before = dict(reader.DECODE_STATS)
+                out = run()
+                stats[name][0] += reader.DECODE_STATS["decoded"] - before["decoded"]
+                stats[name][1] += reader.DECODE_STATS["clips"] - before["clips"]
+                return out
+            return wrapped
+
+        with spy.installed():
+            measured = off.alternate({k: counted(k, v) for k, v in sides.items()}, args.rounds)
+        spans = [reader.keyframe_span(path, idx) for path, idx in spy.requests[:200]]
+        rows = {}
+        for name, m in measured.items():
+            if name == "official":
+                per_decode = float(np.mean(spans)) if spans else float("nan")
+            else:
+                per_decode = stats[name][0] / max(stats[name][1], 1)
+            rows[name] = {"clips_per_s": m["median"], "rounds": m["rounds"], "frames_decoded_per_decode": per_decode,
+                          "cores_per_gpu": math.ceil(rates["video"] / m["median"]),
+                          "vs_official": m["median"] / measured["official"]["median"]}
+        results["video"][setting] = rows
+        print(f"\nvideo {width}x{height}, keyframe every {keyint}: clips/s on one core, batch {batch}, "
+              f"{args.rounds} alternating rounds (median); GPU step {rates['video']:.0f} clips/s ({source})")
+        print(f"{'side':<22}{'clips/s':>9}{'frames decoded':>16}{'cores/GPU':>11}{'vs official':>13}")
+        for name, r in rows.items():
+            print(f"{name:<22}{r['clips_per_s']:>9.2f}{r['frames_decoded_per_decode']:>16.1f}{r['cores_per_gpu']:>11}"
+                  f"{r['vs_official']:>12.2f}x")
+
+    if args.images:
+        from mmim import registry
+        from mmim.config.recipe import load_recipe
+
+        root = off.make_images(data_dir / "images", args.images)
+        official = off.official_mae(official_dir / "mae", root)
+        recipe = load_recipe(ROOT / RECIPES["image"], [], check_components=True)
+        sides = {"official": official_side(official)}
+        for normalize in ("host", "device"):
+            spec = dict(recipe.data.dataset, root=str(root), normalize=normalize)
+            ds = registry.build("dataset", spec, where="bench: data.dataset", split="train", augment=True)
+            sides[f"mmim normalize={normalize}"] = mmim_side(ds)
+        measured = off.alternate(sides, args.rounds)
+        print(f"\nimages 500x375 JPEG -> 224: images/s on one core, batch {batch}, {args.rounds} rounds (median); "
+              f"GPU step {rates['image']:.0f} images/s")
+        print(f"{'side':<26}{'images/s':>9}{'cores/GPU':>11}{'vs official':>13}")
+        for name, m in measured.items():
+            row = {"per_s": m["median"], "rounds": m["rounds"], "cores_per_gpu": math.ceil(rates["image"] / m["median"]),
+                   "vs_official": m["median"] / measured["official"]["median"]}
+            results["image"][name] = row
+            print(f"{name:<26}{row['per_s']:>9.1f}{row['cores_per_gpu']:>11}{row['vs_official']:>12.2f}x")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--modalities", nargs="+", default=list(RECIPES), choices=list(RECIPES))
@@ -186,8 +301,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-normalize", default="host", choices=["host", "device"],
                    help="image datasets' normalize option: device hands over uint8 batches (normalised on the GPU)")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--vs-official", action="store_true", help="mmim against the official VideoMAE and MAE pipelines")
+    p.add_argument("--official-dir", default=str(ROOT / ".official"), help="holds the VideoMAE and mae checkouts")
+    p.add_argument("--data-dir", help="--vs-official: where the generated files go (kept and reused)")
+    p.add_argument("--video-sets", nargs="*", default=["340x256:250"], help="--vs-official: WxH:keyint per setting")
+    p.add_argument("--clips", type=int, default=24, help="--vs-official: generated videos per setting")
+    p.add_argument("--num-sample", type=int, nargs="+", default=[1, 4], help="--vs-official: mmim's num_sample")
+    p.add_argument("--images", type=int, default=64, help="--vs-official: generated JPEGs (0: no image comparison)")
+    p.add_argument("--batches", type=int, default=4, help="--vs-official: timed batches per side and round")
+    p.add_argument("--rounds", type=int, default=3, help="--vs-official: alternating rounds")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.vs_official:
+        results = vs_official(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+        return 0
     rates, source = step_rates(args.steps_from)
     rows, failures = [], {}
     with tempfile.TemporaryDirectory(prefix="mmim-loaders-") as tmp:

@@ -11,8 +11,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmim import registry
-from mmim.data import DataError
+from mmim.data import CorruptSampleError, DataError
 from mmim.data.records import file_record, main_member, meta_of, spilled
+from mmim_image import fastjpeg
 from mmim_image.datasets.common import check_split, image_device_transforms, on_device, subset_indices
 from mmim_image.still import SCALINGS, load_still, still_extensions
 from mmim_image.transforms import build_transform, channel_values
@@ -107,6 +108,11 @@ class ImageFolder(Dataset):
             items (a quarter of the bytes through the loader and the host-to-device copy), scaled
             and normalised on the device (``device_transforms``) to the same values; refused for
             images of more than 8 bits per sample.
+        jpeg_decoder: ``"simplejpeg"``: training crops of plain JPEGs are decoded by libjpeg-turbo through
+            simplejpeg, cut and resized in ``uint8`` on the crop only (:mod:`mmim_image.fastjpeg`); ``"pil"``:
+            every file through PIL and the torchvision pipeline. Evaluation and teacher views always use PIL.
+        dct_scaling: let such a crop decode at 1/2, 1/4 or 1/8 size in the DCT domain when it still has at
+            least the output's pixels (large images, small outputs).
         max_samples: keep at most this many images, evenly spread over the (class-sorted) list.
         teacher_view: also return ``image_teacher``, a weak view of the same crop (the student's
             ``image`` gets photometric jitter), for teacher-based MIM; without ``augment`` both
@@ -142,7 +148,15 @@ class ImageFolder(Dataset):
         scaling: str = "dtype",
         background: Sequence[int] = (255, 255, 255),
         normalize: str = "host",
+        jpeg_decoder: str = "simplejpeg",
+        dct_scaling: bool = True,
     ) -> None:
+        if jpeg_decoder not in fastjpeg.DECODERS:
+            raise ValueError(f"jpeg_decoder must be one of {fastjpeg.DECODERS}, got {jpeg_decoder!r}")
+        if jpeg_decoder == "simplejpeg" and not fastjpeg.available():
+            raise ImportError("jpeg_decoder: simplejpeg needs the simplejpeg package: pip install simplejpeg "
+                              "(or set jpeg_decoder: pil)")
+        self.jpeg_decoder, self.dct_scaling = jpeg_decoder, bool(dct_scaling)
         if in_chans not in MODES:
             raise ValueError(f"in_chans must be 1 (grey) or 3 (RGB), got {in_chans!r}")
         if scaling not in SCALINGS:
@@ -176,7 +190,25 @@ class ImageFolder(Dataset):
             CorruptSampleError: the image file cannot be decoded.
         """
         path, label = self.samples[index]
+        if self._fast:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as err:
+                raise CorruptSampleError(path, f"cannot read ({type(err).__name__}: {err})") from None
+            item = self._fast_item(data, path, label)
+            if item is not None:
+                return item
         return self._item(decode(path, self.mode, self.scaling, self.background), label)
+
+    @property
+    def _fast(self) -> bool:
+        """Training crops of JPEGs go through :func:`mmim_image.fastjpeg.jpeg_crop` (one plain RGB view)."""
+        return self.jpeg_decoder == "simplejpeg" and self.augment and not self.teacher_view and self.in_chans == 3
+
+    def _fast_item(self, data: bytes, where: str, label: int) -> dict[str, Any] | None:
+        t = self.transform
+        crop = fastjpeg.jpeg_crop(data, where, t.size, t.scale, t.hflip, self.dct_scaling)
+        return None if crop is None else {"image": t._finish(crop).as_subclass(Tensor).contiguous(), "label": label}
 
     def _item(self, image: Tensor, label: int) -> dict[str, Any]:
         """The item of a decoded image ``(C, H, W)`` (uint8, or float in [0, 1] for high bit depths):
@@ -195,6 +227,10 @@ class ImageFolder(Dataset):
 
     def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
         ext, data = main_member(record, where)
+        if self._fast:
+            item = self._fast_item(data, where, int(meta_of(record, where)["label"]))
+            if item is not None:
+                return item
         with spilled(ext, data) as path:
             image = decode(path, self.mode, self.scaling, self.background)
         return self._item(image, int(meta_of(record, where)["label"]))
