@@ -236,7 +236,7 @@ def vs_official(args: argparse.Namespace) -> dict:
             sides[f"mmim num_sample={n}"] = mmim_side(mmim_video_dataset(list_file, n), n)
         stats: dict[str, list[int]] = {name: [0, 0] for name in sides}
 
-        def counted(name, run):
+        def counted(name, run, stats=stats):
             def wrapped():
                 before = dict(reader.DECODE_STATS)
                 out = run()
