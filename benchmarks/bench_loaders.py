@@ -194,6 +194,55 @@ def mmim_video_dataset(list_file: Path, num_sample: int, normalize: str = "devic
     return registry.build("dataset", spec, where="bench: data.dataset", split="train", augment=True)
 
 
+def pack_variant(list_file: Path, folder: Path, option: str) -> tuple[Path, dict]:
+    """``list_file``'s videos packed with ``mmim pack --encode`` options ``option`` (``k=v,k=v``; empty: the
+    original files); reused when already packed."""
+    import yaml
+
+    from mmim.data.pack import pack
+
+    encode = {k: yaml.safe_load(v) for k, _, v in (kv.partition("=") for kv in option.split(",") if kv)}
+    out = folder / (option.replace("=", "").replace(",", "_") or "original")
+    if not (out / "index.json").is_file():
+        spec = {"name": "video_list", "root": "/", "list_file": str(list_file), "num_frames": 16, "sampling_rate": 4}
+        pack(spec, out, samples_per_shard=8, progress=False, encode=encode)
+    return out, encode
+
+
+def shard_bytes(out: Path) -> float:
+    index = json.loads((out / "index.json").read_text())
+    return sum(s["bytes"] for s in index["shards"]) / max(index["num_samples"], 1) / 1e6
+
+
+def shard_side(out: Path, list_file: Path, batch: int, batches: int):
+    """clips/s of the shard stream (read, decode, augment; shuffle buffer 64) from the packed ``out``."""
+    import official_loaders as off
+    from torch.utils.data import default_collate
+
+    from mmim.data.shards import resolve
+    from mmim.data.stream import END, ShardStream
+
+    decoder = mmim_video_dataset(list_file, 1)  # decodes records through the same reader and augmentation
+
+    def make(seed):
+        stream = ShardStream(resolve(str(out)), decoder, seed=seed, shuffle_buffer=64)
+        stream.set_position(seed, [0])
+        items = (item for _, item in stream if not (isinstance(item, str) and item == END))
+
+        def batched():
+            chunk = []
+            for item in items:
+                chunk.append({"video": item["video"], "label": item["label"]})
+                if len(chunk) == batch:
+                    yield default_collate(chunk)
+                    chunk = []
+        return batched()
+
+    def run():
+        return off.read_loader(make, batches)
+    return run
+
+
 def vs_official(args: argparse.Namespace) -> dict:
     """mmim against the official VideoMAE and MAE pipelines (see the module docstring)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -234,6 +283,11 @@ def vs_official(args: argparse.Namespace) -> dict:
         sides = {"official": official_side(official)}
         for n in args.num_sample:
             sides[f"mmim num_sample={n}"] = mmim_side(mmim_video_dataset(list_file, n), n)
+        sizes = {}
+        for option in args.pack:
+            out, encode = pack_variant(list_file, data_dir / "shards" / f"{width}x{height}_g{keyint}", option)
+            sides[f"shards {option or 'original'}"] = shard_side(out, list_file, batch, batches)
+            sizes[f"shards {option or 'original'}"] = shard_bytes(out)
         stats: dict[str, list[int]] = {name: [0, 0] for name in sides}
 
         def counted(name, run, stats=stats):
@@ -254,16 +308,19 @@ def vs_official(args: argparse.Namespace) -> dict:
                 per_decode = float(np.mean(spans)) if spans else float("nan")
             else:
                 per_decode = stats[name][0] / max(stats[name][1], 1)
+            if name.startswith("shards") and "frames=" in name:
+                per_decode = 16.0  # one image per frame: exactly the clip's frames
             rows[name] = {"clips_per_s": m["median"], "rounds": m["rounds"], "frames_decoded_per_decode": per_decode,
+                          "mb_per_video": sizes.get(name, float("nan")),
                           "cores_per_gpu": math.ceil(rates["video"] / m["median"]),
                           "vs_official": m["median"] / measured["official"]["median"]}
         results["video"][setting] = rows
         print(f"\nvideo {width}x{height}, keyframe every {keyint}: clips/s on one core, batch {batch}, "
               f"{args.rounds} alternating rounds (median); GPU step {rates['video']:.0f} clips/s ({source})")
-        print(f"{'side':<22}{'clips/s':>9}{'frames decoded':>16}{'cores/GPU':>11}{'vs official':>13}")
+        print(f"{'side':<36}{'clips/s':>9}{'frames decoded':>16}{'MB/video':>10}{'cores/GPU':>11}{'vs official':>13}")
         for name, r in rows.items():
-            print(f"{name:<22}{r['clips_per_s']:>9.2f}{r['frames_decoded_per_decode']:>16.1f}{r['cores_per_gpu']:>11}"
-                  f"{r['vs_official']:>12.2f}x")
+            print(f"{name:<36}{r['clips_per_s']:>9.2f}{r['frames_decoded_per_decode']:>16.1f}{r['mb_per_video']:>10.2f}"
+                  f"{r['cores_per_gpu']:>11}{r['vs_official']:>12.2f}x")
 
     if args.images:
         from mmim import registry
@@ -307,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video-sets", nargs="*", default=["340x256:250"], help="--vs-official: WxH:keyint per setting")
     p.add_argument("--clips", type=int, default=24, help="--vs-official: generated videos per setting")
     p.add_argument("--num-sample", type=int, nargs="+", default=[1, 4], help="--vs-official: mmim's num_sample")
+    p.add_argument("--pack", nargs="*", default=[], help="--vs-official: shard sides, each mmim pack --encode "
+                   "options as k=v,k=v ('' for the original files), e.g. '' keyint=16 frames=jpeg")
     p.add_argument("--images", type=int, default=64, help="--vs-official: generated JPEGs (0: no image comparison)")
     p.add_argument("--batches", type=int, default=4, help="--vs-official: timed batches per side and round")
     p.add_argument("--rounds", type=int, default=3, help="--vs-official: alternating rounds")

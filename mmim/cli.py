@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--workers", type=int, default=1, help="parallel pack processes")
     k.add_argument("--skip-corrupt", action="store_true", help="leave out unreadable samples (listed in the index)")
     k.add_argument("--verify", action="store_true", help="only check OUT's shards against their index checksums")
+    k.add_argument("--encode", action="append", default=[], metavar="KEY=VALUE",
+                   help="re-encode samples at pack time, passed to the dataset's shard_record (video: short_side=320, "
+                        "keyint=16, crf=23, frames=jpeg|webp, quality=90); repeatable")
     r = sub.add_parser("recipes", help="list recipes with their provenance")
     r.add_argument("--modality", help="only recipes of this modality")
     sub.add_parser("plugins", help="list installed plugins, their components and status")
@@ -144,6 +147,19 @@ def _size(text: str) -> int:
     return int(float(found.group(1)) * units[found.group(2)])
 
 
+def _encode_options(pairs: list[str]) -> dict[str, object]:
+    """``--encode KEY=VALUE`` pairs as a dict, values read as YAML scalars (numbers, booleans, strings)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"mmim pack: --encode expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def cmd_pack(args: argparse.Namespace) -> int:
     from mmim.config.recipe import load_recipe
     from mmim.data.pack import pack
@@ -163,7 +179,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
     path = default_recipe(args.modality) if args.modality else find_recipe(plain[0])
     recipe = load_recipe(path, overrides)
     index = pack(recipe.data.dataset, plain[-1], split=args.split, samples_per_shard=args.samples_per_shard,
-                 shard_bytes=_size(args.shard_size), workers=args.workers, skip_corrupt=args.skip_corrupt)
+                 shard_bytes=_size(args.shard_size), workers=args.workers, skip_corrupt=args.skip_corrupt,
+                 encode=_encode_options(args.encode))
     out = plain[-1]
     uses = [f"train with data.shards={out}"] if args.split == "train" else []
     uses += [f"probe with eval.{which}_shards={out}" for which, split in

@@ -27,6 +27,7 @@ PLAN = "pack.json"
 PROBE = 16
 
 _dataset: Any = None  # the dataset of a pack worker process
+_encode: dict[str, Any] = {}  # the pack's encode options, passed to every shard_record call
 
 
 def build_dataset(spec: dict[str, Any], split: str) -> Any:
@@ -61,9 +62,9 @@ def source_of(dataset: Any, index: int) -> str:
 
 
 def record_of(dataset: Any, index: int) -> dict[str, bytes]:
-    """Encoded members of sample ``index``; errors name the source file."""
+    """Encoded members of sample ``index`` (``shard_record(index, **encode options)``); errors name the source file."""
     try:
-        return encode_members(dataset.shard_record(index))
+        return encode_members(dataset.shard_record(index, **_encode))
     except CorruptSampleError:
         raise
     except Exception as err:
@@ -93,12 +94,27 @@ def write_shard(dataset: Any, path: Path, indices: range, skip_corrupt: bool) ->
             "first": indices.start, "skipped": skipped}
 
 
-def _init_worker(spec: dict[str, Any], split: str, threads: int) -> None:
-    global _dataset
+def _init_worker(spec: dict[str, Any], split: str, threads: int, encode: dict[str, Any]) -> None:
+    global _dataset, _encode
     import torch
 
     torch.set_num_threads(threads)
-    _dataset = build_dataset(spec, split)
+    _dataset, _encode = build_dataset(spec, split), dict(encode)
+
+
+def check_encode(dataset: Any, encode: dict[str, Any]) -> None:
+    """DataError unless the dataset's ``shard_record`` takes the ``encode`` options (tried on sample 0)."""
+    if not encode:
+        return
+    try:
+        dataset.shard_record(0, **encode)
+    except TypeError as err:
+        if "keyword" not in str(err):
+            raise
+        raise DataError(f"pack --encode {sorted(encode)}: {type(dataset).__name__}.shard_record does not take "
+                        f"these options ({err}); see the dataset's shard_record for what it can re-encode") from None
+    except CorruptSampleError:
+        pass  # sample 0 is unreadable: reported (or skipped) when its shard is written
 
 
 def _pack_one(job: tuple[str, str, int, int, int, bool]) -> dict[str, Any]:
@@ -128,32 +144,39 @@ def choose_samples_per_shard(dataset: Any, shard_bytes: int) -> int:
 
 def pack(spec: dict[str, Any], out: str | Path, split: str = "train", samples_per_shard: int | None = None,
          shard_bytes: int = 256 << 20, workers: int = 1, skip_corrupt: bool = False, progress: bool = True,
-         threads: int = 1) -> dict[str, Any]:
+         threads: int = 1, encode: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write dataset ``spec``'s ``split`` to shards in ``out``; returns the index (also saved as ``out/index.json``).
 
-    Resumes when ``out`` holds an unfinished pack of the same dataset, split and shard size.
+    ``encode`` options go to every ``shard_record(index, **encode)`` call: how the dataset re-encodes its
+    samples at pack time (video: ``short_side``, ``keyint``, ``frames``; see the dataset). They are recorded
+    in the index. Resumes when ``out`` holds an unfinished pack of the same dataset, split, shard size and
+    encode options.
 
     Raises:
         DataError: a sample cannot be read (names its file) unless ``skip_corrupt``; ``out`` holds
             a different pack.
     """
-    global _dataset
+    global _dataset, _encode
+    encode = dict(encode or {})
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     dataset = build_dataset(spec, split)
     n = len(dataset)
     if n == 0:
         raise DataError(f"pack: dataset {spec.get('name')!r} split {split!r} has no samples")
+    check_encode(dataset, encode)
+    out.mkdir(parents=True, exist_ok=True)
     plan_path = out / PLAN
     if plan_path.is_file():
         plan = json.loads(plan_path.read_text())
         if plan["dataset"] != spec or plan["split"] != split or plan["num_samples"] != n or \
+                plan.get("encode", {}) != encode or \
                 (samples_per_shard is not None and plan["samples_per_shard"] != samples_per_shard):
-            raise DataError(f"{out}: holds a pack of another dataset/split/shard size ({plan_path}); "
+            raise DataError(f"{out}: holds a pack of another dataset/split/shard size/encoding ({plan_path}); "
                             f"choose another output folder or remove it")
     else:
+        _encode = encode  # the probe of record sizes encodes as the pack will
         per = samples_per_shard or choose_samples_per_shard(dataset, shard_bytes)
-        plan = {"dataset": spec, "split": split, "num_samples": n, "samples_per_shard": per}
+        plan = {"dataset": spec, "split": split, "num_samples": n, "samples_per_shard": per, "encode": encode}
         plan_path.write_text(json.dumps(plan, indent=1))
     per = plan["samples_per_shard"]
     num_shards = math.ceil(n / per)
@@ -171,13 +194,14 @@ def pack(spec: dict[str, Any], out: str | Path, split: str = "train", samples_pe
                    unit="sample", desc=f"pack {split}", dynamic_ncols=True)
     start = time.perf_counter()
     try:
+        _encode = encode
         if workers <= 1:
             _dataset = dataset
             results = map(_pack_one, jobs)
             pool = None
         else:
             ctx = mp.get_context("spawn" if os.environ.get("MMIM_PACK_SPAWN") else "fork")
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(spec, split, threads))
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(spec, split, threads, encode))
             results = pool.imap_unordered(_pack_one, jobs)
         for entry in results:
             entries[entry["first"] // per] = entry
@@ -189,9 +213,9 @@ def pack(spec: dict[str, Any], out: str | Path, split: str = "train", samples_pe
     finally:
         if bar is not None:
             bar.close()
-        _dataset = None
+        _dataset, _encode = None, {}
     shards = [entries[s] for s in range(num_shards)]
-    index = {"format": FORMAT, "version": 1, "dataset": spec, "split": split,
+    index = {"format": FORMAT, "version": 1, "dataset": spec, "split": split, "encode": encode,
              "num_samples": sum(e["samples"] for e in shards), "samples_per_shard": per,
              "skipped": [m for e in shards for m in e["skipped"]],
              "shards": [{k: e[k] for k in ("name", "samples", "bytes", "sha256", "first")} for e in shards],

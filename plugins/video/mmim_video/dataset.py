@@ -319,17 +319,44 @@ class VideoClips(Dataset):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.source}, n={len(self)}, classes={self.num_classes}, augment={self.augment})"
 
-    # the shard protocol (mmim.data.records): the original video file, decoded by the same reader
-    def shard_record(self, index: int) -> dict[str, Any]:
+    # the shard protocol (mmim.data.records): the original video file, decoded by the same reader, or the
+    # video re-encoded at pack time (mmim_video.transcode)
+    def shard_record(self, index: int, short_side: int | None = None, keyint: int | None = None, crf: int = 23,
+                     frames: str | None = None, quality: int = 90) -> dict[str, Any]:
+        """Sample ``index`` as a shard record: the original file, or (``mmim pack --encode``) re-encoded as H.264
+        with ``short_side``/``keyint``/``crf``, or as one image per frame (``frames: jpeg|webp``, ``quality``)."""
+        from mmim_video import transcode
+
         path, label, _ = self.samples[index]
-        return file_record(path, {"label": label})
+        if frames is None and short_side is None and keyint is None:
+            return file_record(path, {"label": label})
+        meta = {"label": label, "source": str(path),
+                "encode": {"short_side": short_side, "keyint": keyint, "crf": crf, "frames": frames, "quality": quality}}
+        if frames is not None:
+            data, info = transcode.frame_images(path, frames, quality, short_side)
+            return {transcode.FRAME_FORMATS[frames]: data, "json": {**meta, "frames": info}}
+        return {"mp4": transcode.h264(path, short_side, keyint, crf), "json": meta}
 
     def decode_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        from mmim_video import transcode
+
         ext, data = main_member(record, where)
-        label = int(meta_of(record, where)["label"])
+        meta = meta_of(record, where)
+        label = int(meta["label"])
+        view = copy.copy(self)
+        view.samples, view.source = [("", label, 0)], where
+        if ext in transcode.FRAME_FORMATS.values():
+            info = meta.get("frames") or {}
+            count = len(info.get("offsets", [])) - 1
+
+            def decoded(_index: int) -> Tensor:
+                idx = self.choose_frames(count)
+                return transcode.decode_frame_images(data, info, idx, f"{where} (.{ext})")
+
+            view.decoded = decoded  # type: ignore[method-assign]
+            return view[0]
         with spilled(ext, data) as path:
-            view = copy.copy(self)
-            view.samples, view.source = [(path, label, 0)], where
+            view.samples = [(path, label, 0)]
             return view[0]
 
     @classmethod
