@@ -69,6 +69,16 @@ def reduction(crop_h: int, crop_w: int, out_h: int, out_w: int) -> int:
     return 1
 
 
+def crop_params(height: int, width: int, scale: Sequence[float]) -> tuple[int, int, int, int]:
+    """``(top, left, h, w)`` of MAE's random resized crop of a ``height x width`` image: torchvision's
+    ``RandomResizedCrop.get_params`` (area ``scale``, aspect 3/4-4/3), the function the official pipeline calls."""
+    import_torchvision()
+    from torchvision.transforms import RandomResizedCrop
+
+    top, left, h, w = RandomResizedCrop.get_params(torch.empty(1).expand(1, height, width), list(scale), list(RATIO))
+    return int(top), int(left), int(h), int(w)
+
+
 def jpeg_crop(data: bytes, where: str, size: tuple[int, int], scale: Sequence[float], hflip: bool,
               dct_scaling: bool = True) -> Tensor | None:
     """A random resized crop ``(3, H, W)`` ``uint8`` of the JPEG ``data``, or ``None`` when the file is not
@@ -87,11 +97,7 @@ def jpeg_crop(data: bytes, where: str, size: tuple[int, int], scale: Sequence[fl
         return None  # let PIL say what is wrong with it
     if colorspace not in ("YCbCr", "Gray") or _rotated(data):
         return None
-    import_torchvision()
-    from torchvision.transforms import RandomResizedCrop
-
-    top, left, crop_h, crop_w = RandomResizedCrop.get_params(torch.empty(1).expand(1, height, width),
-                                                             list(scale), list(RATIO))
+    top, left, crop_h, crop_w = crop_params(height, width, scale)
     flip = hflip and bool(torch.rand(1) < 0.5)  # RandomHorizontalFlip's draw
     r = reduction(crop_h, crop_w, *size) if dct_scaling else 1
     try:
