@@ -5,7 +5,9 @@ pixels travel as ``uint8`` (a quarter of the bytes of ``float32`` through worker
 pinned memory and the PCIe copy) and are scaled and normalised by the accelerator, where that
 costs nothing next to the step. Such a dataset lists the finishing steps as ``device_transforms``,
 ``{item key: callable(batched tensor on the device) -> tensor}``; :func:`to_device` moves a
-batch and applies them. Datasets without the attribute are moved unchanged.
+batch and applies them. A finishing step with ``takes_batch = True`` is handed the whole moved batch
+instead (it may read other keys: a video plan's source file for decoding on the GPU,
+:mod:`mmim_video.gpu`). Datasets without the attribute are moved unchanged.
 """
 
 from __future__ import annotations
@@ -71,5 +73,5 @@ def to_device(batch: Mapping[str, Any], device: torch.device | str, transforms: 
            if not tensors_only or isinstance(v, Tensor)}
     for key, finish in (transforms or {}).items():
         if key in out:
-            out[key] = finish(out[key])
+            out[key] = finish(out) if getattr(finish, "takes_batch", False) else finish(out[key])
     return out

@@ -159,11 +159,16 @@ def collate_skipping(samples: Sequence[Any]) -> dict[str, Any]:
     kept = [s for s in samples if s is not None and not isinstance(s, Skipped)]
     if kept and isinstance(kept[0], dict) and any(set(s) != set(kept[0]) for s in kept[1:]):
         raise DataError(f"cannot batch these samples: {mismatch(kept)}")  # default_collate would drop keys
+    raw = [k for k, v in kept[0].items() if isinstance(v, (bytes, bytearray))] if kept and isinstance(kept[0], dict) \
+        else []  # encoded bytes (a shard member decoded on the device) collate to a list, as strings do
     try:
-        batch = default_collate(kept) if kept else {}
+        batch = default_collate([{k: v for k, v in s.items() if k not in raw} for s in kept] if raw else kept) \
+            if kept else {}
     except (RuntimeError, TypeError, KeyError) as err:
         raise DataError(f"cannot batch these samples: {mismatch(kept) or err}") from err
     batch = dict(batch)
+    for key in raw:
+        batch[key] = [s[key] for s in kept]
     batch[SKIPPED_KEY] = len(samples) - len(kept)
     where = [s.reason for s in samples if isinstance(s, Skipped)]
     if where:

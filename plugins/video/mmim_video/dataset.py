@@ -38,6 +38,7 @@ from mmim_video.target import IMAGENET_MEAN, IMAGENET_STD
 
 SAMPLINGS = ("stride", "segments")
 NORMALIZE = ("host", "device")
+DECODE = ("host", "device")
 
 
 def read_list_file(path: Path, root: Path) -> list[tuple[str, int, int]]:
@@ -216,6 +217,9 @@ class VideoClips(Dataset):
             ``uint8`` (a quarter of the bytes through workers, pinned memory and PCIe) and are scaled and
             normalised on the device (``device_transforms``) with the same float32 operations. Evaluation
             items are normalised on the host either way (their float resize is kept pixel-exact).
+        decode: ``"host"`` (the loader decodes and crops) or ``"device"``: training items carry only their
+            :class:`ClipPlan` and source; the training process decodes them on its device (torchcodec / NVDEC
+            on CUDA) and crops, flips and normalises there (:mod:`mmim_video.gpu`). Evaluation decodes on the host.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int, int]], source: str, augment: bool, num_frames: int = 16,
@@ -223,9 +227,13 @@ class VideoClips(Dataset):
                  hflip: bool = True, backend: str = "auto", mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, max_samples: int | None = None,
                  num_classes: int | None = None, num_sample: int = 1, sampling: str = "stride",
-                 max_distort: int = 1, fixed_offsets: bool = True, normalize: str = "host") -> None:
+                 max_distort: int = 1, fixed_offsets: bool = True, normalize: str = "host",
+                 decode: str = "host") -> None:
         if normalize not in NORMALIZE:
             raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
+        if decode not in DECODE:
+            raise ValueError(f"decode must be one of {DECODE}, got {decode!r}")
+        self.decode = decode
         if max_distort < 0:
             raise ValueError(f"max_distort must be >= 0, got {max_distort}")
         self.max_distort, self.fixed_offsets, self.normalize = int(max_distort), bool(fixed_offsets), normalize
@@ -287,10 +295,26 @@ class VideoClips(Dataset):
 
     @property
     def device_transforms(self) -> dict[str, Any]:
-        """With ``normalize="device"``, for training items: scaling and normalisation of ``video`` on the device."""
-        if self.normalize != "device" or not self.augment:
+        """For training items: with ``decode="device"`` decoding, cropping and normalisation on the device; with
+        ``normalize="device"`` scaling and normalisation of ``video`` on the device."""
+        if not self.augment:
+            return {}
+        if self.decode == "device":
+            from mmim_video.gpu import DeviceClips
+
+            mean, std = [float(m) for m in self.mean.flatten()], [float(v) for v in self.std.flatten()]
+            return {"video": DeviceClips(self.img_size, mean, std, self.channels)}
+        if self.normalize != "device":
             return {}
         return {"video": self._normalizer(self.num_sample > 1)}
+
+    def planned(self, source: str | bytes, path: str) -> dict[str, Any]:
+        """``decode="device"``: the item's plan (drawn from the file's header) and source, no pixels."""
+        from mmim_video.gpu import SOURCE_KEY, encode_plan
+        from mmim_video.reader import video_info
+
+        count, height, width = video_info(path)
+        return {"video": encode_plan(self.plan(count, height, width)), SOURCE_KEY: source}
 
     def augmented(self, decoded: Tensor) -> Tensor:
         """Training view(s) of ``(T, H, W, C)`` uint8 frames: ``(C, T, S, S)`` (or ``(num_sample, C, T, S, S)``),
@@ -314,6 +338,12 @@ class VideoClips(Dataset):
         return self.augmented(decoded) if self.augment else self.evaluation_view(decoded)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.decode == "device" and self.augment:
+            path, label, line = self.samples[index]
+            try:
+                return {**self.planned(path, path), "label": label}
+            except CorruptSampleError as err:
+                raise CorruptSampleError(err.path, f"{err.reason} (listed in {self.source})", line or None) from None
         return {"video": self.clip(index), "label": self.samples[index][1]}
 
     def __repr__(self) -> str:
@@ -356,6 +386,8 @@ class VideoClips(Dataset):
             view.decoded = decoded  # type: ignore[method-assign]
             return view[0]
         with spilled(ext, data) as path:
+            if self.decode == "device" and self.augment:  # the member's bytes travel to the device decoder
+                return {**self.planned(bytes(data), path), "label": label}
             view.samples = [(path, label, 0)]
             return view[0]
 

@@ -69,6 +69,7 @@ class MovingFashion(VideoClips):
         max_samples: keep the first this many clips.
         num_sample: repeated augmentation (see :class:`~mmim_video.dataset.VideoClips`).
         normalize: ``"host"`` or ``"device"`` (``uint8`` training items, see :class:`~mmim_video.dataset.VideoClips`).
+        decode: ``"host"`` or ``"device"`` (training clips decoded and cropped on the device, :mod:`mmim_video.gpu`).
 
     Attributes:
         classes: names of the ``label`` classes; ``num_classes``: their number.
@@ -81,7 +82,7 @@ class MovingFashion(VideoClips):
                  sampling_rate: int = 1, img_size: int = 32, crop_scales: Sequence[float] = (1.0, 0.875, 0.75),
                  hflip: bool = False, in_chans: int = 1, mean: float = MEAN, std: float = STD,
                  root: str | None = None, backend: str = "auto", max_samples: int | None = None,
-                 num_sample: int = 1, normalize: str = "host") -> None:
+                 num_sample: int = 1, normalize: str = "host", decode: str = "host") -> None:
         split = SPLIT_ALIASES.get(split, split)
         if split not in SPLITS:
             raise ValueError(f"Moving Fashion-MNIST has splits 'train' and 'test' (or 'val'), got {split!r}")
@@ -99,7 +100,8 @@ class MovingFashion(VideoClips):
         super().__init__(samples, str(folder / "index.csv"), augment, num_frames=num_frames,
                          sampling_rate=sampling_rate, img_size=img_size, crop_scales=crop_scales, hflip=hflip,
                          backend=backend, mean=(mean,) * 3, std=(std,) * 3, max_samples=max_samples,
-                         num_classes=len(self.classes), num_sample=num_sample, normalize=normalize)
+                         num_classes=len(self.classes), num_sample=num_sample, normalize=normalize,
+                         decode=decode)
         self.channels = in_chans  # items keep in_chans channels (device normalisation too)
         if max_samples is not None:
             self.labels = {k: v[:max_samples] for k, v in self.labels.items()}

@@ -357,6 +357,32 @@ def frame_count(path: str | Path, backend: str = "auto") -> int:
     return opened.count
 
 
+def video_info(path: str | Path) -> tuple[int, int, int]:
+    """``(frames, height, width)`` of ``path`` as :func:`read_clip` returns them (upright), from PyAV's packet
+    index and the first decoded frame: what a plan needs without decoding the clip (``decode: device``)."""
+    import av
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with av.open(str(path)) as container:
+            reason = _container_reason(container)
+            if reason:
+                raise CorruptSampleError(str(path), reason)
+            stream = container.streams.video[0]
+            stream.thread_type, stream.codec_context.thread_count = "NONE", 1
+            index = _PacketIndex(container, stream)
+            container.seek(0)
+            first = _rgb(next(container.decode(stream)))
+    except CorruptSampleError:
+        raise
+    except Exception as err:
+        raise CorruptSampleError(str(path), f"cannot read with PyAV: {type(err).__name__}: {err}") from err
+    count = len(index.packets) if index.usable else len(_pyav_decode_all(path))
+    _check_count(path, count)
+    return count, first.shape[0], first.shape[1]
+
+
 def keyframe_span(path: str | Path, indices: Sequence[int]) -> int:
     """Frames a decoder without skipping decodes to return ``indices`` (decord, and VideoMAE through it):
     every packet from the keyframe before the first index to the last index, in decode order."""
