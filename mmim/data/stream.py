@@ -124,7 +124,7 @@ class ShardStream(IterableDataset):
         except ValueError:
             index = int.from_bytes(key.encode()[-8:], "little")
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, self.epoch, index, 1))
+            torch.default_generator.manual_seed(mix_seed(self.seed, self.epoch, index, 1))  # CPU RNG (loading.py)
             try:
                 return sourced(self.dataset.decode_record(members, where), where)
             except CorruptSampleError as err:

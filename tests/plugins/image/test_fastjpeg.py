@@ -115,3 +115,19 @@ def test_bad_options_and_corrupt_jpegs(folder, tmp_path):
 
     with pytest.raises(CorruptSampleError, match="cut.jpg"):
         build(tmp_path)[0]
+
+
+def test_shard_records_take_the_same_fast_path(folder):
+    from mmim.data.records import file_record
+
+    files = build(folder, normalize="device")
+    decoder = ImageFolder.shard_decoder("train", True, img_size=32, crop_scale=(0.2, 1.0), normalize="device")
+    path, label = files.samples[0]
+    before = fastjpeg.STATS["fast"]
+    torch.manual_seed(3)
+    from_shard = decoder.decode_record(file_record(path, {"label": label}), "shard member 0")["image"]
+    assert fastjpeg.STATS["fast"] == before + 1
+    torch.manual_seed(3)
+    assert torch.equal(from_shard, files[0]["image"])
+    with pytest.raises(ValueError, match="jpeg_decoder"):
+        ImageFolder.shard_decoder("train", True, jpeg_decoder="turbo")

@@ -250,6 +250,9 @@ class ImageFolder(Dataset):
                                          on_device=on_device(o["normalize"]))
         self.teacher_view = o["teacher_view"]
         self.scaling, self.background = o["scaling"], tuple(int(c) for c in o["background"])
+        if o["jpeg_decoder"] not in fastjpeg.DECODERS:
+            raise ValueError(f"jpeg_decoder must be one of {fastjpeg.DECODERS}, got {o['jpeg_decoder']!r}")
+        self.jpeg_decoder, self.dct_scaling = o["jpeg_decoder"], bool(o["dct_scaling"])
         return self
 
     def __repr__(self) -> str:
