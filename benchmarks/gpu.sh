@@ -103,6 +103,22 @@ rc=$?
 tail -12 "$OUT/loaders.log"
 printf '%s\t%s\t%s\n' loaders "$rc" "$(( $(date +%s) - t0 ))" >> "$OUT/results.tsv"
 
+# video decoded on the host vs on the device (decode: device; NVDEC when torchcodec imports): needs PyAV, which
+# the GPU machine lacks unless GPU_DEPS names a carried `pip install --target` folder holding av (and torchcodec)
+echo "=== video_decode"
+t0=$(date +%s)
+if [ -n "${GPU_DEPS:-}" ] && [ -d "${GPU_DEPS}" ]; then export PYTHONPATH="${GPU_DEPS}:${PYTHONPATH:-}"; fi
+if $PY -c "import av" > /dev/null 2>&1; then
+    if [ "$TINY" = 1 ]; then DEC_ARGS="--clips 2 --seconds 2 --batch 2 --batches 1"; else DEC_ARGS="--clips 8 --batches 4"; fi
+    timeout -k 10 $((120 * TIMEOUT_SCALE)) $PY benchmarks/bench_gpu_decode.py --device "$DEVICE" $DEC_ARGS \
+        --data-dir "$OUT/videos" --json "$OUT/video_decode.json" > "$OUT/video_decode.log" 2>&1
+    rc=$?
+    tail -4 "$OUT/video_decode.log"
+else
+    echo "video_decode: skipped (no PyAV here: set GPU_DEPS to a carried pip --target folder with av)"; rc=skipped
+fi
+printf '%s\t%s\t%s\n' video_decode "$rc" "$(( $(date +%s) - t0 ))" >> "$OUT/results.tsv"
+
 $PY - "$OUT" > "$OUT/summary.txt" <<'PYEOF'
 import json, sys
 from pathlib import Path
@@ -111,7 +127,7 @@ print(f"{'measurement':<24}{'rc':>4}{'s':>5}  {'batch':>5} {'mmim/s':>9} {'MFU/T
 for line in (out / "results.tsv").read_text().splitlines():
     name, rc, secs = line.split("\t")
     f = out / f"{name}.json"
-    if name == "loaders" or not f.is_file():
+    if name in ("loaders", "video_decode") or not f.is_file():
         print(f"{name:<24}{rc:>4}{secs:>5}")
         continue
     r = json.loads(f.read_text())
@@ -139,6 +155,10 @@ if f.is_file():
               f"({r['per_core']:.1f} per core) vs step {r['step_rate']:.0f}/s: {r['verdict']}")
     for m, err in d["failures"].items():
         print(f"loader {m}: FAILED {err}")
+f = Path(sys.argv[1]) / "video_decode.json"
+if f.is_file():
+    d = json.loads(f.read_text())
+    print(f"video decode ({d['decoder']}): " + ", ".join(f"{k} {v:.1f} clips/s" for k, v in d["clips_per_s"].items()))
 PYEOF
 cat "$OUT/summary.txt"
 echo "total $(( $(date +%s) - START )) s; $(sed -n 2p "$OUT/env.txt")"

@@ -22,6 +22,12 @@ case "$1" in
      echo '{{"batch": '$batch', "sides": {{"mmim": {{"samples_per_s": 10, "mfu": 0.5, "tflops": 1, "peak_mib": 1}},
        "official": {{"samples_per_s": 5, "peak_mib": 2}}}}, "ratio": 2.0, "memory_ratio": 0.5}}' > "$json"; exit 0;;
   benchmarks/bench_loaders.py) echo "$*" >> "$OUT/calls.txt"; exit 0;;
+  -c) [ "$HAVE_AV" = 1 ]; exit $?;;
+  benchmarks/bench_gpu_decode.py)
+     echo "$*" >> "$OUT/calls.txt"
+     json=$(echo "$*" | sed -E 's/.*--json ([^ ]+).*/\\1/')
+     echo '{{"clips_per_s": {{"host": 10.0, "device": 40.0, "plans only": 80.0}}, "decoder": "NVDEC (torchcodec)"}}' > "$json"
+     exit 0;;
 esac
 exit 3
 """
@@ -41,7 +47,7 @@ def _run(tmp_path: Path, **env: str) -> tuple[str, list[str]]:
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_script_runs_every_measurement_and_falls_back_in_batch(tmp_path) -> None:  # noqa: ANN001
     (tmp_path / "off" / "mae").mkdir(parents=True)
-    summary, calls = _run(tmp_path, OOM_BATCH="1024", DEVICE="cuda")
+    summary, calls = _run(tmp_path, OOM_BATCH="1024", DEVICE="cuda", HAVE_AV="1")
     largest = [c for c in calls if "mae_l_largest" in c]
     assert ["--batch 1024" in c for c in largest] == [True, False] and "--batch 768" in largest[1]
     assert all("--compile" in c for c in largest)
@@ -52,15 +58,19 @@ def test_gpu_script_runs_every_measurement_and_falls_back_in_batch(tmp_path) -> 
                  "videomae_b_single", "mae_l_largest_b768", "loaders"):
         assert name in summary
     assert any("bench_loaders.py" in c and "--steps-from" in c for c in calls)
+    assert any("bench_gpu_decode.py" in c and "--device cuda" in c for c in calls)
+    assert "video decode (NVDEC (torchcodec)): host 10.0 clips/s, device 40.0 clips/s" in summary
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_script_compile_off_and_budget(tmp_path) -> None:  # noqa: ANN001
-    _, calls = _run(tmp_path, COMPILE="0", TINY="1", OOM_BATCH="none")
+    _, calls = _run(tmp_path, COMPILE="0", TINY="1", OOM_BATCH="none", HAVE_AV="0")
     assert calls and not any("--compile" in c for c in calls)
+    assert not any("bench_gpu_decode" in c for c in calls)  # no PyAV on the machine: skipped, said in results.tsv
+    assert "video_decode\tskipped" in (tmp_path / "out" / "results.tsv").read_text()
     assert any("--batch 4" in c and "mae_l_largest" in c for c in calls)  # TINY sizes
     (tmp_path / "b").mkdir()
-    _, calls = _run(tmp_path / "b", BUDGET_S="-1", OOM_BATCH="none")
+    _, calls = _run(tmp_path / "b", BUDGET_S="-1", OOM_BATCH="none", HAVE_AV="0")
     assert [c for c in calls if "bench_vs_official" in c] == []  # every measurement skipped, the loaders still run
     tsv = (tmp_path / "b" / "out" / "results.tsv").read_text()
     assert "mae_b_eager\tskipped" in tsv
