@@ -6,7 +6,8 @@ each plugin's converters.
   projection) <-> a transformers ViT layer (separate query, key and value projections), in either
   naming of the installed transformers: the one of transformers 4.x and early 5.x
   (``attention.attention.query``, ``intermediate.dense``) or the newer one (``attention.q_proj``,
-  ``mlp.fc1``). :func:`find_naming` picks the one a model's own state dict uses.
+  ``mlp.fc1``). :func:`find_naming` tells which one a state dict uses. Exports are written in the older naming, the
+  one of the checkpoints on the Hugging Face hub, which every transformers version reads.
 - :func:`save_checked`: build the transformers model from its config, load the mapped weights
   strictly, ``save_pretrained`` and load the folder back (the class and ``AutoModel``), failing on any
   missing or unexpected key.
@@ -49,22 +50,22 @@ class TransformersFormatError(ValueError):
     """A model that transformers cannot hold, or a folder that does not fit the mmim model."""
 
 
-def find_naming(keys: Mapping[str, Any] | list[str], prefixes: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    """Which naming a transformers state dict uses for its first ViT layer.
+NAMINGS = {"current": CURRENT_NAMES, "legacy": LEGACY_NAMES}
+
+
+def find_naming(keys: Mapping[str, Any] | list[str], prefixes: Mapping[str, str]) -> str:
+    """Which naming (``"current"`` or ``"legacy"``) a transformers state dict uses for its ViT layers.
 
     Args:
         keys: the state dict (or its keys).
-        prefixes: ``{"current": "vit.layers.", "legacy": "vit.encoder.layer."}``: the layer list's
-            prefix in each naming.
-
-    Returns:
-        ``(prefix, names)`` of the naming whose layer-0 query weight is in ``keys``.
+        prefixes: the layer list's prefix in each naming, e.g. ``{"current": "vit.layers.",
+            "legacy": "vit.encoder.layer."}``.
     """
     have = set(keys)
-    for which, names in (("current", CURRENT_NAMES), ("legacy", LEGACY_NAMES)):
+    for which, names in NAMINGS.items():
         prefix = prefixes.get(which)
         if prefix is not None and f"{prefix}0.{names['q']}.weight" in have:
-            return prefix, names
+            return which
     raise TransformersFormatError(f"no transformers ViT layer under {sorted(prefixes.values())} (layer 0's query "
                                   f"weight not found; first keys: {sorted(have)[:5]})")
 
@@ -149,28 +150,38 @@ def quiet() -> Iterator[None]:
             logging_utils.enable_progress_bar()
 
 
-def loading_info(loader: Any, folder: str | Path) -> dict[str, list[str]]:
-    """``loader.from_pretrained(folder, output_loading_info=True)`` (local files only): the keys
-    missing, unexpected and of mismatched shape."""
-    with quiet():
-        _, info = loader.from_pretrained(Path(folder), output_loading_info=True, local_files_only=True)
-    return {k: sorted(str(x) for x in info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+def loading_info(loader: Any, folder: str | Path) -> tuple[Any, dict[str, list[str]]]:
+    """``loader.from_pretrained(folder, output_loading_info=True)`` (local files only): the model
+    and the keys missing, unexpected and of mismatched shape."""
+    with quiet(), torch.random.fork_rng(devices=[]):
+        model, info = loader.from_pretrained(Path(folder), output_loading_info=True, local_files_only=True)
+    return model, {k: sorted(str(x) for x in info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
 
 
-def save_checked(model_class: str, config: Any, state: Mapping[str, Tensor], out_dir: str | Path) -> Path:
-    """Write ``state`` as a ``save_pretrained`` folder of transformers' ``model_class`` (e.g.
-    ``"ViTMAEForPreTraining"``) and check how it loads back.
+def save_checked(model_class: str, config: Any, state: Mapping[str, Tensor], out_dir: str | Path,
+                 file_state: Mapping[str, Tensor] | None = None) -> Path:
+    """Write a ``save_pretrained`` folder of transformers' ``model_class`` (e.g. ``"ViTMAEForPreTraining"``)
+    holding ``state`` (keyed as the installed transformers names the model's parameters), and check
+    how it loads back.
 
-    The class and ``AutoModelForPreTraining`` must report no missing, unexpected or mismatched key;
-    ``AutoModel`` (the encoder alone, e.g. ``ViTMAEModel``) no missing or mismatched key, and as
-    unexpected only the keys outside its base model (the decoder, which it has no place for).
+    Args:
+        file_state: the same weights under the keys to write in ``model.safetensors`` (the hub's
+            naming), instead of what ``save_pretrained`` writes; loading must give back ``state``.
+
+    The class and ``AutoModelForPreTraining`` must report no missing, unexpected or mismatched key
+    and give back ``state`` exactly; ``AutoModel`` (the encoder alone, e.g. ``ViTMAEModel``) no missing
+    or mismatched key, and as unexpected only the keys outside its base model (the decoder, which it
+    has no place for).
 
     Returns:
         the weights file.
     """
+    from safetensors.torch import save_file
+
     transformers = import_transformers()
     cls = getattr(transformers, model_class)
-    model = cls(config).eval()
+    with torch.random.fork_rng(devices=[]):  # the model's random init leaves the caller's randomness alone
+        model = cls(config).eval()
     ours = dict(state)
     theirs = model.state_dict()
     missing, unexpected = sorted(set(theirs) - set(ours)), sorted(set(ours) - set(theirs))
@@ -185,16 +196,25 @@ def save_checked(model_class: str, config: Any, state: Mapping[str, Tensor], out
     out_dir.mkdir(parents=True, exist_ok=True)
     with quiet():
         model.save_pretrained(out_dir)
+    weights = out_dir / "model.safetensors"
+    if file_state is not None:
+        for old in out_dir.glob("model*.safetensors*"):
+            old.unlink()
+        save_file({k: v.detach().float().contiguous() for k, v in file_state.items()}, str(weights),
+                  metadata={"format": "pt"})
     base = f"{cls.base_model_prefix}."
     for loader in (cls, transformers.AutoModelForPreTraining, transformers.AutoModel):
-        info = loading_info(loader, out_dir)
+        loaded, info = loading_info(loader, out_dir)
         if loader is transformers.AutoModel:  # the base model: the head's keys have no place in it
             info["unexpected_keys"] = [k for k in info["unexpected_keys"] if k.startswith(base)]
+        else:
+            changed = [k for k, v in loaded.state_dict().items() if k in ours and not torch.equal(v, ours[k].to(v.dtype))]
+            if changed:
+                info["mismatched_keys"] = info["mismatched_keys"] + [f"{k} (other values)" for k in changed]
         problems = _loading_problems(info)
         if problems:
             raise TransformersFormatError(f"{out_dir}: {loader.__name__}.from_pretrained reports {'; '.join(problems)}")
-    weights = out_dir / "model.safetensors"
-    return weights if weights.exists() else out_dir
+    return weights
 
 
 def read_config(path: str | Path, model_types: tuple[str, ...]) -> dict[str, Any]:
@@ -228,7 +248,7 @@ def load_folder(path: str | Path, model_class: str, model_types: tuple[str, ...]
     transformers = import_transformers()
     cls = getattr(transformers, model_class)
     try:
-        with quiet():
+        with quiet(), torch.random.fork_rng(devices=[]):
             model, info = cls.from_pretrained(Path(path), output_loading_info=True, local_files_only=True)
     except (OSError, ValueError) as err:
         raise TransformersFormatError(f"{path}: {model_class}.from_pretrained failed: {err}") from None

@@ -45,7 +45,7 @@ def load_pretrained(model: MaskedModel, init: str, head: nn.Module | None = None
     """
     name, sep, path = init.partition(":")
     if sep and name in {c.split(":")[1] for c in registry.available("converter")}:
-        converter = registry.resolve("converter", name)
+        converter = registry.resolve("converter", converter_for(model, name))
         missing = converter(path, model, head=head)
         log.info("loaded %s through converter %r (%d keys not in the checkpoint)", path, name, len(missing))
         return
@@ -56,6 +56,27 @@ def load_pretrained(model: MaskedModel, init: str, head: nn.Module | None = None
     if encoder_missing or result.unexpected_keys:
         raise ValueError(f"{init}: checkpoint does not fit the recipe's model: missing {encoder_missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")
+
+
+def tokenizer_plugins(model: MaskedModel) -> list[str]:
+    """The plugins whose registered tokenizer classes ``model``'s streams use."""
+    classes = {f"{type(s.tokenizer).__module__}:{type(s.tokenizer).__qualname__}" for s in model.streams.values()
+               if s.tokenizer is not None}
+    return [name for name, plugin in registry.plugins().items()
+            if classes & set(plugin.components.get("tokenizer", {}).values())]
+
+
+def converter_for(model: MaskedModel, name: str) -> str:
+    """The qualified converter ``name`` for ``model``: a name several plugins register (``hf``: the
+    image and the video plugin) is taken from the plugin whose tokenizer the model uses."""
+    owners = [c.split(":")[0] for c in registry.available("converter") if c.split(":")[1] == name]
+    if len(owners) > 1:
+        mine = [o for o in owners if o in tokenizer_plugins(model)]
+        if len(mine) != 1:
+            raise ValueError(f"converter {name!r} is registered by plugins {', '.join(owners)}; the model's tokenizers "
+                             f"come from {', '.join(tokenizer_plugins(model)) or 'none of them'}")
+        owners = mine
+    return f"{owners[0]}:{name}"
 
 
 def dataset_spec(recipe: Recipe) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from torch import Tensor
 from mmim.model import MaskedModel
 from mmim.timm_compat import import_transformers
 from mmim.transformers_interop import (
+    NAMINGS,
     TransformersFormatError,
     blocks_from_hf,
     blocks_to_hf,
@@ -148,11 +149,11 @@ def _tables(model: MaskedModel, stream: str) -> tuple[Tensor, Tensor]:
     return (torch.cat([cls.detach(), table], dim=1), torch.cat([torch.zeros_like(dec[:, :1]), dec], dim=1))
 
 
-def mmim_to_vitmae(model: MaskedModel, stream: str, hf_keys: list[str]) -> dict[str, Tensor]:
-    """``model``'s weights under the ``ViTMAEForPreTraining`` keys ``hf_keys`` (its naming is read from them)."""
+def mmim_to_vitmae(model: MaskedModel, stream: str, naming: str = "legacy") -> dict[str, Tensor]:
+    """``model``'s weights under ``ViTMAEForPreTraining`` keys in transformers' ``naming``
+    (``"legacy"``: the hub's, every version reads it; ``"current"``: the installed model's own)."""
     state = model.state_dict()
-    enc_prefix, names = find_naming(hf_keys, ENCODER_LAYERS)
-    dec_prefix = DECODER_LAYERS["current" if enc_prefix == ENCODER_LAYERS["current"] else "legacy"]
+    enc_prefix, dec_prefix, names = ENCODER_LAYERS[naming], DECODER_LAYERS[naming], NAMINGS[naming]
     bias = "qkv" if model.encoder.config.qkv_bias else "none"
     tok, dec = f"streams.{stream}.tokenizer.", f"streams.{stream}.decoder."
     pos, dec_pos = _tables(model, stream)
@@ -177,8 +178,9 @@ def to_vitmae(model: MaskedModel, stream: str | None = None) -> Any:
     transformers = import_transformers()
     stream = stream or image_stream(model)
     config = transformers.ViTMAEConfig(**vitmae_config(model, stream))
-    hf = transformers.ViTMAEForPreTraining(config).eval()
-    hf.load_state_dict(mmim_to_vitmae(model, stream, list(hf.state_dict())), strict=True)
+    with torch.random.fork_rng(devices=[]):
+        hf = transformers.ViTMAEForPreTraining(config).eval()
+    hf.load_state_dict(mmim_to_vitmae(model, stream, find_naming(hf.state_dict(), ENCODER_LAYERS)), strict=True)
     return hf
 
 
@@ -191,8 +193,10 @@ def export_transformers(model: MaskedModel, recipe: Any, out_dir: str | Path, st
     stream = stream or image_stream(model)
     image_stream(model)  # single image stream, patch tokenizer
     config = transformers.ViTMAEConfig(**vitmae_config(model, stream))
-    keys = list(transformers.ViTMAEForPreTraining(config).state_dict())
-    weights = save_checked(PRETRAINING_CLASS, config, mmim_to_vitmae(model, stream, keys), out_dir)
+    with torch.random.fork_rng(devices=[]):
+        installed = find_naming(transformers.ViTMAEForPreTraining(config).state_dict(), ENCODER_LAYERS)
+    weights = save_checked(PRETRAINING_CLASS, config, mmim_to_vitmae(model, stream, installed), out_dir,
+                           file_state=mmim_to_vitmae(model, stream, "legacy"))
     _write_card(Path(out_dir), recipe, config, metrics or {})
     return weights
 
@@ -247,8 +251,8 @@ def vitmae_to_mmim(hf: dict[str, Tensor], model: MaskedModel, stream: str, with_
     The fixed position tables are checked against mmim's (they depend on the image, patch and
     width only); a non-zero cls row of the encoder table becomes ``encoder.cls_pos``.
     """
-    enc_prefix, names = find_naming(hf, ENCODER_LAYERS)
-    dec_prefix = DECODER_LAYERS["current" if enc_prefix == ENCODER_LAYERS["current"] else "legacy"]
+    naming = find_naming(hf, ENCODER_LAYERS)
+    enc_prefix, dec_prefix, names = ENCODER_LAYERS[naming], DECODER_LAYERS[naming], NAMINGS[naming]
     bias = "qkv" if model.encoder.config.qkv_bias else "none"
     tok, dec = f"streams.{stream}.tokenizer.", f"streams.{stream}.decoder."
     table = model.streams[stream].tokenizer.pos.table
