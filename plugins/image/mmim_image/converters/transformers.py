@@ -257,6 +257,9 @@ def vitmae_to_mmim(hf: dict[str, Tensor], model: MaskedModel, stream: str, with_
     tok, dec = f"streams.{stream}.tokenizer.", f"streams.{stream}.decoder."
     table = model.streams[stream].tokenizer.pos.table
     pos = hf["vit.embeddings.position_embeddings"]
+    if not pos.abs().max() > 0:
+        raise TransformersFormatError(f"{path}: position_embeddings are all zero (transformers 5.x builds them so from a "
+                                      "config; trained ViTMAE checkpoints hold the fixed sin-cos table)")
     if pos.shape[1:] != (table.shape[1] + 1, table.shape[2]) or not torch.allclose(pos[:, 1:], table, atol=1e-5):
         raise TransformersFormatError(f"{path}: position_embeddings {tuple(pos.shape)} differ from mmim's fixed sin-cos "
                                       f"table {tuple(table.shape)} (another image size, patch size or width?)")
