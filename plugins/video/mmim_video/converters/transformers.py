@@ -137,7 +137,8 @@ def videomae_config(model: MaskedModel, stream: str) -> dict[str, Any]:
         "hidden_size": enc.embed_dim, "num_hidden_layers": len(enc.blocks), "num_attention_heads": sizes["heads"],
         "intermediate_size": sizes["mlp"], "hidden_act": "gelu", "layer_norm_eps": sizes["eps"],
         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-        "qv_bias": sizes["qkv_bias"], "use_mean_pooling": not cfg.final_norm,
+        "qkv_bias": sizes["qkv_bias"],  # read as qv_bias by transformers 5, as qkv_bias by 4.x
+        "use_mean_pooling": not cfg.final_norm,
         "decoder_hidden_size": dec.embed.out_features, "decoder_num_hidden_layers": len(dec.blocks),
         "decoder_num_attention_heads": dsizes["heads"], "decoder_intermediate_size":
             dsizes["mlp"] if len(dec.blocks) else 4 * dec.embed.out_features,
@@ -244,6 +245,8 @@ def _check_sizes(config: Any, model: MaskedModel, stream: str, path: str | Path)
     t, p, _ = tok.tubelet
     ours = {"hidden_size": enc.embed_dim, "num_hidden_layers": len(enc.blocks), "num_attention_heads": sizes["heads"],
             "patch_size": p, "tubelet_size": t, "num_channels": tok.in_chans, "qv_bias": sizes["qkv_bias"]}
+    if not hasattr(config, "qv_bias"):  # transformers 4.x names it qkv_bias
+        config.qv_bias = getattr(config, "qkv_bias", True)
     dec = model.streams[stream].decoder
     if dec is not None and hasattr(dec, "blocks") and len(dec.blocks):
         ours.update(decoder_hidden_size=dec.embed.out_features, decoder_num_hidden_layers=len(dec.blocks),
