@@ -314,3 +314,9 @@ def load_transformers_checkpoint(path: str | Path, model: MaskedModel, stream: s
     with_decoder = not any(k.startswith("decoder.") for k in missing)
     mapped = vitmae_to_mmim(hf, model, stream, with_decoder, path)
     return check_loaded(path, model, mapped, (f"streams.{stream}.decoder.",) if not with_decoder else ())
+
+
+# round-trip hooks of the conformance kit (mmim check-plugin): the folder transformers would save, its weights, a recipe
+load_transformers_checkpoint.save_official = lambda model, stream, folder: export_transformers(model, None, folder, stream).parent
+load_transformers_checkpoint.to_official = lambda model, stream: mmim_to_vitmae(model, stream, "legacy")
+load_transformers_checkpoint.example_recipe = "mae_fashion_mnist"

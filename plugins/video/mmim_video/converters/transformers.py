@@ -313,3 +313,9 @@ def load_transformers_checkpoint(path: str | Path, model: MaskedModel, stream: s
     if config.use_mean_pooling and model.encoder.config.final_norm:
         log.info("%s: use_mean_pooling model (no final encoder norm): encoder.norm keeps its initial weights", path)
     return left
+
+
+# round-trip hooks of the conformance kit (mmim check-plugin): the folder transformers would save, its weights, a recipe
+load_transformers_checkpoint.save_official = lambda model, stream, folder: export_transformers(model, None, folder, stream).parent
+load_transformers_checkpoint.to_official = lambda model, stream: mmim_to_videomae(model, stream, "legacy")
+load_transformers_checkpoint.example_recipe = "videomae_moving_fashion"
