@@ -73,8 +73,8 @@ def converter_for(model: MaskedModel, name: str) -> str:
     if len(owners) > 1:
         mine = [o for o in owners if o in tokenizer_plugins(model)]
         if len(mine) != 1:
-            raise ValueError(f"converter {name!r} is registered by plugins {', '.join(owners)}; the model's tokenizers "
-                             f"come from {', '.join(tokenizer_plugins(model)) or 'none of them'}")
+            raise ValueError(f"--init {name}:...: no {name!r} converter for this model: plugins {', '.join(owners)} "
+                             f"register one, the model's tokenizers come from {', '.join(tokenizer_plugins(model)) or 'none'}")
         owners = mine
     return f"{owners[0]}:{name}"
 
