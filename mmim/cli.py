@@ -151,9 +151,15 @@ def _pretrain_task_from(recipe, init: str):  # noqa: ANN001, ANN202 - a Recipe; 
 
     torch.manual_seed(recipe.seed)
     task = PretrainTask(recipe)
+    teacher = getattr(task.module.teacher, "encoder", None) and task.module.teacher  # an EMA copy, if any
+    before = {k: v.clone() for k, v in teacher.state_dict().items()} if teacher else None
     rng = torch.get_rng_state()
     load_pretrained(task.module, init)
     torch.set_rng_state(rng)  # what loading draws (e.g. a transformers model's init) leaves the run's randomness alone
+    if teacher and all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items()):
+        teacher.encoder.load_state_dict(task.module.encoder.state_dict())  # not in the file: the EMA starts as the student
+        for name, tokenizer in teacher.tokenizers.items():
+            tokenizer.load_state_dict(task.module.streams[name].tokenizer.state_dict())
     log.info("initialised from %s", init)
     return task
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,8 @@ def save_checked(model_class: str, config: Any, state: Mapping[str, Tensor], out
     The class and ``AutoModelForPreTraining`` must report no missing, unexpected or mismatched key
     and give back ``state`` exactly; ``AutoModel`` (the encoder alone, e.g. ``ViTMAEModel``) no missing
     or mismatched key, and as unexpected only the keys outside its base model (the decoder, which it
-    has no place for).
+    has no place for). A base ``model_class`` (``ViTMAEModel``) is checked through itself and
+    ``AutoModel``, with nothing unexpected.
 
     Returns:
         the weights file.
@@ -203,9 +204,11 @@ def save_checked(model_class: str, config: Any, state: Mapping[str, Tensor], out
         save_file({k: v.detach().float().contiguous() for k, v in file_state.items()}, str(weights),
                   metadata={"format": "pt"})
     base = f"{cls.base_model_prefix}."
-    for loader in (cls, transformers.AutoModelForPreTraining, transformers.AutoModel):
+    head = model_class.endswith("ForPreTraining")  # else the encoder alone, which AutoModel builds itself
+    loaders = (cls, transformers.AutoModelForPreTraining, transformers.AutoModel) if head else (cls, transformers.AutoModel)
+    for loader in loaders:
         loaded, info = loading_info(loader, out_dir)
-        if loader is transformers.AutoModel:  # the base model: the head's keys have no place in it
+        if loader is transformers.AutoModel and head:  # the base model: the head's keys have no place in it
             info["unexpected_keys"] = [k for k in info["unexpected_keys"] if k.startswith(base)]
         else:
             changed = [k for k, v in loaded.state_dict().items() if k in ours and not torch.equal(v, ours[k].to(v.dtype))]
@@ -258,15 +261,16 @@ def load_folder(path: str | Path, model_class: str, model_types: tuple[str, ...]
     return model.config, state, sorted(str(k) for k in info.get("missing_keys") or [])
 
 
-def check_loaded(path: str | Path, model: torch.nn.Module, mapped: Mapping[str, Tensor], allowed_missing: tuple[str, ...]) -> list[str]:
-    """Load ``mapped`` into ``model`` (``strict=False``); raise unless only keys starting with
-    ``allowed_missing`` are left unset. Returns the keys left unset."""
+def check_loaded(path: str | Path, model: torch.nn.Module, mapped: Mapping[str, Tensor],
+                 required: Callable[[str], bool]) -> list[str]:
+    """Load ``mapped`` into ``model`` (``strict=False``); raise if a key for which ``required(key)`` is
+    true stays unset, or if ``mapped`` has a key the model lacks. Returns the keys left unset."""
     try:
         result = model.load_state_dict(dict(mapped), strict=False)
     except RuntimeError as err:  # shape mismatches
         detail = "; ".join(line.strip() for line in str(err).splitlines()[1:4])
         raise TransformersFormatError(f"{path}: does not fit the recipe's model: {detail}") from None
-    missing = [k for k in result.missing_keys if not k.startswith(allowed_missing)]
+    missing = [k for k in result.missing_keys if required(k)]
     if missing or result.unexpected_keys:
         raise TransformersFormatError(f"{path}: does not fit the recipe's model: missing {missing[:6]}, "
                                       f"unexpected {list(result.unexpected_keys)[:6]}")

@@ -381,3 +381,65 @@ def test_encoder_only_folder_leaves_the_decoder(tiny_recipe_dict, tmp_path):
     _vitmae(_vitmae_config(recipe), 0).vit.save_pretrained(tmp_path / "enc")  # a ViTMAEModel folder
     left = load_transformers_checkpoint(tmp_path / "enc", build_model(recipe.model))
     assert left and all(k.startswith("streams.image.decoder.") for k in left)
+
+
+# ------------------------------------------------------------------- the encoder alone, teachers
+@pytest.mark.parametrize("target,overrides,cls", [
+    ("simmim_fashion_mnist", [], "ViTMAEModel"),
+    ("data2vec_fashion_mnist", [], "ViTMAEModel"),
+    ("video", ["model.streams.video.decoder={name: mae, embed_dim: 16, depth: 1, num_heads: 2}"], "VideoMAEModel"),
+])
+def test_export_writes_the_encoder_alone_when_the_decoder_has_no_counterpart(target, overrides, cls, tmp_path, caplog):
+    path = default_recipe(target) if target == "video" else find_recipe(target)
+    recipe = load_recipe(path, [*SMALL, *overrides])
+    model = _fake_run(recipe, tmp_path / "run")
+    assert main(["export", str(tmp_path / "run"), "--format", "transformers"]) == 0
+    assert "the encoder alone" in caplog.text  # a warning on stderr
+    folder = tmp_path / "run" / "export" / "transformers"
+    for loader in (getattr(transformers, cls), transformers.AutoModel):
+        loaded, info = loader.from_pretrained(folder, output_loading_info=True, local_files_only=True)
+        assert type(loaded).__name__ == cls and not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert json.loads((folder / "config.json").read_text())["architectures"] == [cls]
+    assert "the encoder alone" in (folder / "README.md").read_text()
+    name = _stream(recipe)
+    x = model.streams[name].tokenizer.example_input(2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if cls == "ViTMAEModel":  # every token, kept in order by increasing noise
+            order = torch.arange(model.streams[name].tokenizer.grid[0] * model.streams[name].tokenizer.grid[1]).float()
+            out = loaded(pixel_values=x, noise=order.expand(2, -1)).last_hidden_state
+            _close(model.features({name: x}, pool="cls"), out[:, 0], "cls features")
+            out = out[:, 1:]
+        else:
+            out = loaded(pixel_values=x.transpose(1, 2)).last_hidden_state
+        _close(model.features({name: x}, pool="mean"), out.mean(1), "mean features")
+    fresh = build_model(recipe.model)  # and back: the encoder from the folder, the rest left as built
+    load_pretrained(fresh, f"hf:{folder}")
+    ours = fresh.state_dict()
+    for k, v in model.state_dict().items():
+        if k.startswith(("encoder.", f"streams.{name}.tokenizer.")):
+            if cls == "VideoMAEModel" and k.endswith("attn.qkv.bias"):  # VideoMAE keeps no key bias
+                v = torch.cat([v.chunk(3)[0], torch.zeros_like(v.chunk(3)[1]), v.chunk(3)[2]])
+            assert torch.equal(ours[k], v), k
+
+
+def test_train_init_hf_starts_the_ema_teacher_from_the_folder(tmp_path):
+    """data2vec from a transformers encoder: the EMA teacher starts as the loaded student."""
+    recipe = load_recipe(find_recipe("data2vec_fashion_mnist"), SMALL)
+    folder = tmp_path / "hf"
+    _vitmae(_vitmae_config_of_encoder(recipe), 2).vit.save_pretrained(folder)
+    assert main(["train", "data2vec_fashion_mnist", *SMALL, "--init", f"hf:{folder}", "optim.lr=0.0",
+                 "schedule.max_steps=1", "eval.after_train=false", f"train.out_dir={tmp_path / 'run'}",
+                 "train.tensorboard=false", "train.progress=false", "data.batch_size=8"]) == 0
+    state = load_checkpoint(tmp_path / "run")["model"]
+    hf = transformers.ViTMAEModel.from_pretrained(folder, local_files_only=True)
+    assert torch.equal(state["encoder.cls_token"], hf.embeddings.cls_token)
+    students = [k for k in state if k.startswith("encoder.blocks.")]
+    assert students and all(torch.equal(state[f"teacher.{k}"], state[k]) for k in students)
+
+
+def _vitmae_config_of_encoder(recipe) -> object:
+    enc, tok = recipe.model.encoder.resolved(), recipe.model.streams[_stream(recipe)].tokenizer
+    return transformers.ViTMAEConfig(
+        hidden_size=enc.embed_dim, num_hidden_layers=enc.depth, num_attention_heads=enc.num_heads,
+        intermediate_size=int(enc.embed_dim * enc.mlp_ratio), layer_norm_eps=enc.norm_eps, image_size=tok["img_size"],
+        patch_size=tok["patch_size"], num_channels=tok["in_chans"], qkv_bias=enc.qkv_bias)

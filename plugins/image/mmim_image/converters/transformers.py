@@ -1,8 +1,10 @@
 """Hugging Face ``transformers`` ViTMAE <-> mmim image models, both ways.
 
 - :func:`export_transformers` (the ``transformers`` exporter: ``mmim export RUN --format transformers``)
-  writes a ``save_pretrained`` folder that ``ViTMAEForPreTraining.from_pretrained`` and
-  ``AutoModel.from_pretrained`` load with no missing or unexpected key, decoder included.
+  writes a ``save_pretrained`` folder that ``ViTMAEForPreTraining.from_pretrained`` loads with no
+  missing or unexpected key, decoder included (``AutoModel`` gives the encoder); a model whose
+  decoder ViTMAE cannot hold (SimMIM, MaskFeat, data2vec-style) is written as its encoder alone, a
+  ``ViTMAEModel`` folder.
 - :func:`load_transformers_checkpoint` (the ``hf`` converter: ``--init hf:DIR``) loads such a folder,
   or any ``ViTMAEForPreTraining`` / ``ViTMAEModel`` folder, into a recipe's model.
 
@@ -88,70 +90,92 @@ def _block_sizes(blocks: torch.nn.ModuleList) -> dict[str, Any]:
             "qkv_bias": first.attn.qkv.bias is not None, "eps": first.norm1.eps}
 
 
-def vitmae_config(model: MaskedModel, stream: str) -> dict[str, Any]:
-    """The ``ViTMAEConfig`` arguments of ``model``'s encoder and decoder.
-
-    Raises:
-        TransformersFormatError: naming every part ViTMAE cannot express.
-    """
+def vitmae_problems(model: MaskedModel, stream: str) -> tuple[list[str], list[str]]:
+    """What ViTMAE cannot express in ``model``: ``(encoder problems, decoder problems)``. With
+    encoder problems there is no counterpart; with decoder problems only (SimMIM, MaskFeat, a
+    data2vec-style teacher target) the encoder alone is a ``ViTMAEModel``."""
     from mmim.components.content_target import ContentTarget
     from mmim.components.mae_decoder import MAEDecoder
 
     enc, s = model.encoder, model.streams[stream]
     tok, cfg = s.tokenizer, model.encoder.config
     sizes = _block_sizes(enc.blocks)
-    problems = []
+    encoder, decoder = [], []
     if tok.pos_layout != "mae":
-        problems.append(f"tokenizer pos_layout {tok.pos_layout!r} (ViTMAE's table is 'mae')")
+        encoder.append(f"tokenizer pos_layout {tok.pos_layout!r} (ViTMAE's table is 'mae')")
     if tok.patch_size[0] != tok.patch_size[1] or tok.img_size[0] != tok.img_size[1]:
-        problems.append(f"non-square image {tok.img_size} or patch {tok.patch_size} (ViTMAE patchifies squares)")
+        encoder.append(f"non-square image {tok.img_size} or patch {tok.patch_size} (ViTMAE patchifies squares)")
     if enc.num_prefix != 1:
-        problems.append(f"{enc.num_prefix} prefix tokens (ViTMAE has exactly one cls token)")
+        encoder.append(f"{enc.num_prefix} prefix tokens (ViTMAE has exactly one cls token)")
     if cfg.pos_every_block:
-        problems.append("positions added before every block (pos_every_block)")
+        encoder.append("positions added before every block (pos_every_block)")
     if not cfg.final_norm:
-        problems.append("no final encoder norm (final_norm: false)")
+        encoder.append("no final encoder norm (final_norm: false)")
     if s.mask_token is not None:
-        problems.append("mask tokens in the encoder (mask_in_encoder)")
+        decoder.append("mask tokens in the encoder (mask_in_encoder)")
     dec = s.decoder
     if not isinstance(dec, MAEDecoder):
-        problems.append(f"decoder {type(dec).__name__ if dec is not None else None} (ViTMAE's decoder is mmim's 'mae')")
+        decoder.append(f"decoder {type(dec).__name__ if dec is not None else None} (ViTMAE's decoder is mmim's 'mae')")
     else:
         dsizes = _block_sizes(dec.blocks) if len(dec.blocks) else sizes
         if dsizes["qkv_bias"] != sizes["qkv_bias"]:
-            problems.append("decoder qkv_bias differs from the encoder's (ViTMAE has one qkv_bias)")
+            decoder.append("decoder qkv_bias differs from the encoder's (ViTMAE has one qkv_bias)")
         if dec.norm.eps != enc.norm.eps or dsizes["eps"] != sizes["eps"]:
-            problems.append("decoder norm_eps differs from the encoder's (ViTMAE has one layer_norm_eps)")
+            decoder.append("decoder norm_eps differs from the encoder's (ViTMAE has one layer_norm_eps)")
         if dec.head.out_features != tok.content_dim:
-            problems.append(f"decoder predicts {dec.head.out_features} values per patch, ViTMAE p*p*C = {tok.content_dim}")
+            decoder.append(f"decoder predicts {dec.head.out_features} values per patch, ViTMAE p*p*C = {tok.content_dim}")
     if not isinstance(s.target, ContentTarget):
-        problems.append(f"target {type(s.target).__name__} (ViTMAE reconstructs pixels: mmim's 'content' target)")
+        decoder.append(f"target {type(s.target).__name__} (ViTMAE reconstructs pixels: mmim's 'content' target)")
+    return encoder, decoder
+
+
+def vitmae_config(model: MaskedModel, stream: str, with_decoder: bool = True) -> dict[str, Any]:
+    """The ``ViTMAEConfig`` arguments of ``model``'s encoder (and decoder).
+
+    Raises:
+        TransformersFormatError: naming every part ViTMAE cannot express (with ``with_decoder=False``,
+            only the encoder's).
+    """
+    encoder_problems, decoder_problems = vitmae_problems(model, stream)
+    problems = encoder_problems + (decoder_problems if with_decoder else [])
     if problems:
         raise TransformersFormatError("no ViTMAE counterpart: " + "; ".join(problems))
-    return {
+    enc, s = model.encoder, model.streams[stream]
+    tok, sizes = s.tokenizer, _block_sizes(enc.blocks)
+    config = {
         "hidden_size": enc.embed_dim, "num_hidden_layers": len(enc.blocks), "num_attention_heads": sizes["heads"],
         "intermediate_size": sizes["mlp"], "hidden_act": "gelu", "layer_norm_eps": enc.norm.eps,
         "image_size": tok.img_size[0], "patch_size": tok.patch_size[0], "num_channels": tok.in_chans,
         "qkv_bias": sizes["qkv_bias"], "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-        "decoder_hidden_size": dec.embed.out_features, "decoder_num_hidden_layers": len(dec.blocks),
-        "decoder_num_attention_heads": dsizes["heads"] if len(dec.blocks) else sizes["heads"],
-        "decoder_intermediate_size": dsizes["mlp"] if len(dec.blocks) else 4 * dec.embed.out_features,
-        "mask_ratio": float(getattr(s.masker, "ratio", 0.75)), "norm_pix_loss": bool(s.target.normalize),
+        "mask_ratio": 0.0,  # the encoder alone: every token (ViTMAEModel still orders them by its noise)
     }
+    if with_decoder:
+        dec = s.decoder
+        dsizes = _block_sizes(dec.blocks) if len(dec.blocks) else sizes
+        config.update({
+            "decoder_hidden_size": dec.embed.out_features, "decoder_num_hidden_layers": len(dec.blocks),
+            "decoder_num_attention_heads": dsizes["heads"] if len(dec.blocks) else sizes["heads"],
+            "decoder_intermediate_size": dsizes["mlp"] if len(dec.blocks) else 4 * dec.embed.out_features,
+            "mask_ratio": float(getattr(s.masker, "ratio", 0.75)), "norm_pix_loss": bool(s.target.normalize)})
+    return config
 
 
-def _tables(model: MaskedModel, stream: str) -> tuple[Tensor, Tensor]:
-    """``(1, 1 + L, D)`` encoder table (row 0: ``cls_pos`` or zeros) and decoder table (zero row 0)."""
+def _tables(model: MaskedModel, stream: str) -> tuple[Tensor, Tensor | None]:
+    """``(1, 1 + L, D)`` encoder table (row 0: ``cls_pos`` or zeros) and decoder table (zero row 0;
+    None without an ``mae`` decoder)."""
     s = model.streams[stream]
     table = s.tokenizer.pos.table
     cls = model.encoder.cls_pos if model.encoder.cls_pos is not None else torch.zeros_like(table[:, :1])
-    dec = s.decoder.position.table
-    return (torch.cat([cls.detach(), table], dim=1), torch.cat([torch.zeros_like(dec[:, :1]), dec], dim=1))
+    position = getattr(s.decoder, "position", None)
+    dec = getattr(position, "table", None)
+    return (torch.cat([cls.detach(), table], dim=1),
+            torch.cat([torch.zeros_like(dec[:, :1]), dec], dim=1) if dec is not None else None)
 
 
-def mmim_to_vitmae(model: MaskedModel, stream: str, naming: str = "legacy") -> dict[str, Tensor]:
+def mmim_to_vitmae(model: MaskedModel, stream: str, naming: str = "legacy", with_decoder: bool = True) -> dict[str, Tensor]:
     """``model``'s weights under ``ViTMAEForPreTraining`` keys in transformers' ``naming``
-    (``"legacy"``: the hub's, every version reads it; ``"current"``: the installed model's own)."""
+    (``"legacy"``: the hub's, every version reads it; ``"current"``: the installed model's own);
+    ``with_decoder=False``: the encoder alone under ``ViTMAEModel`` keys (no ``vit.`` prefix)."""
     state = model.state_dict()
     enc_prefix, dec_prefix, names = ENCODER_LAYERS[naming], DECODER_LAYERS[naming], NAMINGS[naming]
     bias = "qkv" if model.encoder.config.qkv_bias else "none"
@@ -163,12 +187,14 @@ def mmim_to_vitmae(model: MaskedModel, stream: str, naming: str = "legacy") -> d
         "vit.embeddings.patch_embeddings.projection.weight": state[f"{tok}patch_embed.proj.weight"],
         "vit.embeddings.patch_embeddings.projection.bias": state[f"{tok}patch_embed.proj.bias"],
         "vit.layernorm.weight": state["encoder.norm.weight"], "vit.layernorm.bias": state["encoder.norm.bias"],
-        "decoder.mask_token": state[f"{dec}mask_token"], "decoder.decoder_pos_embed": dec_pos,
     }
+    out.update(blocks_to_hf(state, "encoder.blocks.", enc_prefix, len(model.encoder.blocks), names, bias))
+    if not with_decoder:
+        return {k.removeprefix("vit."): v.detach().float().contiguous().clone() for k, v in out.items()}
+    out.update({"decoder.mask_token": state[f"{dec}mask_token"], "decoder.decoder_pos_embed": dec_pos})
     for ours, theirs in (("embed", "decoder_embed"), ("norm", "decoder_norm"), ("head", "decoder_pred")):
         for leaf in ("weight", "bias"):
             out[f"decoder.{theirs}.{leaf}"] = state[f"{dec}{ours}.{leaf}"]
-    out.update(blocks_to_hf(state, "encoder.blocks.", enc_prefix, len(model.encoder.blocks), names, bias))
     out.update(blocks_to_hf(state, f"{dec}blocks.", dec_prefix, len(model.streams[stream].decoder.blocks), names, bias))
     return {k: v.detach().float().contiguous().clone() for k, v in out.items()}
 
@@ -187,34 +213,49 @@ def to_vitmae(model: MaskedModel, stream: str | None = None) -> Any:
 def export_transformers(model: MaskedModel, recipe: Any, out_dir: str | Path, stream: str | None = None,
                         metrics: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as a ``ViTMAEForPreTraining`` ``save_pretrained`` folder (the ``transformers``
-    exporter); checked to load back through the class and ``AutoModel`` with no missing or
-    unexpected key. Returns the weights file."""
+    exporter); checked to load back through the class, ``AutoModelForPreTraining`` and ``AutoModel``
+    with no missing or unexpected key. A model whose decoder ViTMAE cannot hold (SimMIM, MaskFeat,
+    data2vec-style targets) is written as its encoder alone, a ``ViTMAEModel`` folder, and says so.
+    Returns the weights file."""
     transformers = import_transformers()
     stream = stream or image_stream(model)
     image_stream(model)  # single image stream, patch tokenizer
-    config = transformers.ViTMAEConfig(**vitmae_config(model, stream))
+    encoder_problems, decoder_problems = vitmae_problems(model, stream)
+    with_decoder = not decoder_problems
+    config = transformers.ViTMAEConfig(**vitmae_config(model, stream, with_decoder))
+    model_class = PRETRAINING_CLASS if with_decoder else "ViTMAEModel"
     with torch.random.fork_rng(devices=[]):
-        installed = find_naming(transformers.ViTMAEForPreTraining(config).state_dict(), ENCODER_LAYERS)
-    weights = save_checked(PRETRAINING_CLASS, config, mmim_to_vitmae(model, stream, installed), out_dir,
-                           file_state=mmim_to_vitmae(model, stream, "legacy"))
-    _write_card(Path(out_dir), recipe, config, metrics or {})
+        keys = getattr(transformers, model_class)(config).state_dict()
+    installed = find_naming(keys, ENCODER_LAYERS if with_decoder else {k: v.removeprefix("vit.") for k, v in ENCODER_LAYERS.items()})
+    notes = []
+    if decoder_problems:
+        notes.append(f"- the encoder alone (`ViTMAEModel`): the decoder has no ViTMAE counterpart ({'; '.join(decoder_problems)})")
+        log.warning("%s: the encoder alone (ViTMAEModel): %s", out_dir, "; ".join(decoder_problems))
+    weights = save_checked(model_class, config, mmim_to_vitmae(model, stream, installed, with_decoder), out_dir,
+                           file_state=mmim_to_vitmae(model, stream, "legacy", with_decoder))
+    _write_card(Path(out_dir), recipe, config, metrics or {}, model_class, notes)
     return weights
 
 
-def _write_card(out_dir: Path, recipe: Any, config: Any, metrics: dict[str, Any]) -> None:
+def _write_card(out_dir: Path, recipe: Any, config: Any, metrics: dict[str, Any], model_class: str,
+                notes: list[str]) -> None:
     import json
 
     name = getattr(recipe, "name", "mmim")
+    decoder = model_class == PRETRAINING_CLASS
     lines = [
         "---", "library_name: transformers", "tags: [vit-mae, masked-modeling, mmim]", "---", "",
         f"# {name} as ViTMAE (mmim export)", "", getattr(recipe, "description", "") or "", "",
-        "```python", "from transformers import AutoModel, ViTMAEForPreTraining", "",
-        "model = ViTMAEForPreTraining.from_pretrained('<this folder>')  # encoder + decoder",
-        "encoder = AutoModel.from_pretrained('<this folder>')  # ViTMAEModel", "```", "",
+        "```python", f"from transformers import AutoModel, {model_class}", "",
+        f"model = {model_class}.from_pretrained('<this folder>')" + ("  # encoder + decoder" if decoder else ""),
+        "encoder = AutoModel.from_pretrained('<this folder>')  # ViTMAEModel",
+        "# ViTMAEModel orders its tokens by `noise` (random when not given): pass noise=torch.arange(L) to keep them",
+        "```", "",
         f"- image {config.image_size}px, {config.num_channels} channels, patch {config.patch_size}",
-        f"- encoder {config.hidden_size}-d x {config.num_hidden_layers}, {config.num_attention_heads} heads; "
-        f"decoder {config.decoder_hidden_size}-d x {config.decoder_num_hidden_layers}",
+        f"- encoder {config.hidden_size}-d x {config.num_hidden_layers}, {config.num_attention_heads} heads"
+        + (f"; decoder {config.decoder_hidden_size}-d x {config.decoder_num_hidden_layers}" if decoder else ""),
         f"- mask_ratio {config.mask_ratio}, norm_pix_loss {config.norm_pix_loss}, layer_norm_eps {config.layer_norm_eps}",
+        *notes,
         "- back into mmim: `mmim finetune RECIPE --init hf:<this folder>` (or `mmim train ... --init hf:<this folder>`)",
         "", "## Metrics of this run", "", "```", json.dumps(metrics, indent=2), "```", "",
     ]
@@ -225,7 +266,7 @@ export_transformers.format_name = "transformers"
 
 
 # ---------------------------------------------------------------------------------------------- HF -> mmim
-def _check_sizes(config: Any, model: MaskedModel, stream: str, path: str | Path) -> None:
+def _check_sizes(config: Any, model: MaskedModel, stream: str, path: str | Path, with_decoder: bool) -> None:
     """Sizes that shapes alone do not reveal (heads) and the ones named better here than by a shape error."""
     enc, tok = model.encoder, model.streams[stream].tokenizer
     sizes = _block_sizes(enc.blocks)
@@ -233,7 +274,7 @@ def _check_sizes(config: Any, model: MaskedModel, stream: str, path: str | Path)
             "patch_size": tok.patch_size[0], "image_size": tok.img_size[0], "num_channels": tok.in_chans,
             "qkv_bias": sizes["qkv_bias"]}
     dec = model.streams[stream].decoder
-    if dec is not None and hasattr(dec, "blocks") and len(dec.blocks):
+    if with_decoder and len(dec.blocks):
         ours.update(decoder_hidden_size=dec.embed.out_features, decoder_num_hidden_layers=len(dec.blocks),
                     decoder_num_attention_heads=_block_sizes(dec.blocks)["heads"])
     differ = [f"{k} {getattr(config, k)} (recipe: {v})" for k, v in ours.items() if getattr(config, k) != v]
@@ -300,20 +341,25 @@ def load_transformers_checkpoint(path: str | Path, model: MaskedModel, stream: s
     into ``model`` (the ``hf`` converter: ``--init hf:DIR``). Nothing is downloaded.
 
     Returns:
-        the mmim keys the folder did not set (the decoder, for an encoder-only folder).
+        the mmim keys the folder did not set (the decoder, for an encoder-only folder or a recipe
+        whose decoder is not mmim's ``mae``; a teacher).
 
     Raises:
         TransformersFormatError: another model type, other sizes, or keys that do not fit.
     """
+    from mmim.components.mae_decoder import MAEDecoder
+
     stream = stream or image_stream(model)
     config, hf, missing = load_folder(path, PRETRAINING_CLASS, MODEL_TYPES)
-    _check_sizes(config, model, stream, path)
     missing_encoder = [k for k in missing if not k.startswith("decoder.")]
     if missing_encoder:
         raise TransformersFormatError(f"{path}: the folder lacks encoder weights {missing_encoder[:5]}")
-    with_decoder = not any(k.startswith("decoder.") for k in missing)
+    with_decoder = not any(k.startswith("decoder.") for k in missing) and isinstance(
+        model.streams[stream].decoder, MAEDecoder)
+    _check_sizes(config, model, stream, path, with_decoder)
     mapped = vitmae_to_mmim(hf, model, stream, with_decoder, path)
-    return check_loaded(path, model, mapped, (f"streams.{stream}.decoder.",) if not with_decoder else ())
+    needed = ("encoder.", f"streams.{stream}.tokenizer.") + ((f"streams.{stream}.decoder.",) if with_decoder else ())
+    return check_loaded(path, model, mapped, lambda key: key.startswith(needed))
 
 
 # round-trip hooks of the conformance kit (mmim check-plugin): the folder transformers would save, its weights, a recipe

@@ -1,8 +1,9 @@
 """Hugging Face ``transformers`` VideoMAE <-> mmim video models, both ways.
 
 - :func:`export_transformers` (the ``transformers`` exporter: ``mmim export RUN --format transformers``)
-  writes a ``save_pretrained`` folder that ``VideoMAEForPreTraining.from_pretrained`` and
-  ``AutoModel.from_pretrained`` load with no missing or unexpected key, decoder included.
+  writes a ``save_pretrained`` folder that ``VideoMAEForPreTraining.from_pretrained`` loads with no
+  missing or unexpected key, decoder included (``AutoModel`` gives the encoder); a model whose
+  decoder VideoMAE cannot hold is written as its encoder alone, a ``VideoMAEModel`` folder.
 - :func:`load_transformers_checkpoint` (the ``hf`` converter: ``--init hf:DIR``) loads such a folder,
   or any ``VideoMAEForPreTraining`` / ``VideoMAEModel`` folder, into a recipe's model.
 
@@ -90,60 +91,76 @@ def _block_sizes(blocks: Any) -> dict[str, Any]:
             "qkv_bias": first.attn.qkv.bias is not None, "eps": first.norm1.eps}
 
 
-def videomae_config(model: MaskedModel, stream: str) -> dict[str, Any]:
-    """The ``VideoMAEConfig`` arguments of ``model``'s encoder and decoder.
-
-    Raises:
-        TransformersFormatError: naming every part VideoMAE cannot express.
-    """
+def videomae_problems(model: MaskedModel, stream: str) -> tuple[list[str], list[str]]:
+    """What VideoMAE cannot express in ``model``: ``(encoder problems, decoder problems)``; with
+    decoder problems only, the encoder alone is a ``VideoMAEModel``."""
     from mmim_video.decoder import VideoMAEDecoder
     from mmim_video.target import TubeletPixelTarget
 
     enc, s = model.encoder, model.streams[stream]
     tok, cfg = s.tokenizer, model.encoder.config
     sizes = _block_sizes(enc.blocks)
-    t, p, q = tok.tubelet
-    problems = []
+    _, p, q = tok.tubelet
+    encoder, decoder = [], []
     if tok.pos_layout != "videomae":
-        problems.append(f"tokenizer pos_layout {tok.pos_layout!r} (VideoMAE's table is 'videomae')")
+        encoder.append(f"tokenizer pos_layout {tok.pos_layout!r} (VideoMAE's table is 'videomae')")
     if p != q:
-        problems.append(f"non-square tubelet {tok.tubelet} (VideoMAE's patches are square)")
+        encoder.append(f"non-square tubelet {tok.tubelet} (VideoMAE's patches are square)")
     if enc.num_prefix:
-        problems.append(f"{enc.num_prefix} cls/prefix tokens (VideoMAE has none)")
+        encoder.append(f"{enc.num_prefix} cls/prefix tokens (VideoMAE has none)")
     if cfg.pos_every_block:
-        problems.append("positions added before every block (pos_every_block)")
+        encoder.append("positions added before every block (pos_every_block)")
     if s.mask_token is not None:
-        problems.append("mask tokens in the encoder (mask_in_encoder)")
+        decoder.append("mask tokens in the encoder (mask_in_encoder)")
     dec = s.decoder
-    dsizes = sizes
     if not isinstance(dec, VideoMAEDecoder):
-        problems.append(f"decoder {type(dec).__name__ if dec is not None else None} (VideoMAE's decoder is mmim's 'videomae')")
+        decoder.append(f"decoder {type(dec).__name__ if dec is not None else None} (VideoMAE's decoder is mmim's 'videomae')")
     else:
         dsizes = _block_sizes(dec.blocks) if len(dec.blocks) else sizes
         if dsizes["qkv_bias"] != sizes["qkv_bias"]:
-            problems.append("decoder qkv_bias differs from the encoder's (VideoMAE has one qv_bias)")
+            decoder.append("decoder qkv_bias differs from the encoder's (VideoMAE has one qv_bias)")
         if dsizes["eps"] != sizes["eps"]:
-            problems.append("decoder norm_eps differs from the encoder's (VideoMAE has one layer_norm_eps)")
+            decoder.append("decoder norm_eps differs from the encoder's (VideoMAE has one layer_norm_eps)")
         if dec.head.out_features != tok.content_dim:
-            problems.append(f"decoder predicts {dec.head.out_features} values per tubelet, VideoMAE C*t*p*p = {tok.content_dim}")
+            decoder.append(f"decoder predicts {dec.head.out_features} values per tubelet, VideoMAE C*t*p*p = {tok.content_dim}")
     if not isinstance(s.target, TubeletPixelTarget):
-        problems.append(f"target {type(s.target).__name__} (VideoMAE reconstructs pixels: mmim's 'tubelet_pixels')")
+        decoder.append(f"target {type(s.target).__name__} (VideoMAE reconstructs pixels: mmim's 'tubelet_pixels')")
+    return encoder, decoder
+
+
+def videomae_config(model: MaskedModel, stream: str, with_decoder: bool = True) -> dict[str, Any]:
+    """The ``VideoMAEConfig`` arguments of ``model``'s encoder (and decoder).
+
+    Raises:
+        TransformersFormatError: naming every part VideoMAE cannot express (with ``with_decoder=False``,
+            only the encoder's).
+    """
+    encoder_problems, decoder_problems = videomae_problems(model, stream)
+    problems = encoder_problems + (decoder_problems if with_decoder else [])
     if problems:
         raise TransformersFormatError("no VideoMAE counterpart: " + "; ".join(problems))
+    enc, s = model.encoder, model.streams[stream]
+    tok, sizes = s.tokenizer, _block_sizes(enc.blocks)
+    t, p, _ = tok.tubelet
     h, w = tok.img_size
-    return {
+    config = {
         "image_size": h if h == w else [h, w], "patch_size": p, "num_channels": tok.in_chans,
         "num_frames": tok.num_frames, "tubelet_size": t,
         "hidden_size": enc.embed_dim, "num_hidden_layers": len(enc.blocks), "num_attention_heads": sizes["heads"],
         "intermediate_size": sizes["mlp"], "hidden_act": "gelu", "layer_norm_eps": sizes["eps"],
         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
         "qkv_bias": sizes["qkv_bias"],  # read as qv_bias by transformers 5, as qkv_bias by 4.x
-        "use_mean_pooling": not cfg.final_norm,
-        "decoder_hidden_size": dec.embed.out_features, "decoder_num_hidden_layers": len(dec.blocks),
-        "decoder_num_attention_heads": dsizes["heads"], "decoder_intermediate_size":
-            dsizes["mlp"] if len(dec.blocks) else 4 * dec.embed.out_features,
-        "norm_pix_loss": bool(s.target.normalize),
+        "use_mean_pooling": not model.encoder.config.final_norm,
     }
+    if with_decoder:
+        dec = s.decoder
+        dsizes = _block_sizes(dec.blocks) if len(dec.blocks) else sizes
+        config.update({
+            "decoder_hidden_size": dec.embed.out_features, "decoder_num_hidden_layers": len(dec.blocks),
+            "decoder_num_attention_heads": dsizes["heads"],
+            "decoder_intermediate_size": dsizes["mlp"] if len(dec.blocks) else 4 * dec.embed.out_features,
+            "norm_pix_loss": bool(s.target.normalize)})
+    return config
 
 
 def qv_naming(keys: Any) -> str:
@@ -155,10 +172,11 @@ def qv_naming(keys: Any) -> str:
 QV_NAMES = {"legacy": LEGACY_QV_BIAS, "current": CURRENT_QV_BIAS}
 
 
-def mmim_to_videomae(model: MaskedModel, stream: str, naming: str = "legacy") -> dict[str, Tensor]:
+def mmim_to_videomae(model: MaskedModel, stream: str, naming: str = "legacy", with_decoder: bool = True) -> dict[str, Tensor]:
     """``model``'s weights under ``VideoMAEForPreTraining`` keys, query/value biases in ``naming``
     (``"legacy"``: the hub's ``q_bias``/``v_bias``, every version reads it; ``"current"``: the
-    projections' biases, as the installed transformers may name them)."""
+    projections' biases, as the installed transformers may name them); ``with_decoder=False``: the
+    encoder alone under ``VideoMAEModel`` keys (no ``videomae.`` prefix)."""
     state = model.state_dict()
     enc_prefix, dec_prefix, names, qv = ENCODER_LAYERS["legacy"], DECODER_LAYERS["legacy"], LEGACY_NAMES, QV_NAMES[naming]
     bias = "qv" if model.encoder.config.qkv_bias else "none"
@@ -166,13 +184,15 @@ def mmim_to_videomae(model: MaskedModel, stream: str, naming: str = "legacy") ->
     out = {
         "videomae.embeddings.patch_embeddings.projection.weight": state[f"{tok}patch_embed.proj.weight"],
         "videomae.embeddings.patch_embeddings.projection.bias": state[f"{tok}patch_embed.proj.bias"],
-        "encoder_to_decoder.weight": state[f"{dec}embed.weight"], "mask_token": state[f"{dec}mask_token"],
     }
     if model.encoder.config.final_norm:
         out["videomae.layernorm.weight"], out["videomae.layernorm.bias"] = state["encoder.norm.weight"], state["encoder.norm.bias"]
+    out.update(blocks_to_hf(state, "encoder.blocks.", enc_prefix, len(model.encoder.blocks), names, bias, qv))
+    if not with_decoder:
+        return {k.removeprefix("videomae."): v.detach().float().contiguous().clone() for k, v in out.items()}
+    out.update({"encoder_to_decoder.weight": state[f"{dec}embed.weight"], "mask_token": state[f"{dec}mask_token"]})
     for leaf in ("weight", "bias"):
         out[f"decoder.norm.{leaf}"], out[f"decoder.head.{leaf}"] = state[f"{dec}norm.{leaf}"], state[f"{dec}head.{leaf}"]
-    out.update(blocks_to_hf(state, "encoder.blocks.", enc_prefix, len(model.encoder.blocks), names, bias, qv))
     out.update(blocks_to_hf(state, f"{dec}blocks.", dec_prefix, len(model.streams[stream].decoder.blocks), names, bias, qv))
     return {k: v.detach().float().contiguous().clone() for k, v in out.items()}
 
@@ -195,38 +215,49 @@ def export_transformers(model: MaskedModel, recipe: Any, out_dir: str | Path, st
     transformers = import_transformers()
     stream = stream or video_stream(model)
     video_stream(model)
-    config = transformers.VideoMAEConfig(**videomae_config(model, stream))
+    encoder_problems, decoder_problems = videomae_problems(model, stream)
+    with_decoder = not decoder_problems
+    config = transformers.VideoMAEConfig(**videomae_config(model, stream, with_decoder))
+    model_class = PRETRAINING_CLASS if with_decoder else "VideoMAEModel"
     with torch.random.fork_rng(devices=[]):
-        installed = qv_naming(transformers.VideoMAEForPreTraining(config).state_dict())
-    weights = save_checked(PRETRAINING_CLASS, config, mmim_to_videomae(model, stream, installed), out_dir,
-                           file_state=mmim_to_videomae(model, stream, "legacy"))
+        keys = getattr(transformers, model_class)(config).state_dict()
+    installed = qv_naming({f"videomae.{k}": None for k in keys} if not with_decoder else keys)
+    weights = save_checked(model_class, config, mmim_to_videomae(model, stream, installed, with_decoder), out_dir,
+                           file_state=mmim_to_videomae(model, stream, "legacy", with_decoder))
     target = model.streams[stream].target
     notes = []
-    if model.streams[stream].decoder.norm.eps != HF_DECODER_NORM_EPS:
+    if decoder_problems:
+        notes.append(f"- the encoder alone (`VideoMAEModel`): the decoder has no VideoMAE counterpart "
+                     f"({'; '.join(decoder_problems)})")
+        log.warning("%s: the encoder alone (VideoMAEModel): %s", out_dir, "; ".join(decoder_problems))
+    elif model.streams[stream].decoder.norm.eps != HF_DECODER_NORM_EPS:
         notes.append(f"- transformers' `decoder.norm` uses eps {HF_DECODER_NORM_EPS:g}, this model was trained with "
                      f"{model.streams[stream].decoder.norm.eps:g}: predictions differ slightly (encoder outputs do not)")
-    if config.num_channels == 3 and target.channels and (
+    if with_decoder and config.num_channels == 3 and target.channels and (
             [round(float(v), 3) for v in target.mean] != [0.485, 0.456, 0.406]
             or [round(float(v), 3) for v in target.std] != [0.229, 0.224, 0.225]):
         notes.append("- transformers' VideoMAE loss un-normalises 3-channel input with ImageNet's mean and std; this "
                      f"run normalised with mean {target.mean.tolist()}, std {target.std.tolist()}")
-    _write_card(Path(out_dir), recipe, config, metrics or {}, notes)
+    _write_card(Path(out_dir), recipe, config, metrics or {}, model_class, notes)
     return weights
 
 
-def _write_card(out_dir: Path, recipe: Any, config: Any, metrics: dict[str, Any], notes: list[str]) -> None:
+def _write_card(out_dir: Path, recipe: Any, config: Any, metrics: dict[str, Any], model_class: str,
+                notes: list[str]) -> None:
     name = getattr(recipe, "name", "mmim")
+    decoder = model_class == PRETRAINING_CLASS
     lines = [
         "---", "library_name: transformers", "tags: [videomae, masked-modeling, mmim]", "---", "",
         f"# {name} as VideoMAE (mmim export)", "", getattr(recipe, "description", "") or "", "",
-        "```python", "from transformers import AutoModel, VideoMAEForPreTraining", "",
-        "model = VideoMAEForPreTraining.from_pretrained('<this folder>')  # encoder + decoder",
+        "```python", f"from transformers import AutoModel, {model_class}", "",
+        f"model = {model_class}.from_pretrained('<this folder>')" + ("  # encoder + decoder" if decoder else ""),
         "encoder = AutoModel.from_pretrained('<this folder>')  # VideoMAEModel",
-        "# inputs: pixel_values (B, T, C, H, W); bool_masked_pos (B, L) for the pre-training model", "```", "",
+        "# inputs: pixel_values (B, T, C, H, W)" + ("; bool_masked_pos (B, L) for the pre-training model" if decoder else ""),
+        "```", "",
         f"- clips of {config.num_frames} frames, {config.image_size}px, {config.num_channels} channels; "
         f"tubelet {config.tubelet_size}x{config.patch_size}x{config.patch_size}",
-        f"- encoder {config.hidden_size}-d x {config.num_hidden_layers}, {config.num_attention_heads} heads; "
-        f"decoder {config.decoder_hidden_size}-d x {config.decoder_num_hidden_layers}",
+        f"- encoder {config.hidden_size}-d x {config.num_hidden_layers}, {config.num_attention_heads} heads"
+        + (f"; decoder {config.decoder_hidden_size}-d x {config.decoder_num_hidden_layers}" if decoder else ""),
         f"- use_mean_pooling {config.use_mean_pooling}, norm_pix_loss {config.norm_pix_loss}, "
         f"layer_norm_eps {config.layer_norm_eps}", *notes,
         "- back into mmim: `mmim finetune RECIPE --init hf:<this folder>` (or `mmim train ... --init hf:<this folder>`)",
@@ -239,7 +270,7 @@ export_transformers.format_name = "transformers"
 
 
 # ---------------------------------------------------------------------------------------------- HF -> mmim
-def _check_sizes(config: Any, model: MaskedModel, stream: str, path: str | Path) -> None:
+def _check_sizes(config: Any, model: MaskedModel, stream: str, path: str | Path, with_decoder: bool) -> None:
     enc, tok = model.encoder, model.streams[stream].tokenizer
     sizes = _block_sizes(enc.blocks)
     t, p, _ = tok.tubelet
@@ -248,7 +279,7 @@ def _check_sizes(config: Any, model: MaskedModel, stream: str, path: str | Path)
     if not hasattr(config, "qv_bias"):  # transformers 4.x names it qkv_bias
         config.qv_bias = getattr(config, "qkv_bias", True)
     dec = model.streams[stream].decoder
-    if dec is not None and hasattr(dec, "blocks") and len(dec.blocks):
+    if with_decoder and len(dec.blocks):
         ours.update(decoder_hidden_size=dec.embed.out_features, decoder_num_hidden_layers=len(dec.blocks),
                     decoder_num_attention_heads=_block_sizes(dec.blocks)["heads"])
     differ = [f"{k} {getattr(config, k)} (recipe: {v})" for k, v in ours.items() if getattr(config, k) != v]
@@ -301,15 +332,18 @@ def load_transformers_checkpoint(path: str | Path, model: MaskedModel, stream: s
     """
     stream = stream or video_stream(model)
     config, hf, missing = load_folder(path, PRETRAINING_CLASS, MODEL_TYPES)
-    _check_sizes(config, model, stream, path)
     missing_encoder = [k for k in missing if k.startswith("videomae.")]
     if missing_encoder:
         raise TransformersFormatError(f"{path}: the folder lacks encoder weights {missing_encoder[:5]}")
-    with_decoder = not any(not k.startswith("videomae.") for k in missing)
+    from mmim_video.decoder import VideoMAEDecoder
+
+    with_decoder = not any(not k.startswith("videomae.") for k in missing) and isinstance(
+        model.streams[stream].decoder, VideoMAEDecoder)
+    _check_sizes(config, model, stream, path, with_decoder)
     mapped = videomae_to_mmim(hf, model, stream, with_decoder)
-    allowed = (("encoder.norm.",) if config.use_mean_pooling else ()) + \
-        ((f"streams.{stream}.decoder.",) if not with_decoder else ())
-    left = check_loaded(path, model, mapped, allowed)
+    needed = ("encoder.", f"streams.{stream}.tokenizer.") + ((f"streams.{stream}.decoder.",) if with_decoder else ())
+    left = check_loaded(path, model, mapped, lambda key: key.startswith(needed) and not (
+        config.use_mean_pooling and key.startswith("encoder.norm.")))
     if config.use_mean_pooling and model.encoder.config.final_norm:
         log.info("%s: use_mean_pooling model (no final encoder norm): encoder.norm keeps its initial weights", path)
     return left
