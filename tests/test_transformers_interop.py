@@ -372,6 +372,7 @@ def test_init_hf_names_what_does_not_fit(tiny_recipe_dict, tmp_path):
         load_pretrained(build_model(recipe_from_dict(tiny_recipe_dict).model), f"hf:{tmp_path}")
     assert main(["train", "--init", f"hf:{tmp_path / 'video'}", "--modality", "image", *SMALL,
                  f"train.out_dir={tmp_path / 'r'}"]) == 1
+    assert not (tmp_path / "r").exists(), "a run directory was created before --init failed"
 
 
 def test_encoder_only_folder_leaves_the_decoder(tiny_recipe_dict, tmp_path):
