@@ -197,6 +197,7 @@ def save_checked(model_class: str, config: Any, state: Mapping[str, Tensor], out
     out_dir.mkdir(parents=True, exist_ok=True)
     with quiet():
         model.save_pretrained(out_dir)
+    del model  # one copy of the weights at a time (ViT-H: 2.5 GB each)
     weights = out_dir / "model.safetensors"
     if file_state is not None:
         for old in out_dir.glob("model*.safetensors*"):
@@ -214,6 +215,7 @@ def save_checked(model_class: str, config: Any, state: Mapping[str, Tensor], out
             changed = [k for k, v in loaded.state_dict().items() if k in ours and not torch.equal(v, ours[k].to(v.dtype))]
             if changed:
                 info["mismatched_keys"] = info["mismatched_keys"] + [f"{k} (other values)" for k in changed]
+        del loaded
         problems = _loading_problems(info)
         if problems:
             raise TransformersFormatError(f"{out_dir}: {loader.__name__}.from_pretrained reports {'; '.join(problems)}")
