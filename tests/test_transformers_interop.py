@@ -189,10 +189,14 @@ def _video_parity(model, hf, recipe, decoder_eps: float | None = None) -> dict[s
     return out
 
 
-def test_video_mmim_to_transformers_parity():
+FRAMES = [[], ["model.streams.video.tokenizer.img_size=[32,48]"]]  # the recipe's square frames, and wider ones
+
+
+@pytest.mark.parametrize("frames", FRAMES, ids=["square", "wide"])
+def test_video_mmim_to_transformers_parity(frames):
     from mmim_video.converters.transformers import HF_DECODER_NORM_EPS, to_videomae
 
-    recipe = _recipe("video", "model.streams.video.decoder.final_norm_eps=1.0e-5")
+    recipe = _recipe("video", "model.streams.video.decoder.final_norm_eps=1.0e-5", *frames)
     model = _perturbed(build_model(recipe.model))
     assert model.streams["video"].decoder.norm.eps == HF_DECODER_NORM_EPS  # the option acts
     hf = to_videomae(model)
@@ -212,8 +216,9 @@ def test_video_decoder_norm_eps_is_the_only_difference():
     print(_video_parity(model, hf, recipe, decoder_eps=HF_DECODER_NORM_EPS))
 
 
-def test_video_transformers_to_mmim_parity(tmp_path):
-    recipe = _recipe("video", "model.streams.video.decoder.final_norm_eps=1.0e-5")
+@pytest.mark.parametrize("frames", FRAMES, ids=["square", "wide"])
+def test_video_transformers_to_mmim_parity(frames, tmp_path):
+    recipe = _recipe("video", "model.streams.video.decoder.final_norm_eps=1.0e-5", *frames)
     torch.manual_seed(1)
     hf = _perturbed(transformers.VideoMAEForPreTraining(_videomae_config(recipe)), seed=1)
     hf.save_pretrained(tmp_path / "hf")
