@@ -58,12 +58,21 @@ def load_pretrained(model: MaskedModel, init: str, head: nn.Module | None = None
                          f"unexpected {result.unexpected_keys[:5]}")
 
 
-def tokenizer_plugins(model: MaskedModel) -> list[str]:
-    """The plugins whose registered tokenizer classes ``model``'s streams use."""
-    classes = {f"{type(s.tokenizer).__module__}:{type(s.tokenizer).__qualname__}" for s in model.streams.values()
-               if s.tokenizer is not None}
-    return [name for name, plugin in registry.plugins().items()
-            if classes & set(plugin.components.get("tokenizer", {}).values())]
+def tokenizer_plugins(model: MaskedModel, among: list[str] | None = None) -> list[str]:
+    """The plugins (of ``among``, default all) whose registered tokenizer classes ``model``'s streams use."""
+    used = {type(s.tokenizer) for s in model.streams.values() if s.tokenizer is not None}
+    found = []
+    for name, plugin in registry.plugins().items():
+        if among is not None and name not in among:
+            continue
+        for short in plugin.components.get("tokenizer", {}):
+            try:
+                if registry.resolve("tokenizer", f"{name}:{short}") in used:
+                    found.append(name)
+                    break
+            except registry.RegistryError:
+                continue
+    return found
 
 
 def converter_for(model: MaskedModel, name: str) -> str:
@@ -71,10 +80,10 @@ def converter_for(model: MaskedModel, name: str) -> str:
     image and the video plugin) is taken from the plugin whose tokenizer the model uses."""
     owners = [c.split(":")[0] for c in registry.available("converter") if c.split(":")[1] == name]
     if len(owners) > 1:
-        mine = [o for o in owners if o in tokenizer_plugins(model)]
+        mine = tokenizer_plugins(model, owners)
         if len(mine) != 1:
             raise ValueError(f"--init {name}:...: no {name!r} converter for this model: plugins {', '.join(owners)} "
-                             f"register one, the model's tokenizers come from {', '.join(tokenizer_plugins(model)) or 'none'}")
+                             f"register one, the model's tokenizers come from none of them")
         owners = mine
     return f"{owners[0]}:{name}"
 
