@@ -35,9 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--modality", help="run the default recipe of the plugin serving this modality")
     t.add_argument("--resume", nargs="?", const=True, default=False,
                    help="continue from the newest checkpoint of the run directory (or of the given run dir/file)")
+    t.add_argument("--init", help="start from pretrained weights: an mmim run dir/checkpoint, or CONVERTER:PATH "
+                                  "(hf:DIR for a transformers ViTMAE/VideoMAE folder, mae:ckpt.pth, videomae:ckpt.pth)")
     f = sub.add_parser("finetune", help="fine-tune a pretrained encoder for classification (recipe's finetune section)")
     f.add_argument("args", nargs="*", help="RUN_DIR or RECIPE, then key=value overrides")
-    f.add_argument("--init", help="pretrained weights: an mmim run dir/checkpoint, or CONVERTER:PATH (e.g. mae:ckpt.pth); "
+    f.add_argument("--init", help="pretrained weights: an mmim run dir/checkpoint, or CONVERTER:PATH (e.g. mae:ckpt.pth, "
+                                  "hf:DIR for a transformers folder); "
                                   "default: the run given as first argument")
     f.add_argument("--resume", action="store_true", help="continue the fine-tuning run")
     e = sub.add_parser("eval", help="linear probe / k-NN of a trained run")
@@ -55,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="export the pretrained encoder: safetensors, config.json, model card "
                                       "(images also as timm)")
     x.add_argument("run", help="run directory or checkpoint file")
-    x.add_argument("--out", help="output folder (default: <run>/export)")
+    x.add_argument("--out", help="output folder (default: <run>/export, or <run>/export/transformers)")
+    x.add_argument("--format", default="mmim", choices=("mmim", "transformers"),
+                   help="mmim (default): safetensors + config.json + card (images also as timm); transformers: a "
+                        "save_pretrained folder for ViTMAEForPreTraining (images) or VideoMAEForPreTraining (video)")
     k = sub.add_parser("pack", help="write a recipe's training dataset to tar shards (for data.shards=...)")
     k.add_argument("args", nargs="*", help="[RECIPE] OUT [key=value ...]: a recipe (or --modality), the output folder, overrides")
     k.add_argument("--modality", help="pack the dataset of this plugin's default recipe")
@@ -119,7 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not recipe.modality and args.modality:
         recipe.modality = args.modality
     log.info("recipe %s (%s)", recipe.name, path)
-    trainer = Trainer(recipe, resume=resume)
+    task = _pretrain_task_from(recipe, args.init) if args.init else None
+    trainer = Trainer(recipe, resume=resume, task=task)
     log.info("run directory %s; %d steps/epoch, %d steps, effective batch %d (%d x %d accumulation x %d processes), "
              "peak lr %.3g, %s on %s", trainer.run_dir, trainer.steps_per_epoch, trainer.total_steps,
              trainer.effective_batch, recipe.data.batch_size, trainer.accum, trainer.rt.world_size, trainer.peak_lr,
@@ -134,6 +141,30 @@ def cmd_train(args: argparse.Namespace) -> int:
             (trainer.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
             print(format_results(results))
     return 0
+
+
+def _pretrain_task_from(recipe, init: str):  # noqa: ANN001, ANN202 - a Recipe; a PretrainTask
+    """``mmim train --init``: the pre-training task with its model's weights loaded from ``init``
+    (a run, a checkpoint or ``CONVERTER:PATH``), built under the recipe's seed as the trainer would.
+    A resumed run's checkpoint replaces them."""
+    import torch
+
+    from mmim.engine.task import PretrainTask
+    from mmim.finetune.task import load_pretrained
+
+    torch.manual_seed(recipe.seed)
+    task = PretrainTask(recipe)
+    teacher = getattr(task.module.teacher, "encoder", None) and task.module.teacher  # an EMA copy, if any
+    before = {k: v.clone() for k, v in teacher.state_dict().items()} if teacher else None
+    rng = torch.get_rng_state()
+    load_pretrained(task.module, init)
+    torch.set_rng_state(rng)  # what loading draws (e.g. a transformers model's init) leaves the run's randomness alone
+    if teacher and all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items()):
+        teacher.encoder.load_state_dict(task.module.encoder.state_dict())  # not in the file: the EMA starts as the student
+        for name, tokenizer in teacher.tokenizers.items():
+            tokenizer.load_state_dict(task.module.streams[name].tokenizer.state_dict())
+    log.info("initialised from %s", init)
+    return task
 
 
 def _size(text: str) -> int:
@@ -313,7 +344,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mmim.export_cli import export_run
 
-    for path in export_run(args.run, args.out):
+    for path in export_run(args.run, args.out, args.format):
         print(path)
     return 0
 

@@ -33,7 +33,8 @@ class MissingExtra:
 
 # modules that the pip extras in pyproject.toml bring, for the hint when an import fails
 EXTRA_OF_MODULE = {"av": "video", "decord": "video", "torchcodec": "torchcodec", "soundfile": "audio",
-                   "scipy": "audio", "trimesh": "points", "h5py": "points", "matplotlib": "viz", "open3d": "open3d"}
+                   "scipy": "audio", "trimesh": "points", "h5py": "points", "matplotlib": "viz", "open3d": "open3d",
+                   "transformers": "transformers"}
 
 
 def missing_module_hint(err: ModuleNotFoundError) -> str:

@@ -1,4 +1,4 @@
-"""The one place where mmim imports timm (and through it torchvision).
+"""The one place where mmim imports timm and transformers (and through them torchvision).
 
 Some PyPI torchvision wheels ship no kernels for the installed torch (for example a CPU-only
 torch 2.13 next to torchvision 0.28, pytorch/vision#9085): ``import torchvision`` then fails with
@@ -58,3 +58,22 @@ def import_timm() -> ModuleType:
     import timm
 
     return timm
+
+
+def import_transformers() -> ModuleType:
+    """Import Hugging Face ``transformers`` (the optional extra ``transformers``) after making sure
+    torchvision imports: its image utilities import torchvision when it is installed.
+
+    Raises:
+        ModuleNotFoundError: ``transformers`` is not installed (``name`` is ``"transformers"``, so
+            :func:`mmim.extras.missing_module_hint` names the extra).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None:
+        raise ModuleNotFoundError("No module named 'transformers'", name="transformers")
+    if importlib.util.find_spec("torchvision") is not None and "torchvision" not in sys.modules:
+        import_torchvision()
+    import transformers
+
+    return transformers

@@ -45,7 +45,7 @@ def load_pretrained(model: MaskedModel, init: str, head: nn.Module | None = None
     """
     name, sep, path = init.partition(":")
     if sep and name in {c.split(":")[1] for c in registry.available("converter")}:
-        converter = registry.resolve("converter", name)
+        converter = registry.resolve("converter", converter_for(model, name))
         missing = converter(path, model, head=head)
         log.info("loaded %s through converter %r (%d keys not in the checkpoint)", path, name, len(missing))
         return
@@ -56,6 +56,36 @@ def load_pretrained(model: MaskedModel, init: str, head: nn.Module | None = None
     if encoder_missing or result.unexpected_keys:
         raise ValueError(f"{init}: checkpoint does not fit the recipe's model: missing {encoder_missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")
+
+
+def tokenizer_plugins(model: MaskedModel, among: list[str] | None = None) -> list[str]:
+    """The plugins (of ``among``, default all) whose registered tokenizer classes ``model``'s streams use."""
+    used = {type(s.tokenizer) for s in model.streams.values() if s.tokenizer is not None}
+    found = []
+    for name, plugin in registry.plugins().items():
+        if among is not None and name not in among:
+            continue
+        for short in plugin.components.get("tokenizer", {}):
+            try:
+                if registry.resolve("tokenizer", f"{name}:{short}") in used:
+                    found.append(name)
+                    break
+            except registry.RegistryError:
+                continue
+    return found
+
+
+def converter_for(model: MaskedModel, name: str) -> str:
+    """The qualified converter ``name`` for ``model``: a name several plugins register (``hf``: the
+    image and the video plugin) is taken from the plugin whose tokenizer the model uses."""
+    owners = [c.split(":")[0] for c in registry.available("converter") if c.split(":")[1] == name]
+    if len(owners) > 1:
+        mine = tokenizer_plugins(model, owners)
+        if len(mine) != 1:
+            raise ValueError(f"--init {name}:...: no {name!r} converter for this model: plugins {', '.join(owners)} "
+                             f"register one, the model's tokenizers come from none of them")
+        owners = mine
+    return f"{owners[0]}:{name}"
 
 
 def dataset_spec(recipe: Recipe) -> dict[str, Any]:

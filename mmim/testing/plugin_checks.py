@@ -9,8 +9,10 @@ three need data or a model, which a plugin describes through optional hooks:
   builds, and, when the instance reads files under ``root``, that overwriting them with garbage
   gives an error naming the file.
 - converter: ``example_recipe`` (a recipe name) and ``to_official(model, stream)`` (what the
-  official code would ``torch.save``). Checked: save, load into a fresh model, which gives the
-  same official weights back and the same features.
+  official code would ``torch.save``), and optionally ``save_official(model, stream, folder) -> path``
+  for a format that is not one ``torch.save`` file (a transformers ``save_pretrained`` folder).
+  Checked: save, load into a fresh model, which gives the same official weights back and the same
+  features.
 - visualizer: found through a recipe the plugins ship whose stream uses its tokenizer; checked
   that ``render`` writes non-empty files into the output folder.
 """
@@ -116,8 +118,12 @@ def check_converter(name: str) -> None:
     torch.manual_seed(1)
     fresh = build_model(recipe.model).eval()
     with tempfile.TemporaryDirectory(prefix="mmim-check-") as tmp:
-        path = Path(tmp) / "official.pth"
-        torch.save(to_official(model, stream), path)
+        save = getattr(conv, "save_official", None)
+        if save is not None:
+            path = save(model, stream, Path(tmp) / "official")
+        else:
+            path = Path(tmp) / "official.pth"
+            torch.save(to_official(model, stream), path)
         conv(path, fresh)  # the registry's converter contract: converter(path, model, head=None)
     # compared in the official layout: what it cannot hold (e.g. VideoMAE's key bias) may differ in mmim's
     mine, theirs = _flat(to_official(model, stream)), _flat(to_official(fresh, stream))

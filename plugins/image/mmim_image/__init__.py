@@ -24,8 +24,14 @@ plugin = Plugin(
             "patch": "mmim_image.visualize:ImageVisualizer",
             "segmap": "mmim_image.visualize:SegMapVisualizer",
         },
-        "converter": {"mae": "mmim_image.converters.mae:load_mae_checkpoint"},
-        "exporter": {"patch": "mmim_image.export:export_timm"},
+        "converter": {
+            "mae": "mmim_image.converters.mae:load_mae_checkpoint",
+            "hf": "mmim_image.converters.transformers:load_transformers_checkpoint",
+        },
+        "exporter": {
+            "patch": "mmim_image.export:export_timm",
+            "transformers": "mmim_image.converters.transformers:export_transformers",
+        },
         "dataset": {
             "fashion_mnist": "mmim_image.datasets:FashionMNIST",
             "image_folder": "mmim_image.datasets:ImageFolder",

@@ -20,7 +20,11 @@ plugin = Plugin(
         "target": {"tubelet_pixels": "mmim_video.target:TubeletPixelTarget"},
         "decoder": {"videomae": "mmim_video.decoder:VideoMAEDecoder"},
         "visualizer": {"tubelet": "mmim_video.visualize:VideoVisualizer"},
-        "converter": {"videomae": "mmim_video.converters.videomae:load_videomae_checkpoint"},
+        "converter": {
+            "videomae": "mmim_video.converters.videomae:load_videomae_checkpoint",
+            "hf": "mmim_video.converters.transformers:load_transformers_checkpoint",
+        },
+        "exporter": {"transformers": "mmim_video.converters.transformers:export_transformers"},
         "dataset": {
             "video_list": "mmim_video.dataset:VideoList",
             "video_folder": "mmim_video.dataset:VideoFolder",

@@ -41,6 +41,8 @@ class VideoMAEDecoder(Decoder):
         stream: the stream it predicts (injected).
         embed_dim, depth, num_heads, mlp_ratio, qkv_bias, norm_eps: decoder trunk (VideoMAE: 384/4/6
             for ViT-B; eps 1e-6).
+        final_norm_eps: eps of the norm before the head (default ``norm_eps``); transformers'
+            ``VideoMAEForPreTraining`` builds that norm with 1e-5 whatever its config says.
         decode: ``"masked"`` or ``"running_cell"`` (see the module docstring).
         decode_ratio: running-cell ratio of tokens *not* decoded (VideoMAE v2: 0.5).
         predict: ``"masked"``, or ``"all"`` to also return ``Prediction.full`` for every token (for
@@ -52,7 +54,7 @@ class VideoMAEDecoder(Decoder):
     def __init__(self, encoder_dim: int, out_dim: int, position: Callable[[int], nn.Module], stream: str, embed_dim: int = 384,
                  depth: int = 4, num_heads: int = 6, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  norm_eps: float = 1e-6, decode: str = "masked", decode_ratio: float = 0.5,
-                 predict: str = "masked") -> None:
+                 predict: str = "masked", final_norm_eps: float | None = None) -> None:
         super().__init__()
         self.stream = stream
         if predict not in ("masked", "all"):
@@ -67,7 +69,7 @@ class VideoMAEDecoder(Decoder):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.position = position(embed_dim)
         self.blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, norm_eps)
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps if final_norm_eps is None else final_norm_eps)
         self.head = nn.Linear(embed_dim, out_dim)
         xavier_init_(self)
         nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
