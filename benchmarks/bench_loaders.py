@@ -284,15 +284,29 @@ def vs_official(args: argparse.Namespace) -> dict:
         list_file = off.make_videos(data_dir / f"video_{width}x{height}_g{keyint}", args.clips, width, height,
                                     int(keyint or 250))
         spy = off.DecordSpy()
-        official = off.official_videomae(official_dir / "VideoMAE", list_file)
-        sides = {"official": official_side(official)}
+
+        def wanted(name: str) -> bool:
+            return not args.only or args.only == name
+
+        sides = {}
+        if wanted("official"):
+            sides["official"] = official_side(off.official_videomae(official_dir / "VideoMAE", list_file))
         for n in args.num_sample:
-            sides[f"mmim num_sample={n}"] = mmim_side(mmim_video_dataset(list_file, n), n)
+            if wanted(f"mmim num_sample={n}"):
+                sides[f"mmim num_sample={n}"] = mmim_side(mmim_video_dataset(list_file, n), n)
         sizes = {}
         for option in args.pack:
+            if not wanted(f"shards {option or 'original'}"):
+                continue
             out, encode = pack_variant(list_file, data_dir / "shards" / f"{width}x{height}_g{keyint}", option)
             sides[f"shards {option or 'original'}"] = shard_side(out, list_file, batch, batches)
             sizes[f"shards {option or 'original'}"] = shard_bytes(out)
+        if args.only:  # one side alone (whole-process timing by an outside tool, a side per process)
+            if args.only not in sides:
+                raise SystemExit(f"--only {args.only!r}: sides are {sorted(sides)}")
+            secs, clips = sides[args.only]()
+            print(f"{args.only}: {clips} clips in {secs:.2f} s, {clips / secs:.2f} clips/s")
+            continue
         stats: dict[str, list[int]] = {name: [0, 0] for name in sides}
 
         def counted(name, run, stats=stats):
@@ -327,7 +341,7 @@ def vs_official(args: argparse.Namespace) -> dict:
             print(f"{name:<36}{r['clips_per_s']:>9.2f}{r['frames_decoded_per_decode']:>16.1f}{r['mb_per_video']:>10.2f}"
                   f"{r['cores_per_gpu']:>11}{r['vs_official']:>12.2f}x")
 
-    if args.images:
+    if args.images and not args.only:
         from mmim import registry
         from mmim.config.recipe import load_recipe
 
@@ -374,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=64, help="--vs-official: generated JPEGs (0: no image comparison)")
     p.add_argument("--batches", type=int, default=4, help="--vs-official: timed batches per side and round")
     p.add_argument("--rounds", type=int, default=3, help="--vs-official: alternating rounds")
+    p.add_argument("--only", help="--vs-official: time this one video side once and exit (e.g. official, "
+                   "'mmim num_sample=1', 'shards frames=jpeg'), for whole-process timing side by side")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.vs_official:
