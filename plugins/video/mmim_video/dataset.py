@@ -376,6 +376,9 @@ class VideoClips(Dataset):
         view = copy.copy(self)
         view.samples, view.source = [("", label, 0)], where
         if ext in transcode.FRAME_FORMATS.values():
+            if self.decode == "device" and self.augment:
+                raise DataError(f"{where}: decode: device decodes video streams on the GPU, but these shards hold "
+                                f"frames as images (.{ext}, mmim pack --encode frames=...): use decode: host")
             info = meta.get("frames") or {}
             count = len(info.get("offsets", [])) - 1
 

@@ -115,3 +115,12 @@ def test_nvdec_decodes_what_the_host_decodes(listed):
     host = reader.read_frames(listed / "0.mp4", idx, "pyav").permute(0, 3, 1, 2)
     gpu = nvdec_frames(str(listed / "0.mp4"), idx, torch.device("cuda")).cpu()
     assert (host.int() - gpu.int()).abs().float().mean() < 2.0  # NVDEC's YUV->RGB differs from swscale's by ~1
+
+
+def test_frames_shards_with_decode_device_are_refused(listed):
+    from mmim.data import DataError
+
+    device = dataset(listed, decode="device")
+    record = dataset(listed).shard_record(0, frames="jpeg")
+    with pytest.raises(DataError, match="decode: host"):
+        device.decode_record(record, "shard x member 0")
