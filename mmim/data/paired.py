@@ -136,6 +136,16 @@ class PairedDataset(Dataset):
             items[name] = self.parts[name][self.partner(name, index)]
         return self._join(items)
 
+    @property
+    def device_transforms(self) -> dict[str, Any]:
+        """Every part's finishing steps on the device (its items keep their keys in the joined item)."""
+        from mmim.data.device import device_transforms
+
+        out: dict[str, Any] = {}
+        for part in self.parts.values():
+            out.update(device_transforms(part))
+        return out
+
     # -- the shard protocol -------------------------------------------------------------------
 
     def _check_part_names(self) -> None:

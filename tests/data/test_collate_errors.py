@@ -44,3 +44,15 @@ def test_matching_samples_collate_to_a_plain_dict_through_the_loader():
     batches = list(loader)
     assert len(batches) == 2 and all(type(b) is dict and b["image"].shape == (2, 3, 4, 4) for b in batches)
     assert not hasattr(batches[0], "source")
+
+
+def test_paired_datasets_pass_on_their_parts_device_transforms():
+    from types import SimpleNamespace
+
+    from mmim.data.paired import PairedDataset
+
+    paired = PairedDataset.__new__(PairedDataset)
+    normalise = SimpleNamespace(__call__=lambda x: x)
+    paired.parts = {"video": SimpleNamespace(device_transforms={"video": normalise}),
+                    "audio": SimpleNamespace(device_transforms={})}
+    assert paired.device_transforms == {"video": normalise}
