@@ -128,6 +128,9 @@ def split_key(name: str) -> tuple[str, str]:
     return (f"{head}/{stem}" if head else stem), ext.lower()
 
 
+READ_CHUNK = 1 << 20  # remote tar stream reads: 1 MiB at a time (tarfile's default 10 KiB: a 13 MB member, 60k reads)
+
+
 def iter_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     """``(key, {ext: bytes})`` for every sample of one shard, streamed in order.
 
@@ -138,7 +141,10 @@ def iter_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     stream = open_url(url)
     key, members, last = None, {}, "(start)"
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        # a local file is read in place (seekable: each member read once, straight from the file); a remote
+        # stream through tarfile's stream mode, in large chunks
+        mode = "r|*" if is_remote(url) else "r:*"
+        with tarfile.open(fileobj=stream, mode=mode, bufsize=READ_CHUNK) as tar:
             for info in tar:
                 if not info.isfile():
                     continue
