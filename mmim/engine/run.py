@@ -26,6 +26,8 @@ RESUMABLE_CHANGES = (
     "train.device", "train.distributed", "train.compile", "train.compile_mode", "train.fused_attention", "train.tf32",
     "train.threads", "train.out_dir", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.tensorboard", "train.progress",
+    "train.checkpoint_format", "train.async_checkpoint", "train.save_retries", "train.save_retry_wait",
+    "train.collective_timeout",
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import platform
@@ -65,9 +66,11 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
 
-def setup_runtime(device: str = "auto", precision: str = "auto", threads: int | None = None) -> Runtime:
-    """Pick the device (``auto``: CUDA if present), start the process group under torchrun,
-    resolve ``precision`` (``auto``: bf16 on CUDA, fp32 on CPU) and set torch's thread count."""
+def setup_runtime(device: str = "auto", precision: str = "auto", threads: int | None = None,
+                  collective_timeout: float | None = None) -> Runtime:
+    """Pick the device (``auto``: CUDA if present), start the process group under torchrun (its
+    collectives time out after ``collective_timeout`` seconds, or torch's default), resolve
+    ``precision`` (``auto``: bf16 on CUDA, fp32 on CPU) and set torch's thread count."""
     if threads is not None:
         if threads < 1:
             raise ValueError(f"train.threads must be >= 1, got {threads}")
@@ -84,7 +87,10 @@ def setup_runtime(device: str = "auto", precision: str = "auto", threads: int | 
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        if collective_timeout is not None and collective_timeout <= 0:
+            raise ValueError(f"train.collective_timeout must be > 0 seconds, got {collective_timeout}")
+        timeout = datetime.timedelta(seconds=collective_timeout) if collective_timeout else None
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", timeout=timeout)
     if precision == "auto":
         precision = "bf16" if dev.type == "cuda" else "fp32"
     if precision == "fp16" and dev.type != "cuda":

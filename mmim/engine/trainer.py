@@ -45,19 +45,28 @@ class NonFiniteLossError(RuntimeError):
     last good checkpoint."""
 
 
+class CollectiveTimeoutError(RuntimeError):
+    """A collective waited longer than ``train.collective_timeout`` for another process (hung, or
+    much slower); the message names the step and the processes that are behind."""
+
+
 class Trainer:
     """Trains ``recipe``'s model on its dataset; see :meth:`fit`.
 
     Args:
         recipe: a validated recipe.
-        resume: ``True`` to continue from the newest checkpoint of the run directory, or a
-            checkpoint path; ``False`` to start fresh (the run directory must hold no checkpoint).
+        resume: ``True`` to continue from the newest readable checkpoint of the run directory (a
+            corrupt newest one is skipped with a warning), or a checkpoint path; ``"auto"`` to
+            continue when the run directory holds a complete checkpoint and start fresh when it
+            holds none (what a torchrun restart needs); ``False`` to start fresh (the run directory
+            must hold no checkpoint).
     """
 
     def __init__(self, recipe: Recipe, resume: bool | str = False, runtime: Runtime | None = None,
                  task: Task | None = None, run_dir: str | Path | None = None) -> None:
         self.recipe = recipe
-        self.rt = runtime or setup_runtime(recipe.train.device, recipe.train.precision, recipe.train.threads)
+        self.rt = runtime or setup_runtime(recipe.train.device, recipe.train.precision, recipe.train.threads,
+                                           recipe.train.collective_timeout)
         self.run_dir = Path(run_dir) if run_dir is not None else run_dir_for(recipe)
         torch.manual_seed(recipe.seed)
         self.task: Task = task or PretrainTask(recipe)
@@ -114,18 +123,44 @@ class Trainer:
         self._bad_loss = torch.zeros((), device=self.rt.device)
         self.flops = FlopCounter()
         self.peak_tflops = peak_tflops(self.rt.device, self.rt.precision)
+        self._check_fault_settings()
+        self.sharded = None
+        if t.checkpoint_format == "sharded":
+            from mmim.engine.sharded import ShardedSaver
+            self.sharded = ShardedSaver(self.run_dir, self.rt.is_main, t.async_checkpoint)
         self._prepare_run_dir(resume)
         self.ddp = DistributedDataParallel(self.model) if self.rt.distributed and not self.fsdp else None
 
     # ------------------------------------------------------------------ state
+    def _check_fault_settings(self) -> None:
+        t = self.recipe.train
+        if t.async_checkpoint and t.checkpoint_format != "sharded":
+            raise ValueError("train.async_checkpoint needs train.checkpoint_format=sharded (a file checkpoint is "
+                             "gathered and written by rank 0 in the step)")
+        if t.save_retries < 0 or t.save_retry_wait < 0:
+            raise ValueError(f"train.save_retries and train.save_retry_wait must be >= 0, got {t.save_retries} and "
+                             f"{t.save_retry_wait}")
+
     def _prepare_run_dir(self, resume: bool | str) -> None:
-        existing = ckpt.latest_checkpoint(self.run_dir) if self.run_dir.exists() else None
+        existing = ckpt.latest_checkpoint(self.run_dir)
+        if resume == "auto":
+            resume = existing is not None
+            if self.rt.is_main:
+                log.info("--resume auto: %s", f"resuming {self.run_dir}" if resume else
+                         f"no complete checkpoint in {self.run_dir}: starting fresh")
+        if self.rt.is_main:
+            ckpt.remove_partial(self.run_dir)  # leftovers of a save that a crash interrupted
         if resume:
-            path = Path(resume) if isinstance(resume, str) else existing
-            if path is None:
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}")
             self.check_recipe(saved_recipe(self.run_dir))
-            self.load_state(ckpt.load_checkpoint(path, map_location=self.rt.device))
+            if isinstance(resume, str) and not (Path(resume).is_dir() and not ckpt.is_sharded(resume)):
+                path = Path(resume)  # one checkpoint, named: no fallback
+                self._load(path)
+            elif isinstance(resume, str):
+                path, _ = ckpt.load_newest(resume, self._load)
+            else:
+                if existing is None:
+                    raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}")
+                path, _ = ckpt.load_newest(self.run_dir, self._load)
             log.info("resumed from %s at step %d", path, self.step)
         elif existing is not None:
             raise FileExistsError(
@@ -136,23 +171,27 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_recipe(self.recipe, self.run_dir)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, tensors: bool = True) -> dict[str, Any]:
         """The checkpoint contents, in the one-process format whatever the sharding.
 
         Under FSDP2 this is a collective (every rank calls it) and only rank 0 gets the state.
+        With ``tensors=False`` the model and optimizer are left out (a sharded checkpoint writes
+        them itself) and every rank gets the rest.
         """
         stream = self.stream.state() if self.stream else None  # a collective with several processes
-        if self.fsdp:
+        if not tensors:
+            model_state, optim_state = None, None
+        elif self.fsdp:
             model_state, optim_state = full_state(self.model, self.optimizer)
             if not self.rt.is_main:
                 return {}
         else:
             model_state, optim_state = self.model.state_dict(), self.optimizer.state_dict()
         return {
-            "model": model_state,
-            "optimizer": optim_state,
+            **({"model": model_state, "optimizer": optim_state} if tensors else {}),
             "scheduler": {"step": self.step, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                          "peak_lr": self.peak_lr},
+                          "peak_lr": self.peak_lr, "effective_batch": self.effective_batch,
+                          "world_size": self.rt.world_size},
             "scaler": self.scaler.state_dict() if self.scaler else {},
             "rng": ckpt.rng_state(),
             "data": {"samples_done": self.step * self.effective_batch, "skipped": self.skipped,
@@ -185,8 +224,42 @@ class Trainer:
         saved recipe differs from this one (beyond the engine's and the task's resumable fields)."""
         check_resumable(saved, self.recipe, tuple(getattr(self.task, "resumable_changes", ())))
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        if self.fsdp:
+    def _load(self, path: Path) -> None:
+        """Load a checkpoint file or sharded directory (:class:`~mmim.engine.checkpoint.CheckpointError`
+        when it cannot be read, so that :func:`~mmim.engine.checkpoint.load_newest` tries an older one)."""
+        if ckpt.is_sharded(path):
+            from mmim.engine.sharded import load_into, read_trainer_state
+
+            self._check_resume_shape(path, read_trainer_state(path, "cpu"))
+            self.load_state(load_into(path, self.model, self.optimizer, self.rt.device), tensors=False)
+        else:
+            state = ckpt.read_file(path, map_location=self.rt.device)
+            ckpt.check_keys(path, state)
+            self._check_resume_shape(path, state)
+            self.load_state(state)
+
+    def _check_resume_shape(self, path: Path, state: dict[str, Any]) -> None:
+        """A checkpoint resumes on another process count only with the same effective batch (then every
+        optimizer step sees the same samples); say how to get it when it differs."""
+        sched, data = state.get("scheduler", {}), state.get("data", {})
+        step = int(state.get("step", 0))
+        saved = sched.get("effective_batch") or (data.get("samples_done", 0) // step if step else None)
+        if saved and saved != self.effective_batch:
+            world = sched.get("world_size", "?")
+            raise ValueError(
+                f"{path}: written with an effective batch of {saved} samples per step ({world} processes); this run has "
+                f"{self.effective_batch} ({self.settings.batch_size} x {self.accum} accumulation x "
+                f"{self.rt.world_size} processes). Set train.effective_batch_size={saved} (a multiple of the batch size "
+                f"x processes) so that the data position and the schedule carry over"
+            )
+        if sched.get("total_steps") not in (None, self.total_steps):
+            raise ValueError(f"{path}: the schedule has {sched['total_steps']} steps, this run {self.total_steps} "
+                             f"({self.steps_per_epoch} steps per epoch); resume with the data layout that wrote it")
+
+    def load_state(self, state: dict[str, Any], tensors: bool = True) -> None:
+        if not tensors:
+            pass
+        elif self.fsdp:
             load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
         else:
             self.model.load_state_dict(state["model"])
@@ -200,13 +273,50 @@ class Trainer:
             self.stream.load_state(state["data"].get("stream"))
 
     def save(self) -> Path | None:
-        path = None
-        state = self.state_dict()  # a collective under FSDP2
+        """Write the checkpoint of the current step (a collective): ``ckpt-<step>.pt`` from rank 0, or a
+        sharded ``ckpt-<step>/`` written by every rank (in the background with ``train.async_checkpoint``).
+
+        A failed write (e.g. a full disk) leaves nothing under the checkpoint's name and the previous
+        checkpoints intact; it is retried ``train.save_retries`` times, ``train.save_retry_wait``
+        seconds apart, then :class:`~mmim.engine.checkpoint.CheckpointSaveError` stops every rank.
+        """
+        t = self.recipe.train
+        state = self.state_dict(tensors=self.sharded is None)  # a collective under FSDP2 and with shards
+        for attempt in range(t.save_retries + 1):
+            try:
+                path = self._save_once(state)
+                break
+            except ckpt.CheckpointSaveError as err:
+                last = ckpt.latest_checkpoint(self.run_dir)
+                if attempt == t.save_retries:
+                    raise ckpt.CheckpointSaveError(
+                        f"{err} (rank {self.rt.rank}, step {self.step}); stopping after {attempt + 1} "
+                        f"tr{'ies' if attempt else 'y'} (train.save_retries={t.save_retries}); the last complete "
+                        f"checkpoint is {last or 'none'}") from err
+                log.warning("%s (step %d); retrying in %gs (%d of train.save_retries=%d); the last complete "
+                            "checkpoint is %s", err, self.step, t.save_retry_wait, attempt + 1, t.save_retries, last)
+                time.sleep(t.save_retry_wait)
         if self.rt.is_main:
-            path = ckpt.save_atomic(state, self.run_dir / f"ckpt-{self.step:08d}.pt")
-            ckpt.prune_checkpoints(self.run_dir, self.recipe.train.keep_checkpoints)
-        if self.rt.distributed:
-            torch.distributed.barrier()
+            ckpt.prune_checkpoints(self.run_dir, t.keep_checkpoints)
+        return path
+
+    def _save_once(self, state: dict[str, Any]) -> Path | None:
+        if self.sharded is not None:
+            return self.sharded.save(self.model, self.optimizer, state, self.step)
+        path, error = None, None
+        if self.rt.is_main:
+            try:
+                path = ckpt.save_atomic(state, self.run_dir / f"ckpt-{self.step:08d}.pt")
+            except ckpt.CheckpointSaveError as err:
+                error = err
+        if self.rt.distributed:  # every rank learns whether rank 0's write failed
+            failed = torch.tensor([float(error is not None)], device=self.rt.device)
+            torch.distributed.all_reduce(failed)
+            if failed.item() and error is None:
+                error = ckpt.CheckpointSaveError(f"{self.run_dir / f'ckpt-{self.step:08d}.pt'}: rank 0 could not "
+                                                 "write the checkpoint (its log names the cause)")
+        if error is not None:
+            raise error
         return path
 
     # ------------------------------------------------------------------ loop
@@ -330,6 +440,37 @@ class Trainer:
         total, *rest = (values / max(steps, 1)).tolist()
         return total, dict(zip(names, rest))
 
+    def _heartbeat(self) -> None:
+        """Record in the process group's store the step this rank is starting, so that a collective that
+        times out can name the ranks that are behind."""
+        if self.rt.distributed and self.recipe.train.collective_timeout:
+            store = torch.distributed.distributed_c10d._get_default_store()
+            store.set(f"mmim/step/{self.rt.rank}", str(self.step + 1))
+
+    def _raise_if_timeout(self, err: RuntimeError) -> None:
+        """Turn a collective's timeout into :class:`CollectiveTimeoutError` naming the step and the ranks behind."""
+        text = str(err).lower()
+        if not self.rt.distributed or not ("timed out" in text or "timeout" in text):
+            return
+        behind = ""
+        try:
+            store = torch.distributed.distributed_c10d._get_default_store()
+            steps = {}
+            for r in range(self.rt.world_size):
+                key = f"mmim/step/{r}"
+                steps[r] = int(store.get(key)) if store.check([key]) else 0
+            top = max(steps.values())
+            late = [f"rank {r} (last began step {s})" for r, s in steps.items() if s < top]
+            behind = ("; behind: " + ", ".join(late) + " -- hung or much slower") if late else \
+                "; every rank began this step, so one hangs inside it"
+        except Exception:  # noqa: BLE001 - the store may be gone with the hung process's node
+            pass
+        limit = self.recipe.train.collective_timeout
+        raise CollectiveTimeoutError(
+            f"a collective timed out on rank {self.rt.rank} of {self.rt.world_size} at step {self.step + 1}"
+            f"{behind} (train.collective_timeout={limit if limit else 'torch default'}s): {err}"
+        ) from err
+
     def _check_finite(self, epoch: int) -> None:
         """Raise :class:`NonFiniteLossError` on every process when the loss of any process was not
         finite since the last check (logging and checkpoint steps; a checkpoint is only written
@@ -367,7 +508,14 @@ class Trainer:
         window_steps, start_time, total_samples, last_loss = 0, time.perf_counter(), 0, math.nan
         try:
             while self.step < stop:
-                loss, samples, parts, epoch = self._train_step(batches)
+                if self.sharded is not None:
+                    self.sharded.poll()  # rename a finished background checkpoint
+                self._heartbeat()
+                try:
+                    loss, samples, parts, epoch = self._train_step(batches)
+                except RuntimeError as err:
+                    self._raise_if_timeout(err)
+                    raise
                 window_loss, window_samples, window_steps = window_loss + loss, window_samples + samples, window_steps + 1
                 for k, v in parts.items():
                     window_parts[k] = window_parts.get(k, 0.0) + v
@@ -393,6 +541,11 @@ class Trainer:
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or end_of_epoch or self.step == stop:
                     self._check_finite(epoch)
                     self.save()
+            if self.sharded is not None:
+                self.sharded.wait()
+        except RuntimeError as err:
+            self._raise_if_timeout(err)
+            raise
         finally:
             progress.close()
             metrics.close()

@@ -1,0 +1,145 @@
+"""``--resume auto``, falling back past a corrupt newest checkpoint, and a full disk during a save."""
+
+from __future__ import annotations
+
+import copy
+import errno
+import logging
+
+import pytest
+import torch
+
+from mmim.config.recipe import recipe_from_dict
+from mmim.engine import checkpoint as ckpt
+from mmim.engine.trainer import Trainer
+
+
+def _recipe(tiny, steps, **train):
+    data = copy.deepcopy(tiny)
+    data["schedule"]["max_steps"] = steps
+    data["eval"]["after_train"] = False
+    data["train"].update(checkpoint_every=1, keep_checkpoints=5, threads=1, **train)
+    return recipe_from_dict(data)
+
+
+def _assert_same_model(a: dict, b: dict) -> None:
+    assert a["step"] == b["step"]
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], atol=0, rtol=0, msg=key)
+
+
+def test_resume_auto_starts_fresh_then_resumes(tiny_recipe_dict, tmp_path):
+    ref = copy.deepcopy(tiny_recipe_dict)
+    ref["train"]["out_dir"] = str(tmp_path / "ref")
+    Trainer(_recipe(ref, 4)).fit()
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "ckpt-00000003.pt.tmp").write_bytes(b"\x80half")  # a crash's leftover is no checkpoint
+    first = Trainer(_recipe(tiny_recipe_dict, 2), resume="auto")
+    assert first.step == 0, "auto with no complete checkpoint starts fresh"
+    assert not (run_dir / "ckpt-00000003.pt.tmp").exists(), "the leftover is cleaned up"
+    first.fit()
+    second = Trainer(_recipe(tiny_recipe_dict, 4), resume="auto")
+    assert second.step == 2, "auto with a checkpoint resumes from it"
+    second.fit()
+    _assert_same_model(ckpt.load_checkpoint(tmp_path / "ref"), ckpt.load_checkpoint(run_dir))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "sharded_truncate"])
+def test_corrupt_newest_checkpoint_falls_back_with_warning(tiny_recipe_dict, tmp_path, caplog, damage):
+    fmt = "sharded" if damage.startswith("sharded") else "file"
+    Trainer(_recipe(tiny_recipe_dict, 3, checkpoint_format=fmt)).fit()
+    run_dir = tmp_path / "run"
+    newest = ckpt.latest_checkpoint(run_dir)
+    assert ckpt.checkpoint_step(newest) == 3
+    if damage == "truncate":
+        newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    elif damage == "garbage":
+        newest.write_bytes(b"not a checkpoint at all")
+    else:
+        part = next(newest.glob("*.distcp"))
+        part.write_bytes(part.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="mmim.engine.checkpoint"):
+        trainer = Trainer(_recipe(tiny_recipe_dict, 4, checkpoint_format=fmt), resume=True)
+    assert trainer.step == 2, "resumed from the previous complete checkpoint"
+    warning = "\n".join(r.getMessage() for r in caplog.records)
+    assert str(newest) in warning and "ckpt-00000002" in warning
+    # tools that read a run directory fall back the same way
+    assert ckpt.load_checkpoint(run_dir)["step"] == 2
+    # naming the corrupt checkpoint itself is an error naming it, not a silent fallback
+    with pytest.raises(ckpt.CheckpointError, match=str(newest)):
+        ckpt.load_checkpoint(newest)
+
+
+def test_every_checkpoint_corrupt_is_an_error_listing_them(tiny_recipe_dict, tmp_path):
+    Trainer(_recipe(tiny_recipe_dict, 2)).fit()
+    for _, path in ckpt.list_checkpoints(tmp_path / "run"):
+        path.write_bytes(b"junk")
+    with pytest.raises(ckpt.CheckpointError, match=r"ckpt-00000001\.pt.*\n.*ckpt-00000002\.pt|ckpt-00000002\.pt"):
+        Trainer(_recipe(tiny_recipe_dict, 3), resume=True)
+
+
+class FullDisk:
+    """``torch.save`` that fails with ENOSPC on chosen calls after writing part of the file."""
+
+    def __init__(self, fail_calls: set[int]) -> None:
+        self.fail_calls, self.calls, self.real = fail_calls, 0, torch.save
+
+    def __call__(self, obj, f, *args, **kwargs):
+        self.calls += 1
+        if self.calls in self.fail_calls:
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.real(obj, f, *args, **kwargs)
+
+
+def test_full_disk_stops_and_keeps_previous_checkpoint(tiny_recipe_dict, tmp_path, monkeypatch):
+    disk = FullDisk({3})  # the third save: step 3
+    monkeypatch.setattr(torch, "save", disk)
+    trainer = Trainer(_recipe(tiny_recipe_dict, 5))
+    with pytest.raises(ckpt.CheckpointSaveError, match=r"ckpt-00000003\.pt.*no space left.*step 3.*ckpt-00000002\.pt"):
+        trainer.fit()
+    run_dir = tmp_path / "run"
+    assert [s for s, _ in ckpt.list_checkpoints(run_dir)] == [1, 2]
+    assert not list(run_dir.glob("*.tmp")), "nothing half-written is left"
+    monkeypatch.setattr(torch, "save", disk.real)
+    resumed = Trainer(_recipe(tiny_recipe_dict, 5), resume=True)
+    assert resumed.step == 2
+    resumed.fit()
+    assert ckpt.load_checkpoint(run_dir)["step"] == 5
+
+
+def test_full_disk_retries_as_configured(tiny_recipe_dict, tmp_path, monkeypatch, caplog):
+    disk = FullDisk({3})
+    monkeypatch.setattr(torch, "save", disk)
+    with caplog.at_level(logging.WARNING):
+        Trainer(_recipe(tiny_recipe_dict, 4, save_retries=1, save_retry_wait=0)).fit()
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")] == [1, 2, 3, 4]
+    assert any("retrying" in r.getMessage() and "ckpt-00000003.pt" in r.getMessage() for r in caplog.records)
+
+
+def test_full_disk_during_a_sharded_save(tiny_recipe_dict, tmp_path, monkeypatch):
+    from torch.distributed.checkpoint import filesystem
+
+    real, calls, run_dir = filesystem._write_item, [], tmp_path / "run"
+
+    def full(*args, **kwargs):
+        if (run_dir / "ckpt-00000002.tmp").exists():  # part of the way into the second checkpoint's tensors
+            calls.append(1)
+            if len(calls) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(filesystem, "_write_item", full)
+    trainer = Trainer(_recipe(tiny_recipe_dict, 3, checkpoint_format="sharded"))
+    with pytest.raises(ckpt.CheckpointSaveError, match=r"ckpt-00000002\.tmp.*rank 0: OSError.*No space left.*step 2"):
+        trainer.fit()
+    assert [s for s, _ in ckpt.list_checkpoints(run_dir)] == [1]
+    assert not list(run_dir.glob("*.tmp")), "the partial directory is removed"
+    assert ckpt.load_checkpoint(run_dir)["step"] == 1
+
+
+def test_async_needs_sharded(tiny_recipe_dict):
+    with pytest.raises(ValueError, match="async_checkpoint needs train.checkpoint_format=sharded"):
+        Trainer(_recipe(tiny_recipe_dict, 1, async_checkpoint=True))
