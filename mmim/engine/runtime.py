@@ -90,7 +90,12 @@ def setup_runtime(device: str = "auto", precision: str = "auto", threads: int | 
         if collective_timeout is not None and collective_timeout <= 0:
             raise ValueError(f"train.collective_timeout must be > 0 seconds, got {collective_timeout}")
         timeout = datetime.timedelta(seconds=collective_timeout) if collective_timeout else None
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", timeout=timeout)
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        store = elastic_store(rank, world_size)
+        if store is not None:
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, timeout=timeout)
     if precision == "auto":
         precision = "bf16" if dev.type == "cuda" else "fp32"
     if precision == "fp16" and dev.type != "cuda":
@@ -100,6 +105,23 @@ def setup_runtime(device: str = "auto", precision: str = "auto", threads: int | 
         if note:
             log.warning(note)
     return Runtime(dev, precision, rank, world_size, local_rank)
+
+
+def elastic_store(rank: int, world_size: int) -> dist.Store | None:
+    """Under torchrun's shared rendezvous store, a view of it private to this attempt of the worker group.
+
+    torchrun (c10d rendezvous) hands every attempt of the group the same TCP store; a restarted
+    group would read the previous attempt's keys (gloo's peer addresses: the dead workers') and
+    fail to connect. The keys of each attempt are put under ``mmim/attempt_<restart count>_<world size>``.
+    ``None`` outside torchrun or when the workers host their own store
+    (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    tcp = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False,
+                        timeout=datetime.timedelta(minutes=10))
+    return dist.PrefixStore(f"mmim/attempt_{attempt}_{world_size}", tcp)
 
 
 def teardown_runtime(runtime: Runtime) -> None:
