@@ -363,6 +363,7 @@ class Trainer:
         total = torch.zeros((), device=self.rt.device)
         samples, parts, epoch = 0, {}, 0
         for micro in range(self.accum):
+            self._heartbeat(0)
             epoch, batch = next(batches)
             skipped = int(batch.pop(SKIPPED_KEY, 0))
             self.skipped += skipped
@@ -381,6 +382,7 @@ class Trainer:
             with self.ddp.no_sync() if no_sync else contextlib.nullcontext():
                 with self.rt.autocast():
                     loss, step_parts, n = self.task.step(net, batch, gen)
+                self._heartbeat(1)
                 scaled = loss / self.accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             self._bad_loss = torch.where(self._nonfinite, self._bad_loss, loss.detach().float())
@@ -399,6 +401,7 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._heartbeat(2)
         self.step += 1
         after = getattr(self.task, "after_step", None)
         if after is not None:
@@ -440,35 +443,52 @@ class Trainer:
         total, *rest = (values / max(steps, 1)).tolist()
         return total, dict(zip(names, rest))
 
-    def _heartbeat(self) -> None:
-        """Record in the process group's store the step this rank is starting, so that a collective that
-        times out can name the ranks that are behind."""
+    PHASES = ("loading data / forward", "backward (gradient sync)", "after the step (logging, checkpoint)")
+
+    def _heartbeat(self, phase: int) -> None:
+        """Record in the process group's store where this rank is (step, :attr:`PHASES` index), so that a
+        collective that times out can name the ranks that are behind (with ``train.collective_timeout``)."""
         if self.rt.distributed and self.recipe.train.collective_timeout:
             store = torch.distributed.distributed_c10d._get_default_store()
-            store.set(f"mmim/step/{self.rt.rank}", str(self.step + 1))
+            store.set(f"mmim/where/{self.rt.rank}", str((self.step + 1) * len(self.PHASES) + phase))
 
     def _raise_if_timeout(self, err: RuntimeError) -> None:
-        """Turn a collective's timeout into :class:`CollectiveTimeoutError` naming the step and the ranks behind."""
+        """Turn a collective's timeout into :class:`CollectiveTimeoutError` naming the step and the hung ranks.
+
+        A rank whose collective timed out says so in the process group's store and waits a moment
+        for the others to do the same: the ranks that do not are the ones that never reached the
+        collective (hung, or much slower). Their last position comes from :meth:`_heartbeat`.
+        """
         text = str(err).lower()
-        if not self.rt.distributed or not ("timed out" in text or "timeout" in text):
+        if isinstance(err, CollectiveTimeoutError) or not self.rt.distributed or \
+                not ("timed out" in text or "timeout" in text):
             return
-        behind = ""
+        here, hung = f"after step {self.step}", ""
+        n = len(self.PHASES)
+        say = lambda w: f"step {w // n}, {self.PHASES[w % n]}" if w else "before its first step"  # noqa: E731
         try:
             store = torch.distributed.distributed_c10d._get_default_store()
-            steps = {}
+            where = {}
             for r in range(self.rt.world_size):
-                key = f"mmim/step/{r}"
-                steps[r] = int(store.get(key)) if store.check([key]) else 0
-            top = max(steps.values())
-            late = [f"rank {r} (last began step {s})" for r, s in steps.items() if s < top]
-            behind = ("; behind: " + ", ".join(late) + " -- hung or much slower") if late else \
-                "; every rank began this step, so one hangs inside it"
+                key = f"mmim/where/{r}"
+                where[r] = int(store.get(key)) if store.check([key]) else 0
+            here = say(where[self.rt.rank])
+            store.set(f"mmim/timed_out/{self.rt.rank}", "1")
+            others = [f"mmim/timed_out/{r}" for r in range(self.rt.world_size) if r != self.rt.rank]
+            deadline = time.monotonic() + min(5.0, self.recipe.train.collective_timeout or 5.0)
+            while others and time.monotonic() < deadline:
+                others = [k for k in others if not store.check([k])]
+                time.sleep(0.05)
+            late = [int(k.rsplit("/", 1)[1]) for k in others]
+            hung = (f"; rank {', '.join(map(str, late))} never reached it (hung or much slower; last seen at "
+                    f"{'; '.join(say(where[r]) for r in late)})" if late else
+                    "; every rank timed out waiting (a network problem, or ranks in different collectives)")
         except Exception:  # noqa: BLE001 - the store may be gone with the hung process's node
             pass
         limit = self.recipe.train.collective_timeout
         raise CollectiveTimeoutError(
-            f"a collective timed out on rank {self.rt.rank} of {self.rt.world_size} at step {self.step + 1}"
-            f"{behind} (train.collective_timeout={limit if limit else 'torch default'}s): {err}"
+            f"a collective timed out on rank {self.rt.rank} of {self.rt.world_size} at {here}{hung} "
+            f"(train.collective_timeout={f'{limit:g}s' if limit else 'not set: torch default'}): {err}"
         ) from err
 
     def _check_finite(self, epoch: int) -> None:
@@ -510,7 +530,6 @@ class Trainer:
             while self.step < stop:
                 if self.sharded is not None:
                     self.sharded.poll()  # rename a finished background checkpoint
-                self._heartbeat()
                 try:
                     loss, samples, parts, epoch = self._train_step(batches)
                 except RuntimeError as err:
