@@ -113,11 +113,20 @@ def elastic_store(rank: int, world_size: int) -> dist.Store | None:
     torchrun (c10d rendezvous) hands every attempt of the group the same TCP store; a restarted
     group would read the previous attempt's keys (gloo's peer addresses: the dead workers') and
     fail to connect. The keys of each attempt are put under ``mmim/attempt_<restart count>_<world size>``.
-    ``None`` outside torchrun or when the workers host their own store
-    (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``).
+    That is sound with one node (one agent counts the restarts); several nodes with restarts must
+    launch with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (a fresh store per attempt), else this is an
+    error that says so. ``None`` outside torchrun or when the workers host their own store.
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
+    nodes, restarts = int(os.environ.get("GROUP_WORLD_SIZE", "1")), int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    if nodes > 1 and restarts > 0:
+        # with several agents a restart count is not agreed on (a node restarted for a membership change
+        # keeps its count), so the attempt's keys cannot be told apart: a restarted group would hang
+        raise RuntimeError(
+            f"torchrun --max-restarts {restarts} with {nodes} nodes: export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+            "for torchrun on every node, so that each attempt of the worker group gets a fresh store (the shared "
+            "store keeps the previous attempt's keys and a restarted group cannot connect); see docs/scaling.md")
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     tcp = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False,
                         timeout=datetime.timedelta(minutes=10))

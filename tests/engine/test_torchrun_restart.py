@@ -89,3 +89,27 @@ def test_sigkill_one_worker_torchrun_restarts_and_resumes(tiny_recipe_dict, tmp_
     resumed = resumed_steps(text)
     assert resumed and kill_after <= resumed[0] < steps, (resumed, kill_after)  # resumed mid-run, by both ranks
     assert losses(run_dir) == reference
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_machine_restart_and_resume(tiny_recipe_dict, tmp_path, reference):
+    """Two ``torchrun --nnodes 2 --node-rank {0,1}`` launches (one process each, c10d rendezvous on
+    127.0.0.1) train together; a worker of node 1 killed mid-run makes both restart and resume."""
+    steps = total_steps(tiny_recipe_dict)
+    recipe = recipe_file(tiny_recipe_dict, tmp_path)
+    run_dir, port = tmp_path / "nodes", elastic.free_port()
+    args = [recipe, f"train.out_dir={run_dir}", "--resume", "auto"]
+    nodes = [elastic.launch(args, log=tmp_path / f"node{n}.log", nproc=1, nnodes=2, node_rank=n, port=port,
+                            max_restarts=1) for n in (0, 1)]
+    try:
+        kill_one_worker_after(nodes[1], run_dir, steps // 2, random.Random(0), nproc=1)
+        for n, node in enumerate(nodes):
+            assert node.wait(timeout=300) == 0, (tmp_path / f"node{n}.log").read_text()[-3000:]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    text = "".join((tmp_path / f"node{n}.log").read_text() for n in (0, 1))
+    resumed = resumed_steps(text)
+    assert len(resumed) == 2 and steps // 2 <= resumed[0] < steps, resumed
+    assert losses(run_dir) == reference
