@@ -33,14 +33,16 @@ def torchrun_command(args: Sequence[str], nproc: int = 2, max_restarts: int = 0,
     return [*cmd, "-m", "mmim", "train", *args]
 
 
-def launch(args: Sequence[str], log: Path | None = None, **options) -> subprocess.Popen:
+def launch(args: Sequence[str], log: Path | None = None, fresh_store: bool = True, **options) -> subprocess.Popen:
     """Start torchrun (one torch thread per worker); its output goes to ``log`` when given.
 
-    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``: every attempt of the worker group gets a fresh store
+    ``fresh_store`` sets ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``: every attempt of the worker group gets a fresh store
     (hosted by its rank 0) instead of sharing the agents' store, whose keys outlive an attempt (see
     :func:`mmim.engine.runtime.elastic_store`).
     """
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    if fresh_store:
+        env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
     return subprocess.Popen(torchrun_command(args, **options), env=env, stdout=out, stderr=subprocess.STDOUT)
 

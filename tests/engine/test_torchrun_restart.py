@@ -81,7 +81,9 @@ def test_sigkill_one_worker_torchrun_restarts_and_resumes(tiny_recipe_dict, tmp_
     run_dir, log = tmp_path / "killed", tmp_path / "killed.log"
     rng = random.Random(os.getpid())
     kill_after = rng.choice(range(2 * CHECKPOINT_EVERY, steps // 2, CHECKPOINT_EVERY))
-    proc = elastic.launch([recipe, f"train.out_dir={run_dir}", "--resume", "auto"], log=log, nproc=2, max_restarts=1)
+    # file: torchrun's default shared store (mmim keeps each attempt's keys apart); sharded: a fresh store per attempt
+    proc = elastic.launch([recipe, f"train.out_dir={run_dir}", "--resume", "auto"], log=log, nproc=2, max_restarts=1,
+                          fresh_store=fmt == "sharded")
     kill_one_worker_after(proc, run_dir, kill_after, rng)
     assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
     text = log.read_text()
