@@ -239,7 +239,9 @@ def _load_run(run: str, overrides: list[str]):  # noqa: ANN202 - CLI plumbing
 
 
 def _run_dir(run: str) -> Path:
-    return Path(run) if Path(run).is_dir() else Path(run).parent
+    from mmim.engine.run import run_directory
+
+    return run_directory(run)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

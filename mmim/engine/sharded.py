@@ -88,6 +88,13 @@ class ShardedSaver:
         self.group = None
         if async_save and dist.is_initialized() and dist.get_world_size() > 1:
             self.group = dist.new_group(backend="gloo")  # the background write must not share training's group
+        self.stager = None
+        if async_save:  # one stager for the run: its host buffers are allocated once and reused by every save
+            from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+            cuda = torch.cuda.is_available()
+            self.stager = DefaultStager(StagingOptions(use_pinned_memory=cuda, use_shared_memory=False,
+                                                       use_async_staging=False, use_non_blocking_copy=cuda))
         self.pending: tuple[Future, Path, Path] | None = None
         self.finished: list[Path] = []
 
@@ -108,7 +115,7 @@ class ShardedSaver:
             state = _dcp_state(model, optimizer)
             if self.async_save:
                 future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self.group,
-                                        no_dist=not dist.is_initialized())
+                                        async_stager=self.stager, no_dist=not dist.is_initialized())
                 self.pending = (future, tmp, final)
             else:
                 dcp.save(state, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())

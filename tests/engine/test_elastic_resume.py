@@ -143,3 +143,62 @@ def test_full_disk_during_a_sharded_save(tiny_recipe_dict, tmp_path, monkeypatch
 def test_async_needs_sharded(tiny_recipe_dict):
     with pytest.raises(ValueError, match="async_checkpoint needs train.checkpoint_format=sharded"):
         Trainer(_recipe(tiny_recipe_dict, 1, async_checkpoint=True))
+
+
+def test_async_sharded_save_writes_in_the_background(tiny_recipe_dict, tmp_path, monkeypatch):
+    """``train.async_checkpoint`` goes through DCP's async_save (and never its blocking save), each write
+    completes before the next starts, and the checkpoints equal those of a synchronous run."""
+    import torch.distributed.checkpoint as dcp
+
+    calls = {"async_save": 0, "save": 0}
+    for name in calls:
+        real = getattr(dcp, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(dcp, name, spy)
+    sync = copy.deepcopy(tiny_recipe_dict)
+    sync["train"]["out_dir"] = str(tmp_path / "sync")
+    Trainer(_recipe(sync, 3, checkpoint_format="sharded")).fit()
+    assert calls == {"async_save": 0, "save": 3}
+    trainer = Trainer(_recipe(tiny_recipe_dict, 3, checkpoint_format="sharded", async_checkpoint=True))
+    trainer.fit()
+    assert calls == {"async_save": 3, "save": 3}
+    assert trainer.sharded.pending is None, "fit waits for the last write"
+    run_dir = tmp_path / "run"
+    assert [s for s, _ in ckpt.list_checkpoints(run_dir)] == [1, 2, 3]
+    assert not list(run_dir.glob("*.tmp"))
+    a, b = ckpt.load_checkpoint(tmp_path / "sync"), ckpt.load_checkpoint(run_dir)
+    _assert_same_model(a, b)
+    for i in a["optimizer"]["state"]:
+        for key, value in a["optimizer"]["state"][i].items():
+            torch.testing.assert_close(value, b["optimizer"]["state"][i][key], atol=0, rtol=0)
+
+
+def test_sharded_checkpoint_is_read_by_eval_export_and_consolidate(tiny_recipe_dict, tmp_path, capsys):
+    """A sharded run is read directly by mmim eval and mmim export, and ``mmim consolidate`` writes it as
+    one file in the one-process format (what a file checkpoint holds)."""
+    from mmim.cli import main
+
+    Trainer(_recipe(tiny_recipe_dict, 2, checkpoint_format="sharded")).fit()
+    run_dir = tmp_path / "run"
+    sharded = ckpt.latest_checkpoint(run_dir)
+    assert sharded.is_dir() and ckpt.checkpoint_step(sharded) == 2
+    assert main(["consolidate", str(run_dir)]) == 0
+    one = run_dir / "consolidated-00000002.pt"
+    assert capsys.readouterr().out.strip() == str(one)
+    file_state, dir_state = ckpt.read_file(one), ckpt.load_checkpoint(sharded)
+    _assert_same_model(file_state, dir_state)
+    assert sorted(file_state["optimizer"]["state"]) == list(range(len(file_state["optimizer"]["param_groups"][0]["params"]) +
+                                                                  sum(len(g["params"]) for g in
+                                                                      file_state["optimizer"]["param_groups"][1:])))
+    # the consolidated file loads into a plain optimizer like one written by a one-process run
+    trainer = Trainer(_recipe(tiny_recipe_dict, 2), run_dir=tmp_path / "fresh")
+    trainer.optimizer.load_state_dict(file_state["optimizer"])
+    assert main(["consolidate", str(sharded), "--out", str(one)]) == 2, "an existing output is not overwritten"
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "export")]) == 0
+    assert any(p.suffix == ".safetensors" for p in (tmp_path / "export").rglob("*"))
+    assert main(["eval", str(sharded), "--no-baseline", "eval.protocols=[knn]"]) == 0
+    assert "knn" in capsys.readouterr().out.lower()
