@@ -28,8 +28,9 @@ def _free_port() -> int:
 
 
 def _record_samples(path: str) -> None:
-    """Make this process's sampler append every index it hands out to ``path`` (one JSON list per step)."""
-    from mmim.data import loading
+    """Make this process's sampler append every index it hands out to ``path`` (one per line), and its
+    shard stream every sample key it decodes (loaders without workers: both run in this process, lazily)."""
+    from mmim.data import loading, stream
 
     original = loading.ResumableSampler.__iter__
 
@@ -40,6 +41,14 @@ def _record_samples(path: str) -> None:
             yield idx, seed
 
     loading.ResumableSampler.__iter__ = recording
+    decode = stream.ShardStream.decode
+
+    def decoding(self, url, key, members):
+        with open(path, "a") as f:
+            f.write(json.dumps(key) + "\n")
+        return decode(self, url, key, members)
+
+    stream.ShardStream.decode = decoding
 
 
 def _worker(rank: int, world: int, port: int, data: dict, resume: bool, record: str) -> None:
@@ -61,8 +70,10 @@ def _run(data: dict, world: int, resume: bool, record) -> None:
                        start_method="spawn")
 
 
-def _recipe(tiny, out_dir, steps, world, distributed):
+def _recipe(tiny, out_dir, steps, world, distributed, shards=None):
     data = copy.deepcopy(tiny)
+    if shards is not None:
+        data["data"].update(shards=str(shards), shuffle_buffer=10)
     data["data"].update(batch_size=4, num_workers=0)
     data["schedule"].update(epochs=1, max_steps=steps)
     data["eval"]["after_train"] = False
@@ -107,3 +118,41 @@ def test_resume_on_another_world_size(tiny_recipe_dict, tmp_path, reference, bef
     assert sorted(losses) == sorted(reference)
     for step, loss in reference.items():
         assert losses[step] == pytest.approx(loss, rel=1e-4, abs=1e-6), step
+
+
+@pytest.fixture
+def shards(tiny_recipe_dict, tmp_path):
+    """The tiny data set in 8 equal shards: every layout below reads the same steps per epoch."""
+    from mmim.data.pack import pack
+
+    samples = tiny_recipe_dict["data"]["dataset"]["max_samples"]
+    pack(tiny_recipe_dict["data"]["dataset"], tmp_path / "shards", samples_per_shard=samples // 8, progress=False)
+    return tmp_path / "shards"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)], ids=["2to1", "1to2"])
+def test_shards_resume_on_another_world_size_reads_each_sample_once(tiny_recipe_dict, tmp_path, shards, before,
+                                                                     after):
+    """Mid-epoch, the rest of the epoch begun by ``before`` processes is dealt out to ``after`` processes:
+    every sample of the epoch is decoded exactly once; the next epoch is read whole in the new layout."""
+    samples = tiny_recipe_dict["data"]["dataset"]["max_samples"]
+    steps = samples // EFFECTIVE_BATCH
+    stop = steps // 2 + 1  # mid-epoch, not at a half
+    record = tmp_path / "samples"
+    record.mkdir()
+    epochs = 2
+    first = _recipe(tiny_recipe_dict, tmp_path / "run", stop, before, "ddp", shards)
+    first["schedule"]["epochs"] = epochs
+    _run(first, before, False, record)
+    second = _recipe(tiny_recipe_dict, tmp_path / "run", None, after, "ddp", shards)
+    second["schedule"]["epochs"] = epochs
+    _run(second, after, True, record)
+    keys = [json.loads(line) for f in sorted(record.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    assert len(keys) == epochs * steps * EFFECTIVE_BATCH
+    assert len(set(keys)) == samples, "every sample read"
+    from collections import Counter
+
+    assert set(Counter(keys).values()) == {epochs}, "each sample once per epoch"
+    losses = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "run")}
+    assert sorted(losses) == list(range(1, epochs * steps + 1))
