@@ -3,54 +3,47 @@
 Each optimizer step ``s`` draws its masks from ``Generator(mix_seed(seed, s, micro))`` and
 seeds the global RNG (drop-path) the same way, and the data order is a pure function of
 ``(seed, epoch)``; so a resumed run repeats the uninterrupted one exactly.
+
+The class is assembled from one module per concept: :mod:`mmim.engine.loader` (micro-batches and
+the FLOP probe), :mod:`mmim.engine.step` (the optimizer step, the finiteness check, collective
+timeouts) and :mod:`mmim.engine.state` (run directory, checkpoints, resuming); this module builds a
+trainer and runs the loop (:meth:`Trainer.fit`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mmim.config.recipe import Recipe
-from mmim.data.device import device_transforms, to_device
-from mmim.data.loading import SKIPPED_KEY, ResumableSampler, make_loader, mix_seed
-from mmim.data.skips import SKIPPED_WHERE_KEY, SkipBudget
-from mmim.engine import checkpoint as ckpt
+from mmim.data.device import device_transforms
+from mmim.data.loading import ResumableSampler
+from mmim.data.skips import SkipBudget
 from mmim.engine.flops import FlopCounter, peak_tflops
+from mmim.engine.loader import LoaderMixin
 from mmim.engine.metrics import MetricsWriter
 from mmim.engine.optim import build_adamw
-from mmim.engine.parallel import full_state, load_full_state, set_micro_batch, shard_fsdp2
+from mmim.engine.parallel import shard_fsdp2
 from mmim.engine.progress import Progress
-from mmim.engine.run import check_resumable, run_dir_for, save_recipe, saved_recipe
+from mmim.engine.run import run_dir_for
 from mmim.engine.runtime import Runtime, setup_runtime
-from mmim.engine.schedule import lr_at, scaled_lr
+from mmim.engine.schedule import scaled_lr
 from mmim.engine.speed import apply_tf32, resolve_compile, resolve_fused_attention, resolve_tf32, set_fused_attention
+from mmim.engine.state import StateMixin
+from mmim.engine.step import CollectiveTimeoutError, NonFiniteLossError, StepMixin
 from mmim.engine.task import PretrainTask, Task
 
+__all__ = ["CollectiveTimeoutError", "NonFiniteLossError", "Trainer"]
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite (on any process); every process stops and the run keeps its
-    last good checkpoint."""
-
-
-class CollectiveTimeoutError(RuntimeError):
-    """A collective waited longer than ``train.collective_timeout`` for another process (hung, or
-    much slower); the message names the step and the processes that are behind."""
-
-
-class Trainer:
+class Trainer(StateMixin, LoaderMixin, StepMixin):
     """Trains ``recipe``'s model on its dataset; see :meth:`fit`.
 
     Args:
@@ -130,389 +123,6 @@ class Trainer:
             self.sharded = ShardedSaver(self.run_dir, self.rt.is_main, t.async_checkpoint)
         self._prepare_run_dir(resume)
         self.ddp = DistributedDataParallel(self.model) if self.rt.distributed and not self.fsdp else None
-
-    # ------------------------------------------------------------------ state
-    def _check_fault_settings(self) -> None:
-        t = self.recipe.train
-        if t.async_checkpoint and t.checkpoint_format != "sharded":
-            raise ValueError("train.async_checkpoint needs train.checkpoint_format=sharded (a file checkpoint is "
-                             "gathered and written by rank 0 in the step)")
-        if t.save_retries < 0 or t.save_retry_wait < 0:
-            raise ValueError(f"train.save_retries and train.save_retry_wait must be >= 0, got {t.save_retries} and "
-                             f"{t.save_retry_wait}")
-
-    def _prepare_run_dir(self, resume: bool | str) -> None:
-        existing = ckpt.latest_checkpoint(self.run_dir)
-        if resume == "auto":
-            resume = existing is not None
-            if self.rt.is_main:
-                log.info("--resume auto: %s", f"resuming {self.run_dir}" if resume else
-                         f"no complete checkpoint in {self.run_dir}: starting fresh")
-        if self.rt.is_main:
-            ckpt.remove_partial(self.run_dir)  # leftovers of a save that a crash interrupted
-        if resume:
-            self.check_recipe(saved_recipe(self.run_dir))
-            if isinstance(resume, str) and not (Path(resume).is_dir() and not ckpt.is_sharded(resume)):
-                path = Path(resume)  # one checkpoint, named: no fallback
-                self._load(path)
-            elif isinstance(resume, str):
-                path, _ = ckpt.load_newest(resume, self._load)
-            else:
-                if existing is None:
-                    raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}")
-                path, _ = ckpt.load_newest(self.run_dir, self._load)
-            log.info("resumed from %s at step %d", path, self.step)
-        elif existing is not None:
-            raise FileExistsError(
-                f"{self.run_dir} already holds checkpoints ({existing.name}); pass --resume to continue it "
-                f"or choose another train.out_dir"
-            )
-        if self.rt.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_recipe(self.recipe, self.run_dir)
-
-    def state_dict(self, tensors: bool = True) -> dict[str, Any]:
-        """The checkpoint contents, in the one-process format whatever the sharding.
-
-        Under FSDP2 this is a collective (every rank calls it) and only rank 0 gets the state.
-        With ``tensors=False`` the model and optimizer are left out (a sharded checkpoint writes
-        them itself) and every rank gets the rest.
-        """
-        stream = self.stream.state() if self.stream else None  # a collective with several processes
-        if not tensors:
-            model_state, optim_state = None, None
-        elif self.fsdp:
-            model_state, optim_state = full_state(self.model, self.optimizer)
-            if not self.rt.is_main:
-                return {}
-        else:
-            model_state, optim_state = self.model.state_dict(), self.optimizer.state_dict()
-        return {
-            **({"model": model_state, "optimizer": optim_state} if tensors else {}),
-            "scheduler": {"step": self.step, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                          "peak_lr": self.peak_lr, "effective_batch": self.effective_batch,
-                          "world_size": self.rt.world_size},
-            "scaler": self.scaler.state_dict() if self.scaler else {},
-            "rng": ckpt.rng_state(),
-            "data": {"samples_done": self.step * self.effective_batch, "skipped": self.skipped,
-                     **({"stream": stream} if stream else {})},
-            "step": self.step,
-        }
-
-    def unsharded_model(self) -> nn.Module | None:
-        """The trained model as a plain module for evaluation on rank 0 (``None`` on other ranks).
-
-        Without FSDP2 this is :attr:`model`. Under FSDP2 it is a collective (call it on every
-        rank): the full weights are gathered and loaded into a fresh module from the task's
-        ``build_module()``, so rank 0 can evaluate alone without waiting on the other ranks.
-        """
-        if not self.fsdp:
-            return self.model
-        model_state, _ = full_state(self.model, self.optimizer)
-        if not self.rt.is_main:
-            return None
-        build = getattr(self.task, "build_module", None)
-        if build is None:
-            raise NotImplementedError(f"{type(self.task).__name__} has no build_module(): cannot gather an FSDP2 model "
-                                      "for evaluation; evaluate from the final checkpoint instead")
-        fresh = build()
-        fresh.load_state_dict(model_state)
-        return fresh.to(self.rt.device).train(self.model.training)
-
-    def check_recipe(self, saved: dict[str, Any]) -> None:
-        """Raise :class:`~mmim.engine.run.RecipeMismatchError` naming the fields in which the run's
-        saved recipe differs from this one (beyond the engine's and the task's resumable fields)."""
-        check_resumable(saved, self.recipe, tuple(getattr(self.task, "resumable_changes", ())))
-
-    def _load(self, path: Path) -> None:
-        """Load a checkpoint file or sharded directory (:class:`~mmim.engine.checkpoint.CheckpointError`
-        when it cannot be read, so that :func:`~mmim.engine.checkpoint.load_newest` tries an older one)."""
-        if ckpt.is_sharded(path):
-            from mmim.engine.sharded import load_into, read_trainer_state
-
-            self._check_resume_shape(path, read_trainer_state(path, "cpu"))
-            self.load_state(load_into(path, self.model, self.optimizer, self.rt.device), tensors=False)
-        else:
-            state = ckpt.read_file(path, map_location=self.rt.device)
-            ckpt.check_keys(path, state)
-            self._check_resume_shape(path, state)
-            self.load_state(state)
-
-    def _check_resume_shape(self, path: Path, state: dict[str, Any]) -> None:
-        """A checkpoint resumes on another process count only with the same effective batch (then every
-        optimizer step sees the same samples); say how to get it when it differs."""
-        sched, data = state.get("scheduler", {}), state.get("data", {})
-        step = int(state.get("step", 0))
-        saved = sched.get("effective_batch") or (data.get("samples_done", 0) // step if step else None)
-        if saved and saved != self.effective_batch:
-            world = sched.get("world_size", "?")
-            raise ValueError(
-                f"{path}: written with an effective batch of {saved} samples per step ({world} processes); this run has "
-                f"{self.effective_batch} ({self.settings.batch_size} x {self.accum} accumulation x "
-                f"{self.rt.world_size} processes). Set train.effective_batch_size={saved} (a multiple of the batch size "
-                f"x processes) so that the data position and the schedule carry over"
-            )
-        if sched.get("total_steps") not in (None, self.total_steps):
-            raise ValueError(f"{path}: the schedule has {sched['total_steps']} steps, this run {self.total_steps} "
-                             f"({self.steps_per_epoch} steps per epoch); resume with the data layout that wrote it")
-
-    def load_state(self, state: dict[str, Any], tensors: bool = True) -> None:
-        if not tensors:
-            pass
-        elif self.fsdp:
-            load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
-        else:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
-        self.step = int(state["step"])
-        self.skipped = int(state["data"].get("skipped", 0))
-        if self.stream:
-            self.stream.load_state(state["data"].get("stream"))
-
-    def save(self) -> Path | None:
-        """Write the checkpoint of the current step (a collective): ``ckpt-<step>.pt`` from rank 0, or a
-        sharded ``ckpt-<step>/`` written by every rank (in the background with ``train.async_checkpoint``).
-
-        A failed write (e.g. a full disk) leaves nothing under the checkpoint's name and the previous
-        checkpoints intact; it is retried ``train.save_retries`` times, ``train.save_retry_wait``
-        seconds apart, then :class:`~mmim.engine.checkpoint.CheckpointSaveError` stops every rank.
-        """
-        t = self.recipe.train
-        state = self.state_dict(tensors=self.sharded is None)  # a collective under FSDP2 and with shards
-        for attempt in range(t.save_retries + 1):
-            try:
-                path = self._save_once(state)
-                break
-            except ckpt.CheckpointSaveError as err:
-                last = ckpt.latest_checkpoint(self.run_dir)
-                if attempt == t.save_retries:
-                    raise ckpt.CheckpointSaveError(
-                        f"{err} (rank {self.rt.rank}, step {self.step}); stopping after {attempt + 1} "
-                        f"tr{'ies' if attempt else 'y'} (train.save_retries={t.save_retries}); the last complete "
-                        f"checkpoint is {last or 'none'}") from err
-                log.warning("%s (step %d); retrying in %gs (%d of train.save_retries=%d); the last complete "
-                            "checkpoint is %s", err, self.step, t.save_retry_wait, attempt + 1, t.save_retries, last)
-                time.sleep(t.save_retry_wait)
-        if self.rt.is_main:
-            ckpt.prune_checkpoints(self.run_dir, t.keep_checkpoints)
-        return path
-
-    def _save_once(self, state: dict[str, Any]) -> Path | None:
-        if self.sharded is not None:
-            return self.sharded.save(self.model, self.optimizer, state, self.step)
-        path, error = None, None
-        if self.rt.is_main:
-            try:
-                path = ckpt.save_atomic(state, self.run_dir / f"ckpt-{self.step:08d}.pt")
-            except ckpt.CheckpointSaveError as err:
-                error = err
-        if self.rt.distributed:  # every rank learns whether rank 0's write failed
-            failed = torch.tensor([float(error is not None)], device=self.rt.device)
-            torch.distributed.all_reduce(failed)
-            if failed.item() and error is None:
-                error = ckpt.CheckpointSaveError(f"{self.run_dir / f'ckpt-{self.step:08d}.pt'}: rank 0 could not "
-                                                 "write the checkpoint (its log names the cause)")
-        if error is not None:
-            raise error
-        return path
-
-    # ------------------------------------------------------------------ loop
-    @property
-    def pin_memory(self) -> bool:
-        """``data.pin_memory``, or on for CUDA when not set."""
-        pin = self.settings.pin_memory
-        return self.rt.device.type == "cuda" if pin is None else bool(pin)
-
-    def _micro_batches(self, start_step: int) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Micro-batches from optimizer step ``start_step`` on, with their epoch.
-
-        With persistent workers one loader serves the whole run: the sampler (iterated in this
-        process) is moved to the next epoch before each pass, so the workers, their imports and
-        open files are kept; otherwise each epoch starts fresh workers.
-        """
-        data = self.settings
-        if self.stream:
-            yield from self.stream.micro_batches(start_step)
-            return
-        epoch, offset = divmod(start_step, self.steps_per_epoch)
-        loader = None
-        while True:
-            self.sampler.set_epoch(epoch, offset)
-            if loader is None or not (data.persistent_workers and data.num_workers > 0):
-                loader = make_loader(self.dataset, self.sampler, data.batch_size, data.num_workers, data.skip_corrupt,
-                                     pin_memory=self.pin_memory, persistent_workers=data.persistent_workers,
-                                     prefetch_factor=data.prefetch_factor)
-            for batch in loader:
-                yield epoch, batch
-            epoch, offset = epoch + 1, 0
-
-    def _train_step(self, batches: Iterator[tuple[int, dict[str, Any]]]) -> tuple[torch.Tensor, int, dict[str, torch.Tensor], int]:
-        """One optimizer step over ``accum`` micro-batches -> (loss, samples, parts, epoch).
-
-        The loss and its parts stay on the device (no host synchronisation in a step): the loop
-        reads them, and checks that they are finite, on logging and checkpoint steps only.
-        """
-        net: nn.Module = self.ddp or self.model
-        seed, lr = self.recipe.seed, lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr,
-                                          self.settings.min_lr)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        total = torch.zeros((), device=self.rt.device)
-        samples, parts, epoch = 0, {}, 0
-        for micro in range(self.accum):
-            self._heartbeat(0)
-            epoch, batch = next(batches)
-            skipped = int(batch.pop(SKIPPED_KEY, 0))
-            self.skipped += skipped
-            self.skip_budget.update(self.settings.batch_size, skipped, batch.pop(SKIPPED_WHERE_KEY, None))
-            if not batch:
-                continue
-            batch = to_device(batch, self.rt.device, self.device_transforms)
-            # seeds depend on the micro-batch's place in the step, not on how the step is split
-            chunk = micro * self.rt.world_size + self.rt.rank
-            torch.manual_seed(mix_seed(seed, self.step, chunk, 3))
-            np.random.seed(mix_seed(seed, self.step, chunk, 4) % 2**32)  # e.g. timm's Mixup draws from numpy
-            gen = torch.Generator().manual_seed(mix_seed(seed, self.step, chunk, 2))
-            no_sync = self.ddp is not None and micro < self.accum - 1
-            if self.fsdp:
-                set_micro_batch(self.model, last=micro == self.accum - 1)
-            with self.ddp.no_sync() if no_sync else contextlib.nullcontext():
-                with self.rt.autocast():
-                    loss, step_parts, n = self.task.step(net, batch, gen)
-                self._heartbeat(1)
-                scaled = loss / self.accum
-                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            self._bad_loss = torch.where(self._nonfinite, self._bad_loss, loss.detach().float())
-            self._nonfinite = self._nonfinite | ~torch.isfinite(loss.detach())
-            total = total + loss.detach() / self.accum
-            samples += n * self.rt.world_size
-            for k, v in step_parts.items():
-                parts[k] = parts.get(k, 0.0) + v / self.accum
-        if self.scaler:
-            self.scaler.unscale_(self.optimizer)
-        if self.settings.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self._heartbeat(2)
-        self.step += 1
-        after = getattr(self.task, "after_step", None)
-        if after is not None:
-            parts.update(after(self.step / self.total_steps))
-        return total, samples, parts, epoch
-
-    def _count_flops(self, batches: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Count the model's FLOPs per sample on the first micro-batch, outside the training step:
-        one eager forward without gradients under torch's FLOP counter (a dispatch mode that would
-        keep a compiled step from compiling), buffers (BatchNorm statistics) restored afterwards,
-        so the count leaves no trace in training. Returns the micro-batches, the first one kept."""
-        if self.flops.per_sample is not None:
-            return batches
-        first = next(batches)
-        batches = itertools.chain([first], batches)
-        probe = {k: v for k, v in first[1].items() if k != SKIPPED_KEY}
-        if not probe:
-            return batches
-        saved = [b.detach().clone() for b in self.model.buffers()]
-        with torch.no_grad(), self.rt.autocast(), torch.compiler.set_stance("force_eager"):
-            with self.flops:
-                _, _, n = self.task.step(self.model, to_device(probe, self.rt.device, self.device_transforms), torch.Generator().manual_seed(0))
-                self.flops.done(n)
-        with torch.no_grad():
-            for b, v in zip(self.model.buffers(), saved):
-                b.copy_(v)
-        return batches
-
-    def _read(self, loss: torch.Tensor, parts: dict[str, Any], steps: int, epoch: int) -> tuple[float, dict[str, float]]:
-        """Host values of a logging window's summed loss and parts, averaged over ``steps`` and over
-        processes (as one process would see the whole batch); stops the run on a non-finite loss."""
-        self._check_finite(epoch)
-        names = sorted(parts)
-        values = torch.stack([torch.as_tensor(loss, dtype=torch.float64, device=self.rt.device)] +
-                             [torch.as_tensor(parts[k], dtype=torch.float64, device=self.rt.device) for k in names])
-        if self.rt.distributed:
-            torch.distributed.all_reduce(values)
-            values = values / self.rt.world_size
-        total, *rest = (values / max(steps, 1)).tolist()
-        return total, dict(zip(names, rest))
-
-    PHASES = ("loading data / forward", "backward (gradient sync)", "after the step (logging, checkpoint)")
-
-    def _heartbeat(self, phase: int) -> None:
-        """Record in the process group's store where this rank is (step, :attr:`PHASES` index), so that a
-        collective that times out can name the ranks that are behind (with ``train.collective_timeout``)."""
-        if self.rt.distributed and self.recipe.train.collective_timeout:
-            store = torch.distributed.distributed_c10d._get_default_store()
-            store.set(f"mmim/where/{self.rt.rank}", str((self.step + 1) * len(self.PHASES) + phase))
-
-    def _raise_if_timeout(self, err: RuntimeError) -> None:
-        """Turn a collective's timeout into :class:`CollectiveTimeoutError` naming the step and the hung ranks.
-
-        A rank whose collective timed out says so in the process group's store and waits a moment
-        for the others to do the same: the ranks that do not are the ones that never reached the
-        collective (hung, or much slower). Their last position comes from :meth:`_heartbeat`.
-        """
-        text = str(err).lower()
-        if isinstance(err, CollectiveTimeoutError) or not self.rt.distributed or \
-                not ("timed out" in text or "timeout" in text):
-            return
-        here, hung = f"after step {self.step}", ""
-        n = len(self.PHASES)
-        say = lambda w: f"step {w // n}, {self.PHASES[w % n]}" if w else "before its first step"  # noqa: E731
-        try:
-            store = torch.distributed.distributed_c10d._get_default_store()
-            where = {}
-            for r in range(self.rt.world_size):
-                key = f"mmim/where/{r}"
-                where[r] = int(store.get(key)) if store.check([key]) else 0
-            here = say(where[self.rt.rank])
-            store.set(f"mmim/timed_out/{self.rt.rank}", "1")
-            others = [f"mmim/timed_out/{r}" for r in range(self.rt.world_size) if r != self.rt.rank]
-            deadline = time.monotonic() + min(5.0, self.recipe.train.collective_timeout or 5.0)
-            while others and time.monotonic() < deadline:
-                others = [k for k in others if not store.check([k])]
-                time.sleep(0.05)
-            late = [int(k.rsplit("/", 1)[1]) for k in others]
-            hung = (f"; rank {', '.join(map(str, late))} never reached it (hung or much slower; last seen at "
-                    f"{'; '.join(say(where[r]) for r in late)})" if late else
-                    "; every rank timed out waiting (a network problem, or ranks in different collectives)")
-        except Exception:  # noqa: BLE001 - the store may be gone with the hung process's node
-            pass
-        limit = self.recipe.train.collective_timeout
-        raise CollectiveTimeoutError(
-            f"a collective timed out on rank {self.rt.rank} of {self.rt.world_size} at {here}{hung} "
-            f"(train.collective_timeout={f'{limit:g}s' if limit else 'not set: torch default'}): {err}"
-        ) from err
-
-    def _check_finite(self, epoch: int) -> None:
-        """Raise :class:`NonFiniteLossError` on every process when the loss of any process was not
-        finite since the last check (logging and checkpoint steps; a checkpoint is only written
-        after a passing check, so the last one on disk is good).
-
-        Every process checks at the same steps, so none waits in a collective for one that stopped.
-        """
-        bad = torch.zeros(self.rt.world_size, device=self.rt.device)
-        bad[self.rt.rank] = self._nonfinite.float()
-        if self.rt.distributed:
-            torch.distributed.all_reduce(bad)
-        ranks = bad.nonzero().flatten().tolist()
-        if ranks:
-            last = ckpt.latest_checkpoint(self.run_dir) if self.run_dir.exists() else None
-            where = f" on process {', '.join(map(str, ranks))} of {self.rt.world_size}" if self.rt.distributed else ""
-            value = f" ({self._bad_loss.item()})" if self.rt.rank in ranks else ""
-            steps = f"at step {self.step}" if self.step == self._checked_step + 1 else \
-                f"in steps {self._checked_step + 1}..{self.step}"
-            raise NonFiniteLossError(
-                f"non-finite loss{value}{where} {steps} (epoch {epoch}); last good checkpoint: {last or 'none yet'}"
-            )
-        self._checked_step = self.step
 
     def fit(self) -> dict[str, Any]:
         """Train to the end of the schedule (or ``schedule.max_steps``) and return a summary."""
