@@ -202,3 +202,34 @@ def test_sharded_checkpoint_is_read_by_eval_export_and_consolidate(tiny_recipe_d
     assert any(p.suffix == ".safetensors" for p in (tmp_path / "export").rglob("*"))
     assert main(["eval", str(sharded), "--no-baseline", "eval.protocols=[knn]"]) == 0
     assert "knn" in capsys.readouterr().out.lower()
+
+
+def test_cli_resume_auto_and_finetune_init_from_a_sharded_run(tiny_recipe_dict, tmp_path, capsys):
+    """``mmim train RECIPE --resume auto`` starts fresh, then resumes; fine-tuning's ``--init`` reads the
+    sharded run directly."""
+    import yaml
+
+    from mmim.cli import main
+    from mmim.config.recipe import recipe_from_dict
+    from mmim.finetune.task import load_pretrained
+    from mmim.model import build_model
+
+    data = copy.deepcopy(tiny_recipe_dict)
+    data["eval"]["after_train"] = False
+    data["train"].update(checkpoint_format="sharded", threads=1)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["train", str(path), "schedule.max_steps=2", "--resume", "auto"]) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    assert main(["train", str(path), "schedule.max_steps=3", "--resume", "auto"]) == 0
+    assert "trained 3 steps" in capsys.readouterr().out  # steps counted from 0: it resumed at 2
+    run_dir = tmp_path / "run"
+    assert [s for s, _ in ckpt.list_checkpoints(run_dir)] == [2, 3]
+    with pytest.raises(SystemExit, match="--resume auto: give the recipe"):  # no recipe: no run directory
+        main(["train", "--resume", "auto"])
+
+    model = build_model(recipe_from_dict(data).model)
+    load_pretrained(model, str(run_dir))
+    saved = ckpt.load_checkpoint(run_dir)["model"]
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, saved[key], atol=0, rtol=0, msg=key)
