@@ -136,7 +136,7 @@ class StateMixin:
         if saved and saved != self.effective_batch:
             world = sched.get("world_size", "?")
             raise ValueError(
-                f"{path}: written with an effective batch of {saved} samples per step ({world} processes); this run has "
+                f"{path}: written with an effective batch of {saved} samples per step ({world} process{'es' if world != 1 else ''}); this run has "
                 f"{self.effective_batch} ({self.settings.batch_size} x {self.accum} accumulation x "
                 f"{self.rt.world_size} processes). Set train.effective_batch_size={saved} (a multiple of the batch size "
                 f"x processes) so that the data position and the schedule carry over"

@@ -233,3 +233,17 @@ def test_cli_resume_auto_and_finetune_init_from_a_sharded_run(tiny_recipe_dict, 
     saved = ckpt.load_checkpoint(run_dir)["model"]
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, saved[key], atol=0, rtol=0, msg=key)
+
+
+def test_another_process_count_needs_the_same_effective_batch(tiny_recipe_dict):
+    """Without train.effective_batch_size the effective batch follows the process count; resuming on
+    another count then stops before any work and says which value to set."""
+    from mmim.engine.runtime import Runtime
+
+    Trainer(_recipe(tiny_recipe_dict, 1)).fit()
+    batch = tiny_recipe_dict["data"]["batch_size"]
+    two = Runtime(torch.device("cpu"), "fp32", rank=0, world_size=2)
+    with pytest.raises(ValueError, match=rf"effective batch of {batch} samples per step \(1 process\).*"
+                                         rf"{2 * batch} \({batch} x 1 accumulation x 2 processes\).*"
+                                         rf"train.effective_batch_size={batch}"):
+        Trainer(_recipe(tiny_recipe_dict, 2), resume=True, runtime=two)
