@@ -56,9 +56,11 @@ def test_hung_rank_times_out_naming_rank_and_step(tiny_recipe_dict, tmp_path):
     data["data"]["batch_size"] = 8
     data["schedule"]["max_steps"] = HANG_STEP + 2
     data["eval"]["after_train"] = False
-    timeout = 3.0
+    # long enough that start-up skew between the ranks (DDP's first broadcast) never trips it on a busy machine
+    timeout = 6.0
     data["train"].update(effective_batch_size=16, collective_timeout=timeout, threads=1)
-    mp.start_processes(_worker, args=(2, _free_port(), data, str(tmp_path), timeout * 4), nprocs=2, join=True,
+    # rank 1 wakes after rank 0 has timed out and waited (up to 5 s) for other ranks to report a timeout
+    mp.start_processes(_worker, args=(2, _free_port(), data, str(tmp_path), timeout + 8), nprocs=2, join=True,
                        start_method="spawn")
     message = (tmp_path / "rank0.txt").read_text()
     assert message.startswith("CollectiveTimeoutError"), message
