@@ -16,7 +16,9 @@ USAGE = """examples:
   mmim train --modality image                 the image plugin's default recipe on its embedded data
   mmim train recipes/image/mae_vit_b16_in1k.yaml data.dataset.root=/data/imagenet optim.base_lr=1.5e-4
   mmim train --resume runs/mae_fashion_mnist  continue a run exactly where it stopped
-  torchrun --nproc-per-node 8 -m mmim train RECIPE
+  torchrun --nproc-per-node 8 --max-restarts 3 -m mmim train RECIPE --resume auto
+                                              restarted after a failure, a run resumes by itself
+  mmim consolidate runs/NAME/ckpt-00001000    a sharded checkpoint as one file (consolidated-00001000.pt)
   mmim eval runs/mae_fashion_mnist            linear probe and k-NN of a trained encoder
   mmim pack --modality image shards/          write the training data to tar shards, then
   mmim train --modality image data.shards=shards/   train from them (local, http(s)://, pipe:)
@@ -34,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("args", nargs="*", help="[RECIPE] [key=value ...]: a recipe file or name, then overrides")
     t.add_argument("--modality", help="run the default recipe of the plugin serving this modality")
     t.add_argument("--resume", nargs="?", const=True, default=False,
-                   help="continue from the newest checkpoint of the run directory (or of the given run dir/file)")
+                   help="continue from the newest checkpoint of the run directory (or of the given run dir/file); "
+                        "'--resume auto': continue if the run directory holds a complete checkpoint, else start "
+                        "fresh (for torchrun --max-restarts)")
     t.add_argument("--init", help="start from pretrained weights: an mmim run dir/checkpoint, or CONVERTER:PATH "
                                   "(hf:DIR for a transformers ViTMAE/VideoMAE folder, mae:ckpt.pth, videomae:ckpt.pth)")
     f = sub.add_parser("finetune", help="fine-tune a pretrained encoder for classification (recipe's finetune section)")
@@ -74,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--encode", action="append", default=[], metavar="KEY=VALUE",
                    help="re-encode samples at pack time, passed to the dataset's shard_record (video: short_side=320, "
                         "keyint=16, crf=23, frames=jpeg|webp, quality=90); repeatable")
+    o = sub.add_parser("consolidate", help="write a sharded checkpoint (ckpt-<step>/) as one ckpt-<step>.pt file")
+    o.add_argument("checkpoint", help="a sharded checkpoint directory, or a run directory (its newest checkpoint)")
+    o.add_argument("--out", help="output file (default: consolidated-<step>.pt beside it; mmim eval/export/finetune "
+                                 "read it like a checkpoint)")
     r = sub.add_parser("recipes", help="list recipes with their provenance")
     r.add_argument("--modality", help="only recipes of this modality")
     sub.add_parser("plugins", help="list installed plugins, their components and status")
@@ -104,6 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     recipe_arg, overrides = _split_train_args(args)
     resume = args.resume
+    if resume == "auto" and recipe_arg is None and args.modality is None:
+        raise SystemExit("mmim train --resume auto: give the recipe too (the run directory is its train.out_dir)")
     if recipe_arg is None and args.modality is None and isinstance(resume, str):
         run_dir = Path(resume)
         saved = run_dir / "config.yaml"
@@ -277,7 +287,9 @@ def _load_run(run: str, overrides: list[str]):  # noqa: ANN202 - CLI plumbing
 
 
 def _run_dir(run: str) -> Path:
-    return Path(run) if Path(run).is_dir() else Path(run).parent
+    from mmim.engine.run import run_directory
+
+    return run_directory(run)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -349,6 +361,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consolidate(args: argparse.Namespace) -> int:
+    from mmim.engine.checkpoint import checkpoint_step, latest_checkpoint
+    from mmim.engine.sharded import consolidate
+
+    src = Path(args.checkpoint)
+    if src.is_dir() and checkpoint_step(src) is None:  # a run directory: its newest checkpoint
+        src = latest_checkpoint(src) or src
+    if src.is_file():
+        raise ValueError(f"{src} is already one file")
+    step = checkpoint_step(src)
+    out = Path(args.out) if args.out else src.parent / f"consolidated-{step if step is not None else 0:08d}.pt"
+    if out.exists():
+        raise FileExistsError(f"{out} exists; choose another --out")
+    print(consolidate(src, out))
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from mmim.config.recipe import read_yaml
     from mmim.recipes_catalog import catalog, provenance_line
@@ -397,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="mmim: %(message)s", stream=sys.stderr)
     command = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "visualize": cmd_visualize, "export": cmd_export,
-               "recipes": cmd_recipes, "pack": cmd_pack,
+               "recipes": cmd_recipes, "pack": cmd_pack, "consolidate": cmd_consolidate,
                "plugins": cmd_plugins, "check-plugin": cmd_check_plugin}[args.command]
     if args.debug:
         return command(args)

@@ -117,6 +117,12 @@ class TrainConfig:
     fused_attention: bool | None = None  # timm's SDPA attention; None: on, except bf16 on CPU (measured slower)
     tf32: bool | None = None  # TF32 matmuls for fp32 runs; None: on for CUDA fp32
     threads: int | None = None  # torch intra-op threads (None: torch's default; 1 helps on busy shared CPUs)
+    # fault tolerance (docs/scaling.md): checkpoint format, failed saves, hung processes
+    checkpoint_format: Literal["file", "sharded"] = "file"  # file: ckpt-<step>.pt on rank 0; sharded: DCP ckpt-<step>/
+    async_checkpoint: bool = False  # sharded only: write in a background thread while training goes on
+    save_retries: int = 0  # a checkpoint write that fails (e.g. full disk) is retried this often, then the run stops
+    save_retry_wait: float = 30.0  # seconds between those tries
+    collective_timeout: float | None = None  # seconds a collective waits for a hung process (None: torch's default)
 
 
 @dataclass

@@ -10,6 +10,13 @@ The main process merges its workers in a fixed order (next: the worker that has 
 samples, ties to the lower id), so a process's sample sequence is a pure function of ``(seed,
 epoch, P, W)``. The position is ``(epoch, samples given by each worker)``; a resumed worker
 replays its shards and buffer without decoding up to its count and goes on from there.
+
+Resuming mid-epoch with another layout (``P' W'`` slots instead of ``P W``): what is left of the
+epoch is the rest of every old slot's sequence (its shards and buffer replayed past its count),
+old slot after old slot; process ``r'`` takes every ``P'``-th of these samples (from the ``r'``-th),
+and its workers deal them out in turn. So no sample of the epoch is skipped and none is repeated;
+every reader replays all the old slots' shards (reading, not decoding, the samples of the others)
+for the rest of that epoch only. The next epoch is read in the new layout.
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size, self.buffer = rank, world_size, shuffle_buffer
         self.skip_corrupt = skip_corrupt
         self.epoch, self.skip = 0, [0]
+        self.carry: dict[str, Any] | None = None  # the rest of an epoch begun in another layout (see the module)
 
     def set_position(self, epoch: int, skip: list[int]) -> None:
         """Read epoch ``epoch``; worker ``w`` first passes over ``skip[w]`` samples without decoding."""
@@ -134,13 +142,38 @@ class ShardStream(IterableDataset):
                 log.warning("skipping corrupt sample %s", named)
                 return Skipped(str(named))
 
+    def carried(self, w: int, workers: int) -> Iterator[tuple[str, str, dict[str, bytes]]]:
+        """Worker ``w``'s share of the rest of an epoch begun in another layout (:attr:`carry`)."""
+        carry = self.carry
+        old_slots = carry["world_size"] * carry["workers"]
+        consumed = [c for rank in carry["ranks"] for c in rank["consumed"]]
+        mine = 0
+        g = 0  # index in the rest of the epoch, over the old slots in order
+        for slot in range(old_slots):
+            ids = slot_shards(len(self.shards.urls), self.seed, self.epoch, slot, old_slots)
+            rng = random.Random(mix_seed(self.seed, self.epoch, slot, 6))
+            for n, record in enumerate(self.shuffled(self.raw(ids), rng)):
+                if n < consumed[slot]:
+                    continue
+                if g % self.world_size == self.rank:
+                    if mine % workers == w:
+                        yield record
+                    mine += 1
+                g += 1
+
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         info = get_worker_info()
         w, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        skip = self.skip[w] if w < len(self.skip) else 0
+        if self.carry is not None and self.carry["epoch"] == self.epoch:
+            for n, (url, key, members) in enumerate(self.carried(w, workers)):
+                if n >= skip:
+                    yield w, self.decode(url, key, members)
+            yield w, END
+            return
         slot, slots = self.rank * workers + w, self.world_size * workers
         ids = slot_shards(len(self.shards.urls), self.seed, self.epoch, slot, slots)
         rng = random.Random(mix_seed(self.seed, self.epoch, slot, 6))
-        skip = self.skip[w] if w < len(self.skip) else 0
         for n, (url, key, members) in enumerate(self.shuffled(self.raw(ids), rng)):
             if n >= skip:
                 yield w, self.decode(url, key, members)
@@ -239,23 +272,43 @@ class ShardTrainingData:
         if self.world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             ranks = [None] * self.world
             torch.distributed.all_gather_object(ranks, mine)
+        carry = self.stream.carry
+        if carry is not None and carry["epoch"] == self.position["epoch"]:
+            return {"world_size": self.world, "workers": self.workers, "ranks": ranks, "carry": carry}
         return {"world_size": self.world, "workers": self.workers, "ranks": ranks}
 
     def load_state(self, state: dict[str, Any] | None) -> None:
         if not state:
             return
-        if state.get("world_size") != self.world or state.get("workers") != self.workers:
-            log.warning("the checkpoint's stream was read by %s processes x %s workers, this run has %d x %d: the "
-                        "rest of the epoch is read in the new layout", state.get("world_size"), state.get("workers"),
-                        self.world, self.workers)
+        if state.get("world_size") == self.world and state.get("workers") == self.workers:
+            self.restored = state["ranks"][self.rank]
+            self.stream.carry = state.get("carry")
             return
-        self.restored = state["ranks"][self.rank]
+        epochs = {r["epoch"] for r in state["ranks"]}
+        if not any(c for r in state["ranks"] for c in r["consumed"]):
+            return  # at the start of an epoch: nothing to carry over
+        if state.get("carry") is not None:
+            raise DataError(
+                f"data.shards: epoch {state['carry']['epoch']} was begun with {state['carry']['world_size']} processes x "
+                f"{state['carry']['workers']} workers and continued with {state['world_size']} x {state['workers']}; a "
+                f"second change within one epoch is not supported: resume with {state['world_size']} processes x "
+                f"{state['workers']} loader workers until the epoch ends")
+        if len(epochs) != 1:
+            raise DataError(f"data.shards: the checkpoint's processes are in different epochs ({sorted(epochs)})")
+        (epoch,) = epochs
+        log.info("the checkpoint's stream was read by %s processes x %s workers, this run has %d x %d: the rest of "
+                 "epoch %d is dealt out to the new readers (no sample skipped or repeated)", state["world_size"],
+                 state["workers"], self.world, self.workers, epoch)
+        self.stream.carry = {"epoch": epoch, "world_size": state["world_size"], "workers": state["workers"],
+                             "ranks": [{"epoch": r["epoch"], "consumed": list(r["consumed"])} for r in state["ranks"]]}
 
     def start_counts(self, epoch: int, offset: int) -> list[int]:
         if offset == 0:
             return [0] * self.workers
         if self.restored is not None and self.restored["epoch"] == epoch:
             return list(self.restored["consumed"])
+        if self.stream.carry is not None and self.stream.carry["epoch"] == epoch:
+            return [0] * self.workers  # the carried rest of the epoch starts now
         return simulate_counts(self.worker_lengths(epoch), offset * self.accum * self.batch_size)
 
     def micro_batches(self, start_step: int) -> Iterator[tuple[int, dict[str, Any]]]:

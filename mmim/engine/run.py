@@ -26,14 +26,27 @@ RESUMABLE_CHANGES = (
     "train.device", "train.distributed", "train.compile", "train.compile_mode", "train.fused_attention", "train.tf32",
     "train.threads", "train.out_dir", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.tensorboard", "train.progress",
+    "train.checkpoint_format", "train.async_checkpoint", "train.save_retries", "train.save_retry_wait",
+    "train.collective_timeout",
 )
+
+
+def run_directory(path: str | Path) -> Path:
+    """The run directory of ``path``: a run directory, a checkpoint file, or a sharded checkpoint
+    directory (``ckpt-<step>/``) in it."""
+    from mmim.engine.checkpoint import checkpoint_step
+
+    path = Path(path)
+    if path.is_dir() and (checkpoint_step(path) is None or (path / CONFIG).exists()):
+        return path
+    return path.parent
 
 
 def saved_recipe(run: str | Path) -> dict[str, Any]:
     """The recipe of a run, from its one home: ``config.yaml`` in the run directory (``run`` is the
-    directory or one of its checkpoint files)."""
+    directory or one of its checkpoint files or sharded checkpoint directories)."""
     run = Path(run)
-    path = (run if run.is_dir() else run.parent) / CONFIG
+    path = run_directory(run) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{run}: no config.yaml in the run directory {path.parent} (a run keeps its recipe there)")
     return yaml.safe_load(path.read_text())

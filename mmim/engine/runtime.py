@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import platform
@@ -65,9 +66,11 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
 
-def setup_runtime(device: str = "auto", precision: str = "auto", threads: int | None = None) -> Runtime:
-    """Pick the device (``auto``: CUDA if present), start the process group under torchrun,
-    resolve ``precision`` (``auto``: bf16 on CUDA, fp32 on CPU) and set torch's thread count."""
+def setup_runtime(device: str = "auto", precision: str = "auto", threads: int | None = None,
+                  collective_timeout: float | None = None) -> Runtime:
+    """Pick the device (``auto``: CUDA if present), start the process group under torchrun (its
+    collectives time out after ``collective_timeout`` seconds, or torch's default), resolve
+    ``precision`` (``auto``: bf16 on CUDA, fp32 on CPU) and set torch's thread count."""
     if threads is not None:
         if threads < 1:
             raise ValueError(f"train.threads must be >= 1, got {threads}")
@@ -84,7 +87,15 @@ def setup_runtime(device: str = "auto", precision: str = "auto", threads: int | 
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        if collective_timeout is not None and collective_timeout <= 0:
+            raise ValueError(f"train.collective_timeout must be > 0 seconds, got {collective_timeout}")
+        timeout = datetime.timedelta(seconds=collective_timeout) if collective_timeout else None
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        store = elastic_store(rank, world_size)
+        if store is not None:
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, timeout=timeout)
     if precision == "auto":
         precision = "bf16" if dev.type == "cuda" else "fp32"
     if precision == "fp16" and dev.type != "cuda":
@@ -94,6 +105,32 @@ def setup_runtime(device: str = "auto", precision: str = "auto", threads: int | 
         if note:
             log.warning(note)
     return Runtime(dev, precision, rank, world_size, local_rank)
+
+
+def elastic_store(rank: int, world_size: int) -> dist.Store | None:
+    """Under torchrun's shared rendezvous store, a view of it private to this attempt of the worker group.
+
+    torchrun (c10d rendezvous) hands every attempt of the group the same TCP store; a restarted
+    group would read the previous attempt's keys (gloo's peer addresses: the dead workers') and
+    fail to connect. The keys of each attempt are put under ``mmim/attempt_<restart count>_<world size>``.
+    That is sound with one node (one agent counts the restarts); several nodes with restarts must
+    launch with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (a fresh store per attempt), else this is an
+    error that says so. ``None`` outside torchrun or when the workers host their own store.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    nodes, restarts = int(os.environ.get("GROUP_WORLD_SIZE", "1")), int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    if nodes > 1 and restarts > 0:
+        # with several agents a restart count is not agreed on (a node restarted for a membership change
+        # keeps its count), so the attempt's keys cannot be told apart: a restarted group would hang
+        raise RuntimeError(
+            f"torchrun --max-restarts {restarts} with {nodes} nodes: export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+            "for torchrun on every node, so that each attempt of the worker group gets a fresh store (the shared "
+            "store keeps the previous attempt's keys and a restarted group cannot connect); see docs/scaling.md")
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    tcp = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False,
+                        timeout=datetime.timedelta(minutes=10))
+    return dist.PrefixStore(f"mmim/attempt_{attempt}_{world_size}", tcp)
 
 
 def teardown_runtime(runtime: Runtime) -> None:

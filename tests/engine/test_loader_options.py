@@ -9,7 +9,7 @@ import json
 import pytest
 
 from mmim.config.recipe import recipe_from_dict
-from mmim.engine import trainer as trainer_module
+from mmim.engine import loader as trainer_module  # the trainer's loader side (make_loader)
 from mmim.engine.trainer import Trainer
 
 MAKE_LOADER = trainer_module.make_loader
