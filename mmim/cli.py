@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -89,7 +90,6 @@ def _split_train_args(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 def cmd_train(args: argparse.Namespace) -> int:
     from mmim.config.recipe import load_recipe
     from mmim.engine.trainer import Trainer
-    from mmim.eval.protocols import evaluate_with_baseline, format_results
     from mmim.extras import check_recipe_extras
     from mmim.recipes_catalog import default_recipe, find_recipe
 
@@ -117,8 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe.modality = args.modality
     log.info("recipe %s (%s)", recipe.name, path)
     trainer = Trainer(recipe, resume=resume)
-    log.info("run directory %s; %d steps/epoch, %d steps, effective batch %d (%d x %d accumulation x %d processes), "
-             "peak lr %.3g, %s on %s", trainer.run_dir, trainer.steps_per_epoch, trainer.total_steps,
+    log.info("run directory %s; %d steps/epoch, %s, effective batch %d (%d x %d accumulation x %d processes), "
+             "peak lr %.3g, %s on %s", trainer.run_dir, trainer.steps_per_epoch, _steps_text(trainer),
              trainer.effective_batch, recipe.data.batch_size, trainer.accum, trainer.rt.world_size, trainer.peak_lr,
              trainer.rt.precision, trainer.rt.device)
     summary = trainer.fit()
@@ -127,10 +127,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"trained {summary['steps']} steps in {summary['seconds']:.1f}s, final loss {summary['final_loss']:.4f}, "
               f"{summary['samples_per_s']:.1f} samples/s, {summary['skipped']} corrupt samples skipped")
         if recipe.eval.after_train:
-            results = evaluate_with_baseline(model, recipe, trainer.rt.device)
-            (trainer.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
-            print(format_results(results))
+            _evaluate_run(model, recipe, trainer.run_dir, trainer.rt.device, trainer.step)
     return 0
+
+
+def _steps_text(trainer) -> str:  # noqa: ANN001 - CLI plumbing
+    """``1380 steps``, or ``20 of 1380 steps (schedule.max_steps)`` where the run stops early."""
+    stop = trainer.settings.max_steps
+    if stop is not None and stop < trainer.total_steps:
+        return f"{stop} of {trainer.total_steps} steps (schedule.max_steps)"
+    return f"{trainer.total_steps} steps"
+
+
+def _evaluate_run(model, recipe, run_dir: Path, device, step: int | None) -> None:  # noqa: ANN001
+    """The recipe's probes (next to a random-init encoder): printed as a table, written to the run's
+    ``eval.json`` and logged to its trackers (``train.loggers``) at training step ``step``."""
+    from mmim.engine.loggers import log_eval_results
+    from mmim.eval.protocols import evaluate_with_baseline, format_results
+
+    if not recipe.eval.protocols:
+        log.info("no evaluation: eval.protocols is empty")
+        return
+    results = evaluate_with_baseline(model, recipe, device)
+    (Path(run_dir) / "eval.json").write_text(json.dumps(results, indent=2))
+    print(format_results(results))
+    log_eval_results(run_dir, recipe, results, step or 0)
 
 
 def _size(text: str) -> int:
@@ -192,6 +213,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         init = init or target
     else:
         recipe = load_recipe(find_recipe(target), overrides)
+    from mmim.extras import check_recipe_extras
+
+    check_recipe_extras(recipe)  # the plugins' extras and train.loggers, before the run directory exists
     torch.manual_seed(recipe.seed)
     task = FinetuneTask(recipe, init)
     run_dir = Path(recipe.finetune.out_dir.format(name=recipe.name))
@@ -232,17 +256,24 @@ def _run_dir(run: str) -> Path:
     return Path(run) if Path(run).is_dir() else Path(run).parent
 
 
+def _checkpoint_step(run: str) -> int | None:
+    """The training step of the checkpoint that ``_load_run`` loads (the newest of a run directory)."""
+    from mmim.engine.checkpoint import list_checkpoints
+
+    found = {path.resolve(): step for step, path in list_checkpoints(_run_dir(run))}
+    if Path(run).is_dir():
+        return max(found.values(), default=None)
+    return found.get(Path(run).resolve())
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
-
-    from mmim.eval.protocols import evaluate_with_baseline, format_results
 
     recipe, model = _load_run(args.run, args.overrides)
     if args.no_baseline:
         recipe.eval.compare_random_init = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    results = evaluate_with_baseline(model.to(device), recipe, device)
-    print(format_results(results))
+    _evaluate_run(model.to(device), recipe, _run_dir(args.run), device, _checkpoint_step(args.run))
     return 0
 
 
@@ -348,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="mmim: %(message)s", stream=sys.stderr)
+    # under torchrun only rank 0 reports (run directory, steps, evaluation); the others warn only
+    log.setLevel(logging.INFO if os.environ.get("RANK", "0") in ("", "0") else logging.WARNING)
     command = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "visualize": cmd_visualize, "export": cmd_export,
                "recipes": cmd_recipes, "pack": cmd_pack,
                "plugins": cmd_plugins, "check-plugin": cmd_check_plugin}[args.command]

@@ -33,7 +33,8 @@ class MissingExtra:
 
 # modules that the pip extras in pyproject.toml bring, for the hint when an import fails
 EXTRA_OF_MODULE = {"av": "video", "decord": "video", "torchcodec": "torchcodec", "soundfile": "audio",
-                   "scipy": "audio", "trimesh": "points", "h5py": "points", "matplotlib": "viz", "open3d": "open3d"}
+                   "scipy": "audio", "trimesh": "points", "h5py": "points", "matplotlib": "viz", "open3d": "open3d",
+                   "wandb": "wandb", "mlflow": "mlflow"}
 
 
 def missing_module_hint(err: ModuleNotFoundError) -> str:
@@ -75,7 +76,8 @@ def recipe_plugins(model: dict[str, Any], datasets: list[dict[str, Any] | None])
 
 
 def check_recipe_extras(recipe: Any) -> None:
-    """Raise :class:`MissingExtraError` (one line, with the pip command) if the recipe's plugins lack an extra."""
+    """Raise :class:`MissingExtraError` (one line, with the pip command) if the recipe's plugins, or the
+    trackers of its ``train.loggers``, lack an extra."""
     from mmim.config.recipe import recipe_to_dict
 
     data = recipe_to_dict(recipe)
@@ -83,6 +85,9 @@ def check_recipe_extras(recipe: Any) -> None:
     plugins = registry.plugins()
     missing = [m for name in recipe_plugins(data.get("model", {}), datasets) if name in plugins
                for m in missing_extras(plugins[name])]
-    if missing:
-        needs = "; ".join(f"the {m.plugin} plugin needs {m.hint()}" for m in missing)
-        raise MissingExtraError(f"recipe {recipe.name!r}: {needs}")
+    needs = [f"the {m.plugin} plugin needs {m.hint()}" for m in missing]
+    from mmim.engine.loggers import missing_trackers
+
+    needs += missing_trackers(recipe.train)  # train.loggers: wandb, mlflow
+    if needs:
+        raise MissingExtraError(f"recipe {recipe.name!r}: {'; '.join(needs)}")

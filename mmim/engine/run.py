@@ -26,6 +26,7 @@ RESUMABLE_CHANGES = (
     "train.device", "train.distributed", "train.compile", "train.compile_mode", "train.fused_attention", "train.tf32",
     "train.threads", "train.out_dir", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.tensorboard", "train.progress",
+    "train.loggers", "train.project", "train.wandb_mode", "train.mlflow_uri",
 )
 
 
