@@ -27,49 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmim.extras import active_loggers, missing_trackers
+
 log = logging.getLogger(__name__)
 
 STATE = "trackers.json"
-# logger name -> (module that must be importable, pip extra that brings it)
-MODULES = {"tensorboard": ("tensorboard", None), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
-
-
-def active_loggers(train: Any) -> list[str]:
-    """``train.loggers`` in order, without duplicates, less ``tensorboard`` where the deprecated
-    ``train.tensorboard: false`` says so (``true`` adds it)."""
-    names = list(dict.fromkeys(train.loggers))
-    if train.tensorboard is not None:
-        if train.tensorboard and "tensorboard" not in names:
-            names.insert(0, "tensorboard")
-        elif not train.tensorboard:
-            names = [n for n in names if n != "tensorboard"]
-        _warn_once(f"train.tensorboard is deprecated: list the trackers in train.loggers instead "
-                   f"(here train.loggers=[{','.join(names)}])")
-    return names
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)
-
-
-def missing_trackers(train: Any) -> list[str]:
-    """One hint per tracker of ``train.loggers`` whose package is not installed."""
-    from mmim.extras import module_available
-
-    out = []
-    for name in active_loggers(train):
-        module, extra = MODULES[name]
-        if not module_available(module):
-            pip = f'pip install "mmim[{extra}]"' if extra else f"pip install {module}"
-            out.append(f"train.loggers names {name}, but {module} is not installed: {pip}")
-    return out
-
-
+__all__ = ["active_loggers", "missing_trackers", "open_trackers", "log_eval_results", "TrackerGroup"]
 def scalars(record: dict[str, Any]) -> dict[str, float]:
     """The numeric entries of a record (no booleans)."""
     return {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -181,13 +144,13 @@ class MlflowTracker:
 TRACKERS = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker, "mlflow": MlflowTracker}
 
 
-def open_trackers(run_dir: Path, recipe: Any) -> list[Any]:
+def open_trackers(run_dir: Path, recipe: Any, warn: bool = False) -> list[Any]:
     """The trackers of ``recipe.train.loggers`` for ``run_dir``, attached to the tracker runs that
     ``trackers.json`` names (a resumed run, ``mmim eval``), whose ids are written back."""
     path = run_dir / STATE
     saved = json.loads(path.read_text()) if path.is_file() else {}
     trackers = []
-    for name in active_loggers(recipe.train):
+    for name in active_loggers(recipe.train, warn):
         state = dict(saved.get(name) or {})
         try:
             trackers.append(TRACKERS[name](run_dir, recipe, state))

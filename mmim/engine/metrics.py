@@ -39,7 +39,7 @@ class MetricsWriter:
         process that logs, ``enabled``)."""
         from mmim.engine.loggers import open_trackers
 
-        return cls(run_dir, enabled=enabled, trackers=open_trackers(Path(run_dir), recipe) if enabled else [])
+        return cls(run_dir, enabled=enabled, trackers=open_trackers(Path(run_dir), recipe, warn=True) if enabled else [])
 
     def write(self, record: dict[str, Any], step: int) -> None:
         if not self.enabled:
