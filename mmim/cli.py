@@ -22,6 +22,7 @@ USAGE = """examples:
   mmim pack --modality image shards/          write the training data to tar shards, then
   mmim train --modality image data.shards=shards/   train from them (local, http(s)://, pipe:)
   mmim recipes | mmim plugins | mmim check-plugin NAME
+  mmim new-plugin NAME DIR                    a new modality as a package (entry point, tokenizer, dataset, recipe, tests)
 """
 
 
@@ -72,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-plugin", help="run the conformance kit on every component of an installed plugin")
     c.add_argument("plugin", help="plugin name, as `mmim plugins` lists it")
     c.add_argument("--kind", action="append", help="only components of this kind (repeatable)")
+    n = sub.add_parser("new-plugin", help="scaffold a plugin package: entry point, tokenizer, dataset, recipe, tests")
+    n.add_argument("name", help="plugin and modality name (lower case; the module is mmim_NAME)")
+    n.add_argument("dir", help="folder for the new package (absent or empty)")
     return p
 
 
@@ -369,6 +373,16 @@ def cmd_check_plugin(args: argparse.Namespace) -> int:
     return 1 if counts["fail"] or not results else 0
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from mmim.scaffold import new_plugin
+
+    written = new_plugin(args.name, args.dir)
+    for path in written:
+        print(path)
+    print(f"next: pip install -e {args.dir} && mmim check-plugin {args.name} && mmim train --modality {args.name}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -383,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO if os.environ.get("RANK", "0") in ("", "0") else logging.WARNING)
     command = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "visualize": cmd_visualize, "export": cmd_export,
                "recipes": cmd_recipes, "pack": cmd_pack,
-               "plugins": cmd_plugins, "check-plugin": cmd_check_plugin}[args.command]
+               "plugins": cmd_plugins, "check-plugin": cmd_check_plugin, "new-plugin": cmd_new_plugin}[args.command]
     if args.debug:
         return command(args)
     from mmim.config.typed import ConfigError
