@@ -235,6 +235,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         votes = f", {task.votes} votes" if task.votes > 1 else ""
         (run_dir / "finetune.json").write_text(json.dumps({**metrics, "votes": task.votes, "init": init, **summary},
                                                           indent=2, default=str))
+        from mmim.engine.loggers import log_eval_results
+
+        log_eval_results(run_dir, recipe, {"finetune": metrics}, trainer.step)
         label = "top-1" if name == "top1" else name
         print(f"fine-tuned {summary['steps']} steps in {summary['seconds']:.1f}s; {label} on {recipe.finetune.test_split}"
               f"{votes}: {value:.4f}")

@@ -144,9 +144,11 @@ class MlflowTracker:
 TRACKERS = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker, "mlflow": MlflowTracker}
 
 
-def open_trackers(run_dir: Path, recipe: Any, warn: bool = False) -> list[Any]:
+def open_trackers(run_dir: Path, recipe: Any, warn: bool = False, strict: bool = True) -> list[Any]:
     """The trackers of ``recipe.train.loggers`` for ``run_dir``, attached to the tracker runs that
-    ``trackers.json`` names (a resumed run, ``mmim eval``), whose ids are written back."""
+    ``trackers.json`` names (a resumed run, ``mmim eval``), whose ids are written back. Not
+    ``strict``: a tracker that cannot be opened (its package missing on this machine, say) is
+    left out with a warning."""
     path = run_dir / STATE
     saved = json.loads(path.read_text()) if path.is_file() else {}
     trackers = []
@@ -157,7 +159,16 @@ def open_trackers(run_dir: Path, recipe: Any, warn: bool = False) -> list[Any]:
         except ModuleNotFoundError as err:
             from mmim.extras import MissingExtraError
 
-            raise MissingExtraError("; ".join(missing_trackers(recipe.train)) or str(err)) from err
+            hint = next((h for h in missing_trackers(recipe.train) if f"names {name}," in h), str(err))
+            if strict:
+                raise MissingExtraError(hint) from err
+            log.warning("not logged to %s: %s", name, hint)
+            continue
+        except Exception as err:  # noqa: BLE001 - results are saved in any case
+            if strict:
+                raise
+            log.warning("not logged to %s: %s: %s", name, type(err).__name__, err)
+            continue
         saved[name] = state
     if any(saved.get(t.name) for t in trackers):
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -193,8 +204,9 @@ class TrackerGroup:
 
 
 def log_eval_results(run_dir: str | Path, recipe: Any, results: dict[str, dict[str, float]], step: int) -> None:
-    """Probe results of a run (``evaluate_with_baseline``'s) to its trackers, at training step ``step``."""
-    group = TrackerGroup(open_trackers(Path(run_dir), recipe))
+    """Probe results of a run (``evaluate_with_baseline``'s, or fine-tuning's ``{"finetune": {"top1": ...}}``)
+    to its trackers, at training step ``step``; a tracker that cannot be opened here is left out with a warning."""
+    group = TrackerGroup(open_trackers(Path(run_dir), recipe, strict=False))
     try:
         group.log_final(eval_scalars(results), step)
     finally:

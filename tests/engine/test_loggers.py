@@ -8,6 +8,7 @@ import glob
 import json
 import logging
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,39 @@ def test_deprecated_tensorboard_switch_still_acts(tiny_recipe_dict, caplog, swit
     run = Path(tiny_recipe_dict["train"]["out_dir"])
     assert (run / "tensorboard").is_dir() == expect
     assert ("train.tensorboard is deprecated" in caplog.text) == (switch is not None)
+
+
+def test_finetuning_logs_its_metrics_and_accuracy(tiny_recipe_dict, tmp_path, capsys, offline):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    tiny_recipe_dict["schedule"]["max_steps"] = 2
+    tiny_recipe_dict["eval"]["after_train"] = False
+    tiny_recipe_dict["finetune"] = {"epochs": 1, "batch_size": 16, "out_dir": str(tmp_path / "ft")}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe_dict))
+    assert main(["train", str(path)]) == 0
+    assert main(["finetune", str(tmp_path / "run"), "finetune.max_steps=3", "train.loggers=[mlflow]"]) == 0
+    capsys.readouterr()
+    top1 = json.loads((tmp_path / "ft" / "finetune.json").read_text())["top1"]
+    state = json.loads((tmp_path / "ft" / "trackers.json").read_text())["mlflow"]
+    client = MlflowClient(state["tracking_uri"])
+    assert [m.step for m in client.get_metric_history(state["run_id"], "loss")] == [1, 2, 3]
+    assert [(m.step, m.value) for m in client.get_metric_history(state["run_id"], "eval/finetune/top1")] == \
+        [(3, pytest.approx(top1))]
+
+
+def test_eval_without_a_tracker_package_still_evaluates(tiny_recipe_dict, tmp_path, capsys, caplog, monkeypatch):
+    tiny_recipe_dict["schedule"]["max_steps"] = 2
+    tiny_recipe_dict["eval"]["after_train"] = False
+    tiny_recipe_dict["train"]["loggers"] = ["tensorboard"]
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe_dict))
+    assert main(["train", str(path)]) == 0
+    run = Path(tiny_recipe_dict["train"]["out_dir"])
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed on this machine
+    with caplog.at_level(logging.WARNING):
+        assert main(["eval", str(run), "--no-baseline", "eval.protocols=[knn]", "train.loggers=[tensorboard,wandb]"]) == 0
+    knn = json.loads((run / "eval.json").read_text())["trained"]["knn"]
+    assert 'not logged to wandb' in caplog.text and 'pip install "mmim[wandb]"' in caplog.text
+    assert tensorboard_scalars(run)["eval/trained/knn"][2] == pytest.approx(knn, rel=1e-6)
