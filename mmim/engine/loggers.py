@@ -81,8 +81,10 @@ class WandbTracker:
 
         mode = recipe.train.wandb_mode or os.environ.get("WANDB_MODE") or "offline"
         self.run = wandb.init(project=recipe.train.project, name=run_dir.name, id=state.get("id"), resume="allow",
-                              dir=str(run_dir), mode=mode, config=recipe_to_dict(recipe),
+                              dir=str(run_dir), mode=mode,
                               settings=wandb.Settings(silent=True, console="off", disable_git=True, save_code=False))
+        # a resumed run may change fields such as schedule.max_steps: the config follows the recipe
+        self.run.config.update(recipe_to_dict(recipe), allow_val_change=True)
         state.update(id=self.run.id, mode=mode)
 
     def log(self, values: dict[str, float], step: int) -> None:

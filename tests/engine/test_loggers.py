@@ -48,6 +48,8 @@ def wandb_offline_records(run_dir: Path) -> dict[str, list]:
             elif which == "run":
                 out["ids"].append(record.run.run_id)
                 out["config"].update({u.key: json.loads(u.value_json) for u in record.run.config.update})
+            elif which == "config":
+                out["config"].update({u.key: json.loads(u.value_json) for u in record.config.update})
     return out
 
 
@@ -136,6 +138,7 @@ def test_trackers_get_training_metrics_probe_results_and_continue_on_resume(tiny
     assert [m.step for m in client.get_metric_history(mrun.info.run_id, "loss")] == [1, 2, 3, 4, 5]
     wb = wandb_offline_records(run)
     assert set(wb["ids"]) == {state["wandb"]["id"]} and {4, 5} <= {row["_step"] for row in wb["history"]}
+    assert wb["config"]["schedule"]["max_steps"] == 5  # the config follows the resumed recipe
     (run / "eval.json").unlink()
     assert main(["eval", str(run), "--no-baseline", "eval.protocols=[knn]"]) == 0
     knn = json.loads((run / "eval.json").read_text())["trained"]["knn"]
