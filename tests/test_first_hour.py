@@ -174,3 +174,22 @@ def test_busy_cpu_warning_is_given_at_start(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         runtime.setup_runtime("cpu", "fp32", 1)  # the advice taken
     assert "train.threads=1" not in caplog.text
+
+
+@pytest.mark.slow
+def test_under_torchrun_only_rank_zero_prints_the_header(tiny_recipe_dict, tmp_path):
+    import subprocess
+
+    tiny_recipe_dict["schedule"]["max_steps"] = 2
+    tiny_recipe_dict["eval"]["after_train"] = False
+    tiny_recipe_dict["data"]["batch_size"] = 8
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe_dict))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "mmim", "train", str(path), "train.threads=1"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("mmim: run directory") == 1, proc.stderr
+    assert proc.stderr.count("mmim: recipe tiny") == 1 and "2 processes" in proc.stderr
+    assert proc.stdout.count("trained 2 steps") == 1
