@@ -8,6 +8,7 @@ The package adds a trivial modality, 1-D signals of ``length`` values:
 - ``tokenizer.py``: ``NAME_patch``, non-overlapping windows of ``patch_len`` values -> tokens;
 - ``datasets.py``: ``NAME_waves``, generated labelled signals (a sine whose number of cycles is
   the class, random phase, amplitude and noise), deterministic per ``(seed, split, index)``;
+- ``visualize.py``: ``mmim visualize`` for the modality (Pillow: signal, hidden patches, prediction);
 - ``recipes/mae_NAME.yaml``: the default recipe (MAE with the core's masker, target, loss and
   decoder), a few seconds on a CPU;
 - ``tests/``: the package's own tests;
@@ -82,6 +83,7 @@ plugin = Plugin(
     components={
         "tokenizer": {"${name}_patch": "mmim_$name.tokenizer:PatchTokenizer"},
         "dataset": {"${name}_waves": "mmim_$name.datasets:Waves"},
+        "visualizer": {"${name}_patch": "mmim_$name.visualize:Visualizer"},  # under the tokenizer's name
     },
     recipes="mmim_$name/recipes",
     default_recipe="mae_$name.yaml",
@@ -200,6 +202,77 @@ class Waves(Dataset):
         if self.augment:
             x = x * (0.8 + 0.4 * torch.rand(()))
         return {"$name": x, "label": label}
+'''
+
+VISUALIZE = '''\
+"""``mmim visualize`` for the $name modality: one PNG per sample, drawn with Pillow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+
+class Visualizer:
+    """The signal (blue) with its hidden patches shaded and the model's prediction there (red)."""
+
+    def render(self, model: Any, stream: str, raw: Tensor, output: Any, out_dir: Path,
+               dataset_spec: dict[str, Any] | None = None, prefix: str = "sample") -> list[Path]:
+        s = model.streams[stream]
+        tokens, mask, pred = output.tokens[stream], output.stream_mask(stream), output.predictions[stream]
+        if pred.full is None:
+            raise ValueError("visualisation needs predictions for every token (a decoder that honours full)")
+        full = pred.full.float()
+        if getattr(s.target, "normalize", False):  # predictions of per-patch normalised values: back to the input scale
+            content = tokens.content.float()
+            full = full * (content.var(-1, keepdim=True) + s.target.eps) ** 0.5 + content.mean(-1, keepdim=True)
+        recon = s.tokenizer.content_to_raw(full, tokens.layout)
+        hidden = mask.bool_mask().unsqueeze(-1).expand_as(tokens.content).float()
+        hidden = s.tokenizer.content_to_raw(hidden, tokens.layout).bool()
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i in range(raw.shape[0]):
+            path = out_dir / f"{prefix}_{i:03d}.png"
+            self.draw(raw[i].float().cpu().numpy(), recon[i].detach().cpu().numpy(), hidden[i].cpu().numpy()).save(path)
+            paths.append(path)
+        return paths
+
+    @staticmethod
+    def draw(x: np.ndarray, recon: np.ndarray, hidden: np.ndarray, step: int = 6, height: int = 160) -> Image.Image:
+        pad = 16
+        img = Image.new("RGB", (len(x) * step + 2 * pad, height + 2 * pad), "white")
+        ink = ImageDraw.Draw(img)
+        shown = np.concatenate([x, recon[hidden]])
+        lo, hi = float(shown.min()), float(shown.max())
+        y = lambda v: pad + (hi - v) / max(hi - lo, 1e-6) * height  # noqa: E731
+        for t in np.flatnonzero(hidden):
+            ink.rectangle([pad + t * step, pad, pad + (t + 1) * step, pad + height], fill=(225, 225, 225))
+        ink.line([(pad + t * step + step / 2, y(v)) for t, v in enumerate(x)], fill=(31, 119, 180), width=2)
+        for t in range(len(x) - 1):
+            if hidden[t] and hidden[t + 1]:
+                ink.line([(pad + t * step + step / 2, y(recon[t])), (pad + (t + 1) * step + step / 2, y(recon[t + 1]))],
+                         fill=(214, 39, 40), width=2)
+        ink.text((pad, 2), "signal (blue), hidden patches (grey), prediction (red)", fill="black")
+        return img
+
+    def load_input(self, path: str | Path, model: Any, stream: str,
+                   dataset_spec: dict[str, Any] | None = None) -> Tensor:
+        """A ``.npy`` or ``.csv`` file holding one signal -> ``(1, length)`` float32."""
+        path = Path(path)
+        try:
+            data = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",")
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: cannot read a signal: {err}") from err
+        length = model.streams[stream].tokenizer.length
+        if data.shape != (length,):
+            raise ValueError(f"{path}: a signal of shape {data.shape}; the model takes ({length},)")
+        return torch.as_tensor(data, dtype=torch.float32).unsqueeze(0)
 '''
 
 RECIPE = '''\
@@ -369,6 +442,7 @@ FILES = {
     "mmim_{name}/__init__.py": INIT,
     "mmim_{name}/tokenizer.py": TOKENIZER,
     "mmim_{name}/datasets.py": DATASETS,
+    "mmim_{name}/visualize.py": VISUALIZE,
     "mmim_{name}/recipes/mae_{name}.yaml": RECIPE,
     "tests/conftest.py": CONFTEST,
     "tests/test_{name}_plugin.py": TESTS,

@@ -42,12 +42,16 @@ def test_scaffold_installs_checks_trains_and_tests(tmp_path, capsys):
         assert check.returncode == 0, check.stdout + check.stderr
         assert f"PASS  tokenizer   {NAME}:{NAME}_patch" in check.stdout and "0 failed" in check.stdout
         assert f"PASS  dataset     {NAME}:{NAME}_waves" in check.stdout
+        assert f"PASS  visualizer  {NAME}:{NAME}_patch" in check.stdout
         run = tmp_path / "run"
         train = _run("-m", "mmim", "train", "--modality", NAME, "schedule.max_steps=4", "eval.linear_epochs=2",
                      f"train.out_dir={run}", "train.threads=1")
         assert train.returncode == 0, train.stderr
         assert "trained 4 steps" in train.stdout and "random_init" in train.stdout
         assert set(json.loads((run / "eval.json").read_text())["trained"]) == {"linear", "knn"}
+        drawn = _run("-m", "mmim", "visualize", str(run), "--num", "2")
+        assert drawn.returncode == 0, drawn.stderr
+        assert [line.rsplit("/", 1)[-1] for line in drawn.stdout.split()] == [f"{NAME}_000.png", f"{NAME}_001.png"]
         own = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=pkg)
         assert own.returncode == 0 and "4 passed" in own.stdout, own.stdout + own.stderr
     finally:
