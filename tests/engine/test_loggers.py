@@ -71,6 +71,7 @@ def offline(monkeypatch):
     for var in ("WANDB_MODE", "WANDB_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "WANDB_PROJECT"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")  # W&B's own crash reports would go out
 
 
 def test_trackers_get_training_metrics_probe_results_and_continue_on_resume(tiny_recipe_dict, tmp_path, capsys,
