@@ -166,9 +166,9 @@ def open_trackers(run_dir: Path, recipe: Any, warn: bool = False, strict: bool =
                 raise MissingExtraError(hint) from err
             log.warning("not logged to %s: %s", name, hint)
             continue
-        except Exception as err:  # noqa: BLE001 - results are saved in any case
+        except Exception as err:  # noqa: BLE001 - e.g. W&B online without a login
             if strict:
-                raise
+                raise RuntimeError(f"train.loggers: {name} did not start: {type(err).__name__}: {err}") from err
             log.warning("not logged to %s: %s: %s", name, type(err).__name__, err)
             continue
         saved[name] = state

@@ -19,13 +19,17 @@ from mmim.engine.metrics import read_metrics
 
 
 def wandb_offline_records(run_dir: Path) -> dict[str, list]:
-    """The history rows, summary updates and config of the offline W&B runs under ``run_dir/wandb``
-    (W&B's transaction log: a 7-byte header, then 32 KiB blocks of length-prefixed protobuf records)."""
+    """The history rows, summary updates and config of the offline W&B runs under ``run_dir/wandb``,
+    merged in the order the runs started (W&B's transaction log: a 7-byte header, then 32 KiB blocks
+    of length-prefixed protobuf records)."""
+    import wandb
     from wandb.proto import wandb_internal_pb2 as pb
 
-    out: dict[str, list] = {"history": [], "summary": {}, "config": {}, "ids": []}
-    for path in sorted(glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))):
-        raw, pos, block, buf = Path(path).read_bytes(), 7, 32768, b""
+    # W&B's service process writes the log after ``finish`` returns; its teardown waits for it
+    wandb.teardown()
+    runs = []
+    for path in glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb")):
+        raw, pos, block, buf, records = Path(path).read_bytes(), 7, 32768, b"", []
         while pos + 7 <= len(raw):
             left = block - pos % block
             _crc, n, kind = struct.unpack("<IHB", raw[pos:pos + 7])
@@ -33,11 +37,16 @@ def wandb_offline_records(run_dir: Path) -> dict[str, list]:
                 pos += left
                 continue
             buf, pos = buf + raw[pos + 7:pos + 7 + n], pos + 7 + n
-            if kind not in (1, 4):  # FULL or LAST: a record is complete
-                continue
-            record = pb.Record()
-            record.ParseFromString(buf)
-            buf = b""
+            if kind in (1, 4):  # FULL or LAST: a record is complete
+                record = pb.Record()
+                record.ParseFromString(buf)
+                records.append(record)
+                buf = b""
+        start = next((r.run.start_time.ToNanoseconds() for r in records if r.WhichOneof("record_type") == "run"), 0)
+        runs.append((start, records))
+    out: dict[str, list] = {"history": [], "summary": {}, "config": {}, "ids": [], "projects": []}
+    for _, records in sorted(runs, key=lambda r: r[0]):
+        for record in records:
             which = record.WhichOneof("record_type")
             if which == "history":
                 row = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item}
@@ -47,6 +56,7 @@ def wandb_offline_records(run_dir: Path) -> dict[str, list]:
                                        for u in record.summary.update})
             elif which == "run":
                 out["ids"].append(record.run.run_id)
+                out["projects"].append(record.run.project)
                 out["config"].update({u.key: json.loads(u.value_json) for u in record.run.config.update})
             elif which == "config":
                 out["config"].update({u.key: json.loads(u.value_json) for u in record.config.update})
@@ -125,6 +135,7 @@ def test_trackers_get_training_metrics_probe_results_and_continue_on_resume(tiny
     # W&B: an offline run in the run directory with the recipe as config, history and probe summary
     wb = wandb_offline_records(run)
     assert set(wb["ids"]) == {state["wandb"]["id"]} and state["wandb"]["mode"] == "offline"
+    assert set(wb["projects"]) == {"mmim-test"}  # train.project
     assert wb["config"]["model"]["encoder"]["embed_dim"] == tiny_recipe_dict["model"]["encoder"]["embed_dim"]
     rows = {row["_step"]: row for row in wb["history"]}
     for r in records:
@@ -234,3 +245,40 @@ def test_eval_without_a_tracker_package_still_evaluates(tiny_recipe_dict, tmp_pa
     knn = json.loads((run / "eval.json").read_text())["trained"]["knn"]
     assert 'not logged to wandb' in caplog.text and 'pip install "mmim[wandb]"' in caplog.text
     assert tensorboard_scalars(run)["eval/trained/knn"][2] == pytest.approx(knn, rel=1e-6)
+
+
+def test_wandb_mode_setting_wins_over_the_environment(tiny_recipe_dict, offline, monkeypatch):
+    pytest.importorskip("wandb")
+    from mmim.config.recipe import recipe_from_dict
+    from mmim.engine.trainer import Trainer
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    tiny_recipe_dict["train"]["loggers"] = ["wandb"]
+    tiny_recipe_dict["schedule"]["max_steps"] = 1
+    run = Path(tiny_recipe_dict["train"]["out_dir"])
+    Trainer(recipe_from_dict(tiny_recipe_dict)).fit()  # no train.wandb_mode: $WANDB_MODE decides
+    assert json.loads((run / "trackers.json").read_text())["wandb"]["mode"] == "disabled"
+    assert not wandb_offline_records(run)["history"]
+    tiny_recipe_dict["train"].update(wandb_mode="offline", out_dir=str(run) + "_b")
+    Trainer(recipe_from_dict(tiny_recipe_dict)).fit()
+    run_b = Path(str(run) + "_b")
+    assert json.loads((run_b / "trackers.json").read_text())["wandb"]["mode"] == "offline"
+    assert [row["_step"] for row in wandb_offline_records(run_b)["history"]] == [1]
+
+
+def test_a_tracker_that_cannot_start_stops_the_run_with_its_reason(tiny_recipe_dict, tmp_path, capsys, monkeypatch):
+    from mmim.engine import loggers
+
+    class Refusing:
+        name = "wandb"
+
+        def __init__(self, *args):
+            raise PermissionError("api key not configured")
+
+    monkeypatch.setitem(loggers.TRACKERS, "wandb", Refusing)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe_dict))
+    assert main(["train", str(path), "train.loggers=[wandb]", "schedule.max_steps=1"]) == 1
+    err = capsys.readouterr().err
+    assert "train.loggers: wandb did not start: PermissionError: api key not configured" in err
+    assert not list(Path(tiny_recipe_dict["train"]["out_dir"]).glob("ckpt-*"))  # it stopped before training
