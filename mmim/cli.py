@@ -143,9 +143,9 @@ def _steps_text(trainer) -> str:  # noqa: ANN001 - CLI plumbing
     return f"{trainer.total_steps} steps"
 
 
-def _evaluate_run(model, recipe, run_dir: Path, device, step: int | None) -> None:  # noqa: ANN001
+def _evaluate_run(model, recipe, run_dir: Path, device, step: int | None, name: str = "eval.json") -> None:  # noqa: ANN001
     """The recipe's probes (next to a random-init encoder): printed as a table, written to the run's
-    ``eval.json`` and logged to its trackers (``train.loggers``) at training step ``step``."""
+    ``eval.json`` (or ``name``) and logged to its trackers (``train.loggers``) at training step ``step``."""
     from mmim.engine.loggers import log_eval_results
     from mmim.eval.protocols import evaluate_with_baseline, format_results
 
@@ -153,8 +153,9 @@ def _evaluate_run(model, recipe, run_dir: Path, device, step: int | None) -> Non
         log.info("no evaluation: eval.protocols is empty")
         return
     results = evaluate_with_baseline(model, recipe, device)
-    (Path(run_dir) / "eval.json").write_text(json.dumps(results, indent=2))
+    (Path(run_dir) / name).write_text(json.dumps(results, indent=2))
     print(format_results(results))
+    log.info("results in %s", Path(run_dir) / name)
     log_eval_results(run_dir, recipe, results, step or 0)
 
 
@@ -280,7 +281,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.no_baseline:
         recipe.eval.compare_random_init = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    _evaluate_run(model.to(device), recipe, _run_dir(args.run), device, _checkpoint_step(args.run))
+    from mmim.engine.checkpoint import list_checkpoints
+
+    step = _checkpoint_step(args.run)
+    newest = max((s for s, _ in list_checkpoints(_run_dir(args.run))), default=None)
+    # eval.json describes the run's newest checkpoint; an older one given as a file gets its own file
+    name = "eval.json" if step is None or step == newest else f"eval-{step:08d}.json"
+    _evaluate_run(model.to(device), recipe, _run_dir(args.run), device, step, name)
     return 0
 
 

@@ -193,3 +193,17 @@ def test_under_torchrun_only_rank_zero_prints_the_header(tiny_recipe_dict, tmp_p
     assert proc.stderr.count("mmim: run directory") == 1, proc.stderr
     assert proc.stderr.count("mmim: recipe tiny") == 1 and "2 processes" in proc.stderr
     assert proc.stdout.count("trained 2 steps") == 1
+
+
+def test_eval_of_an_older_checkpoint_writes_its_own_file(tiny_recipe_dict, tmp_path, capsys):
+    tiny_recipe_dict["schedule"]["max_steps"] = 3
+    tiny_recipe_dict["eval"]["after_train"] = False
+    tiny_recipe_dict["train"]["checkpoint_every"] = 1
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe_dict))
+    assert main(["train", str(path)]) == 0
+    run = tmp_path / "run"
+    assert main(["eval", str(run / "ckpt-00000002.pt"), "--no-baseline", "eval.protocols=[knn]"]) == 0
+    assert (run / "eval-00000002.json").is_file() and not (run / "eval.json").exists()
+    assert main(["eval", str(run / "ckpt-00000003.pt"), "--no-baseline", "eval.protocols=[knn]"]) == 0
+    assert set(json.loads((run / "eval.json").read_text())["trained"]) == {"knn"}
