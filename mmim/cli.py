@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ USAGE = """examples:
   mmim pack --modality image shards/          write the training data to tar shards, then
   mmim train --modality image data.shards=shards/   train from them (local, http(s)://, pipe:)
   mmim recipes | mmim plugins | mmim check-plugin NAME
+  mmim new-plugin NAME DIR                    a new modality as a package (entry point, tokenizer, dataset, recipe, tests)
 """
 
 
@@ -88,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-plugin", help="run the conformance kit on every component of an installed plugin")
     c.add_argument("plugin", help="plugin name, as `mmim plugins` lists it")
     c.add_argument("--kind", action="append", help="only components of this kind (repeatable)")
+    n = sub.add_parser("new-plugin", help="scaffold a plugin package: entry point, tokenizer, dataset, recipe, tests")
+    n.add_argument("name", help="plugin and modality name (lower case; the module is mmim_NAME)")
+    n.add_argument("dir", help="folder for the new package (absent or empty)")
     return p
 
 
@@ -106,7 +111,6 @@ def _split_train_args(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 def cmd_train(args: argparse.Namespace) -> int:
     from mmim.config.recipe import load_recipe
     from mmim.engine.trainer import Trainer
-    from mmim.eval.protocols import evaluate_with_baseline, format_results
     from mmim.extras import check_recipe_extras
     from mmim.recipes_catalog import default_recipe, find_recipe
 
@@ -137,8 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     log.info("recipe %s (%s)", recipe.name, path)
     task = _pretrain_task_from(recipe, args.init) if args.init else None
     trainer = Trainer(recipe, resume=resume, task=task)
-    log.info("run directory %s; %d steps/epoch, %d steps, effective batch %d (%d x %d accumulation x %d processes), "
-             "peak lr %.3g, %s on %s", trainer.run_dir, trainer.steps_per_epoch, trainer.total_steps,
+    log.info("run directory %s; %d steps/epoch, %s, effective batch %d (%d x %d accumulation x %d processes), "
+             "peak lr %.3g, %s on %s", trainer.run_dir, trainer.steps_per_epoch, _steps_text(trainer),
              trainer.effective_batch, recipe.data.batch_size, trainer.accum, trainer.rt.world_size, trainer.peak_lr,
              trainer.rt.precision, trainer.rt.device)
     summary = trainer.fit()
@@ -147,9 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"trained {summary['steps']} steps in {summary['seconds']:.1f}s, final loss {summary['final_loss']:.4f}, "
               f"{summary['samples_per_s']:.1f} samples/s, {summary['skipped']} corrupt samples skipped")
         if recipe.eval.after_train:
-            results = evaluate_with_baseline(model, recipe, trainer.rt.device)
-            (trainer.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
-            print(format_results(results))
+            _evaluate_run(model, recipe, trainer.run_dir, trainer.rt.device, trainer.step)
     return 0
 
 
@@ -175,6 +177,30 @@ def _pretrain_task_from(recipe, init: str):  # noqa: ANN001, ANN202 - a Recipe; 
             tokenizer.load_state_dict(task.module.streams[name].tokenizer.state_dict())
     log.info("initialised from %s", init)
     return task
+
+
+def _steps_text(trainer) -> str:  # noqa: ANN001 - CLI plumbing
+    """``1380 steps``, or ``20 of 1380 steps (schedule.max_steps)`` where the run stops early."""
+    stop = trainer.settings.max_steps
+    if stop is not None and stop < trainer.total_steps:
+        return f"{stop} of {trainer.total_steps} steps (schedule.max_steps)"
+    return f"{trainer.total_steps} steps"
+
+
+def _evaluate_run(model, recipe, run_dir: Path, device, step: int | None, name: str = "eval.json") -> None:  # noqa: ANN001
+    """The recipe's probes (next to a random-init encoder): printed as a table, written to the run's
+    ``eval.json`` (or ``name``) and logged to its trackers (``train.loggers``) at training step ``step``."""
+    from mmim.engine.loggers import log_eval_results
+    from mmim.eval.protocols import evaluate_with_baseline, format_results
+
+    if not recipe.eval.protocols:
+        log.info("no evaluation: eval.protocols is empty")
+        return
+    results = evaluate_with_baseline(model, recipe, device)
+    (Path(run_dir) / name).write_text(json.dumps(results, indent=2))
+    print(format_results(results))
+    log.info("results in %s", Path(run_dir) / name)
+    log_eval_results(run_dir, recipe, results, step or 0)
 
 
 def _size(text: str) -> int:
@@ -250,6 +276,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         init = init or target
     else:
         recipe = load_recipe(find_recipe(target), overrides)
+    from mmim.extras import check_recipe_extras
+
+    check_recipe_extras(recipe)  # the plugins' extras and train.loggers, before the run directory exists
     torch.manual_seed(recipe.seed)
     task = FinetuneTask(recipe, init)
     run_dir = Path(recipe.finetune.out_dir.format(name=recipe.name))
@@ -265,6 +294,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         votes = f", {task.votes} votes" if task.votes > 1 else ""
         (run_dir / "finetune.json").write_text(json.dumps({**metrics, "votes": task.votes, "init": init, **summary},
                                                           indent=2, default=str))
+        from mmim.engine.loggers import log_eval_results
+
+        log_eval_results(run_dir, recipe, {"finetune": metrics}, trainer.step)
         label = "top-1" if name == "top1" else name
         print(f"fine-tuned {summary['steps']} steps in {summary['seconds']:.1f}s; {label} on {recipe.finetune.test_split}"
               f"{votes}: {value:.4f}")
@@ -292,17 +324,30 @@ def _run_dir(run: str) -> Path:
     return run_directory(run)
 
 
+def _checkpoint_step(run: str) -> int | None:
+    """The training step of the checkpoint that ``_load_run`` loads (the newest of a run directory)."""
+    from mmim.engine.checkpoint import list_checkpoints
+
+    found = {path.resolve(): step for step, path in list_checkpoints(_run_dir(run))}
+    if Path(run).is_dir():
+        return max(found.values(), default=None)
+    return found.get(Path(run).resolve())
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
-
-    from mmim.eval.protocols import evaluate_with_baseline, format_results
 
     recipe, model = _load_run(args.run, args.overrides)
     if args.no_baseline:
         recipe.eval.compare_random_init = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    results = evaluate_with_baseline(model.to(device), recipe, device)
-    print(format_results(results))
+    from mmim.engine.checkpoint import list_checkpoints
+
+    step = _checkpoint_step(args.run)
+    newest = max((s for s, _ in list_checkpoints(_run_dir(args.run))), default=None)
+    # eval.json describes the run's newest checkpoint; an older one given as a file gets its own file
+    name = "eval.json" if step is None or step == newest else f"eval-{step:08d}.json"
+    _evaluate_run(model.to(device), recipe, _run_dir(args.run), device, step, name)
     return 0
 
 
@@ -415,6 +460,16 @@ def cmd_check_plugin(args: argparse.Namespace) -> int:
     return 1 if counts["fail"] or not results else 0
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from mmim.scaffold import new_plugin
+
+    written = new_plugin(args.name, args.dir)
+    for path in written:
+        print(path)
+    print(f"next: pip install -e {args.dir} && mmim check-plugin {args.name} && mmim train --modality {args.name}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -425,9 +480,11 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="mmim: %(message)s", stream=sys.stderr)
+    # under torchrun only rank 0 reports (run directory, steps, evaluation); the others warn only
+    log.setLevel(logging.INFO if os.environ.get("RANK", "0") in ("", "0") else logging.WARNING)
     command = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "visualize": cmd_visualize, "export": cmd_export,
                "recipes": cmd_recipes, "pack": cmd_pack, "consolidate": cmd_consolidate,
-               "plugins": cmd_plugins, "check-plugin": cmd_check_plugin}[args.command]
+               "plugins": cmd_plugins, "check-plugin": cmd_check_plugin, "new-plugin": cmd_new_plugin}[args.command]
     if args.debug:
         return command(args)
     from mmim.config.typed import ConfigError

@@ -16,6 +16,7 @@ same features. A plugin may add its own format next to it (the image plugin: a t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,16 @@ from mmim.model import MaskedModel, build_model
 FORMAT = "mmim-encoder/1"
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 STREAM_PARTS_LEFT_OUT = ("decoder", "target", "loss", "masker", "mask_token")  # not used by features()
+
+
+def save_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """``safetensors.torch.save_file``, the file then given the mode of any other new file (0644
+    under the usual umask; the library creates it 0600, private to its owner)."""
+    save_file(tensors, str(path), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+    return Path(path)
 
 
 def is_encoder_key(key: str) -> bool:
@@ -117,8 +128,8 @@ def export_encoder(model: MaskedModel, recipe: Recipe, out_dir: str | Path, *, s
     out_dir.mkdir(parents=True, exist_ok=True)
     config = _config(model, recipe, step)
     weights = out_dir / WEIGHTS
-    save_file(encoder_state_dict(model), str(weights), metadata={"format": "pt", "mmim_format": FORMAT,
-                                                                 "mmim_recipe": recipe.name})
+    save_safetensors(encoder_state_dict(model), weights, metadata={"format": "pt", "mmim_format": FORMAT,
+                                                                   "mmim_recipe": recipe.name})
     (out_dir / CONFIG).write_text(json.dumps(config, indent=2, default=str))
     (out_dir / CARD).write_text(_card(config, recipe, metrics or {}, card_sections or []))
     return weights

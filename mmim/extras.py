@@ -8,10 +8,13 @@ plugins`` stays light.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from mmim import registry
+
+log = logging.getLogger(__name__)
 
 
 class MissingExtraError(RuntimeError):
@@ -34,7 +37,8 @@ class MissingExtra:
 # modules that the pip extras in pyproject.toml bring, for the hint when an import fails
 EXTRA_OF_MODULE = {"av": "video", "decord": "video", "torchcodec": "torchcodec", "soundfile": "audio",
                    "scipy": "audio", "trimesh": "points", "h5py": "points", "matplotlib": "viz", "open3d": "open3d",
-                   "transformers": "transformers"}
+                   "transformers": "transformers",
+                   "wandb": "wandb", "mlflow": "mlflow"}
 
 
 def missing_module_hint(err: ModuleNotFoundError) -> str:
@@ -76,7 +80,8 @@ def recipe_plugins(model: dict[str, Any], datasets: list[dict[str, Any] | None])
 
 
 def check_recipe_extras(recipe: Any) -> None:
-    """Raise :class:`MissingExtraError` (one line, with the pip command) if the recipe's plugins lack an extra."""
+    """Raise :class:`MissingExtraError` (one line, with the pip command) if the recipe's plugins, or the
+    trackers of its ``train.loggers``, lack an extra."""
     from mmim.config.recipe import recipe_to_dict
 
     data = recipe_to_dict(recipe)
@@ -84,6 +89,37 @@ def check_recipe_extras(recipe: Any) -> None:
     plugins = registry.plugins()
     missing = [m for name in recipe_plugins(data.get("model", {}), datasets) if name in plugins
                for m in missing_extras(plugins[name])]
-    if missing:
-        needs = "; ".join(f"the {m.plugin} plugin needs {m.hint()}" for m in missing)
-        raise MissingExtraError(f"recipe {recipe.name!r}: {needs}")
+    needs = [f"the {m.plugin} plugin needs {m.hint()}" for m in missing]
+    needs += missing_trackers(recipe.train)  # train.loggers: wandb, mlflow
+    if needs:
+        raise MissingExtraError(f"recipe {recipe.name!r}: {'; '.join(needs)}")
+
+
+# experiment trackers (train.loggers, mmim.engine.loggers): name -> (module to import, the pip extra bringing it)
+MODULES = {"tensorboard": ("tensorboard", None), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
+
+
+def active_loggers(train: Any, warn: bool = False) -> list[str]:
+    """``train.loggers`` in order, without duplicates, less ``tensorboard`` where the deprecated
+    ``train.tensorboard: false`` says so (``true`` adds it; ``warn``: say that it is deprecated)."""
+    names = list(dict.fromkeys(train.loggers))
+    if train.tensorboard is not None:
+        if train.tensorboard and "tensorboard" not in names:
+            names.insert(0, "tensorboard")
+        elif not train.tensorboard:
+            names = [n for n in names if n != "tensorboard"]
+        if warn:
+            log.warning("train.tensorboard is deprecated: list the trackers in train.loggers instead "
+                        "(here train.loggers=[%s])", ",".join(names))
+    return names
+
+
+def missing_trackers(train: Any) -> list[str]:
+    """One hint per tracker of ``train.loggers`` whose package is not installed."""
+    out = []
+    for name in active_loggers(train):
+        module, extra = MODULES[name]
+        if not module_available(module):
+            pip = f'pip install "mmim[{extra}]"' if extra else f"pip install {module}"
+            out.append(f"train.loggers names {name}, but {module} is not installed: {pip}")
+    return out

@@ -105,7 +105,7 @@ TINY_RECIPE: dict[str, Any] = {
     "data": {"dataset": {"name": "fashion_mnist", "max_samples": 96}, "batch_size": 16},
     "optim": {"lr": 1e-3},
     "schedule": {"epochs": 2, "warmup_epochs": 0.5},
-    "train": {"log_every": 1, "tensorboard": False, "progress": False},
+    "train": {"log_every": 1, "loggers": [], "progress": False},
     "eval": {"linear_epochs": 5, "knn_k": 5, "batch_size": 64},
 }
 

@@ -57,7 +57,7 @@ def test_default_image_run_via_console_script(tmp_path):
     """``mmim train --modality image`` as a user runs it (shortened)."""
     proc = subprocess.run(
         [sys.executable, "-m", "mmim", "train", "--modality", "image", f"train.out_dir={tmp_path}",
-         "schedule.max_steps=3", "eval.linear_epochs=2", "train.tensorboard=true"],
+         "schedule.max_steps=3", "eval.linear_epochs=2", "train.loggers=[tensorboard]"],
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr

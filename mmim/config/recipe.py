@@ -109,7 +109,12 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimizer steps; 0 = at the end of each epoch only
     keep_checkpoints: int = 2
     out_dir: str = "runs/{name}"
-    tensorboard: bool = True
+    # experiment trackers (mmim.engine.loggers); wandb and mlflow are extras: pip install "mmim[wandb]"
+    loggers: list[Literal["tensorboard", "wandb", "mlflow"]] = field(default_factory=lambda: ["tensorboard"])
+    project: str = "mmim"  # W&B project and MLflow experiment (the run is named after its run directory)
+    wandb_mode: Literal["offline", "online"] | None = None  # None: $WANDB_MODE, else offline (`wandb sync` uploads)
+    mlflow_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else a local file store <out_dir>/../mlruns
+    tensorboard: bool | None = None  # deprecated: use loggers; false drops tensorboard from loggers
     progress: bool = True
     distributed: Literal["ddp", "fsdp2"] = "ddp"  # how a multi-process run shares the model (fsdp2: fully_shard)
     compile: bool | None = None  # torch.compile tokenize/predict (keys unchanged); None: on for CUDA, off on CPU

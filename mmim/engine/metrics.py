@@ -1,4 +1,5 @@
-"""Metrics sinks: JSONL always, TensorBoard when enabled and importable."""
+"""Metrics sinks: ``metrics.jsonl`` always, and the experiment trackers of ``train.loggers``
+(TensorBoard, W&B, MLflow: :mod:`mmim.engine.loggers`)."""
 
 from __future__ import annotations
 
@@ -11,33 +12,44 @@ log = logging.getLogger(__name__)
 
 
 class MetricsWriter:
-    """Appends one JSON object per call to ``metrics.jsonl``; mirrors scalars to TensorBoard."""
+    """Appends one JSON object per call to ``metrics.jsonl``; mirrors the scalars to the trackers.
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True) -> None:
+    ``MetricsWriter(run_dir, tensorboard)`` (TensorBoard only, or nothing) is kept for callers
+    without a recipe; :meth:`for_recipe` opens the trackers a recipe names.
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True,
+                 trackers: list[Any] | None = None) -> None:
+        from mmim.engine.loggers import TensorBoardTracker, TrackerGroup
+
         self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
-        self.tb = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        self.path = Path(run_dir) / "metrics.jsonl"
+        if trackers is None:
+            trackers = []
+            if enabled and tensorboard:
+                try:
+                    trackers.append(TensorBoardTracker(Path(run_dir), None, {}))
+                except ImportError as err:
+                    log.warning("TensorBoard logging disabled: %s (pip install tensorboard)", err)
+        self.trackers = TrackerGroup(trackers if enabled else [])
 
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError as err:
-                log.warning("TensorBoard logging disabled: %s (pip install tensorboard)", err)
+    @classmethod
+    def for_recipe(cls, recipe: Any, run_dir: Path, enabled: bool = True) -> MetricsWriter:
+        """The writer of a run of ``recipe``, with the trackers of ``recipe.train.loggers`` (on the
+        process that logs, ``enabled``)."""
+        from mmim.engine.loggers import open_trackers
+
+        return cls(run_dir, enabled=enabled, trackers=open_trackers(Path(run_dir), recipe, warn=True) if enabled else [])
 
     def write(self, record: dict[str, Any], step: int) -> None:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, **record}) + "\n")
-        if self.tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.tb.add_scalar(key, value, step)
+        self.trackers.log(record, step)
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        self.trackers.close()
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

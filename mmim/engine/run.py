@@ -28,6 +28,7 @@ RESUMABLE_CHANGES = (
     "train.checkpoint_every", "train.keep_checkpoints", "train.tensorboard", "train.progress",
     "train.checkpoint_format", "train.async_checkpoint", "train.save_retries", "train.save_retry_wait",
     "train.collective_timeout",
+    "train.loggers", "train.project", "train.wandb_mode", "train.mlflow_uri",
 )
 
 

@@ -40,6 +40,23 @@ def cpu_bf16_note(flags: set[str] | None, machine: str | None = None) -> str | N
             "matmuls, measured 4x slower than fp32 on such a CPU (an Ice Lake Xeon); fp32 is faster here")
 
 
+def cpu_oversubscription_note(threads: int, processes: int, load: float, cores: int) -> str | None:
+    """A warning when torch's threads (``threads`` per process, ``processes`` processes) and the
+    machine's other work (``load``, the 1-minute load average) want more than its ``cores``; else None."""
+    if threads <= 1 or threads * processes + load <= cores + 0.5:
+        return None
+    return (f"torch runs {threads} threads per process on {cores} cores with the CPU already busy "
+            f"(load average {load:.1f}{f', {processes} processes' if processes > 1 else ''}): competing threads "
+            f"were measured 5-18x slower; give each process one thread with train.threads=1 (or OMP_NUM_THREADS=1)")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @dataclass
 class Runtime:
     """Process-level facts of a run."""
@@ -100,6 +117,11 @@ def setup_runtime(device: str = "auto", precision: str = "auto", threads: int | 
         precision = "bf16" if dev.type == "cuda" else "fp32"
     if precision == "fp16" and dev.type != "cuda":
         raise ValueError("train.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    if threads is None and dev.type == "cpu" and rank == 0 and "OMP_NUM_THREADS" not in os.environ:
+        with contextlib.suppress(OSError, AttributeError):  # no load average on this system
+            note = cpu_oversubscription_note(torch.get_num_threads(), world_size, os.getloadavg()[0], _cores())
+            if note:
+                log.warning(note)
     if precision == "bf16" and dev.type == "cpu" and rank == 0:
         note = cpu_bf16_note(cpu_flags())
         if note:

@@ -52,9 +52,12 @@ class StateMixin:
                 path, _ = ckpt.load_newest(self.run_dir, self._load)
             log.info("resumed from %s at step %d", path, self.step)
         elif existing is not None:
+            from mmim.engine.task import PretrainTask
+
+            key = "train.out_dir" if isinstance(self.task, PretrainTask) else "finetune.out_dir"
             raise FileExistsError(
-                f"{self.run_dir} already holds checkpoints ({existing.name}); pass --resume to continue it "
-                f"or choose another train.out_dir"
+                f"{self.run_dir} already holds checkpoints ({existing.name}); pass --resume to continue that run, "
+                f"or give this one another directory: {key}={self.run_dir}_2"
             )
         if self.rt.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -128,7 +128,7 @@ class Trainer(StateMixin, LoaderMixin, StepMixin):
         """Train to the end of the schedule (or ``schedule.max_steps``) and return a summary."""
         cfg, max_steps = self.recipe.train, self.settings.max_steps
         stop = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps
-        metrics = MetricsWriter(self.run_dir, cfg.tensorboard, enabled=self.rt.is_main)
+        metrics = MetricsWriter.for_recipe(self.recipe, self.run_dir, enabled=self.rt.is_main)
         progress = Progress(stop, self.step, enabled=self.rt.is_main and cfg.progress)
         batches = self._micro_batches(self.step)
         self.model.train()

@@ -36,12 +36,16 @@ def knn_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tenso
 
 
 def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, epochs: int = 100,
-                          lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 256, seed: int = 0) -> float:
+                          lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 256, seed: int = 0,
+                          progress: str | None = None) -> float:
     """Logistic regression on standardised features (MAE's BatchNorm-without-affine + linear head).
 
     Features are standardised with the training set's mean/std; the head is trained with AdamW
-    and a cosine schedule, mini-batches drawn from a generator seeded with ``seed``.
+    and a cosine schedule, mini-batches drawn from a generator seeded with ``seed``. ``progress``:
+    the label of a progress bar over the epochs (shown on a terminal).
     """
+    from mmim.eval.features import progress_bar
+
     _check(train_x, train_y, test_x, test_y)
     mean, std = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
@@ -54,7 +58,7 @@ def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, (train_x.shape[0] + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
-    for _ in range(epochs):
+    for _ in progress_bar(range(epochs), progress, "epoch", epochs):
         order = torch.randperm(train_x.shape[0], generator=g)
         for start in range(0, train_x.shape[0], batch_size):
             idx = order[start : start + batch_size]

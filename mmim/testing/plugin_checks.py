@@ -15,6 +15,10 @@ three need data or a model, which a plugin describes through optional hooks:
   features.
 - visualizer: found through a recipe the plugins ship whose stream uses its tokenizer; checked
   that ``render`` writes non-empty files into the output folder.
+- exporter (what ``mmim export`` adds for a tokenizer, e.g. timm for images): found the same way;
+  checked that it writes non-empty files into its folder with the mode any new file gets there,
+  and, where it has a ``load(folder)`` hook returning a callable of the raw input, that the
+  loaded model gives the encoder's pooled features on dataset samples.
 """
 
 from __future__ import annotations
@@ -192,8 +196,46 @@ def check_visualizer(name: str) -> None:
             assert out_dir in p.parents, f"{p} is outside the output folder {out_dir}"
 
 
+def check_exporter(name: str) -> None:
+    from mmim.config.recipe import read_yaml, recipe_from_dict
+    from mmim.data.device import device_transforms, to_device
+    from mmim.model import build_model
+
+    path, stream = _recipe_for_tokenizer(name)
+    recipe = recipe_from_dict(read_yaml(path), source=str(path))
+    torch.manual_seed(0)
+    model = build_model(recipe.model, recipe.source).eval()
+    exporter = registry.companion("exporter", name)
+    with tempfile.TemporaryDirectory(prefix="mmim-check-") as tmp:
+        out_dir = Path(tmp) / "export"
+        exporter(model, recipe, out_dir, stream, {"trained": {"knn": 0.5}})
+        (Path(tmp) / "probe").write_text("x")
+        mode = (Path(tmp) / "probe").stat().st_mode & 0o777
+        files = [p for p in out_dir.rglob("*") if p.is_file()]
+        assert files, f"the exporter wrote no file into {out_dir}"
+        for p in files:
+            assert p.stat().st_size > 0, f"{p.name} is empty"
+            got = p.stat().st_mode & 0o777
+            assert got == mode, f"{p.name} has mode {got:o}; other new files get {mode:o}"
+        load = getattr(exporter, "load", None)
+        if load is None:
+            return
+        spec = recipe.eval.dataset or recipe.data.dataset
+        ds = registry.build("dataset", spec, split=recipe.eval.test_split, augment=False)
+        items = [ds[i] for i in range(min(2, len(ds)))]
+        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+        batch = to_device(batch, "cpu", device_transforms(ds))
+        key = recipe.model.streams[stream].input_key or stream
+        with torch.no_grad():
+            want = model.features({key: batch[key]}, pool=recipe.model.pool)
+            got = load(out_dir)(batch[key])
+        assert got.shape == want.shape, f"the exported model gives features {tuple(got.shape)}, the encoder {tuple(want.shape)}"
+        err = (got - want).abs().max().item()
+        assert err <= 1e-4 * max(1.0, want.abs().max().item()), f"the exported model's features differ by {err:.3g}"
+
+
 CHECKS: dict[str, Callable[[str], None]] = {**COMPONENT_CHECKS, "dataset": check_dataset, "converter": check_converter,
-                                           "visualizer": check_visualizer}
+                                           "visualizer": check_visualizer, "exporter": check_exporter}
 
 
 @dataclass

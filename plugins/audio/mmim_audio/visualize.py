@@ -83,14 +83,27 @@ def colorize(spec: Tensor, low: float, high: float) -> np.ndarray:
     return (rgb * 255).round().astype(np.uint8)
 
 
-def render_row(panels: list[np.ndarray], scale: int = 2, pad: int = 4) -> Image.Image:
-    """Panels side by side with white gaps, scaled up ``scale`` times."""
+def render_row(panels: list[np.ndarray], scale: int = 2, pad: int = 4,
+               labels: tuple[str, ...] | None = None) -> Image.Image:
+    """Panels side by side with white gaps, scaled up ``scale`` times, titled with ``labels`` above."""
     h, w = panels[0].shape[:2]
     canvas = np.full((h + 2 * pad, len(panels) * (w + pad) + pad, 3), 255, np.uint8)
     for j, img in enumerate(panels):
         canvas[pad:pad + h, pad + j * (w + pad): pad + j * (w + pad) + w] = img
     out = Image.fromarray(canvas)
-    return out.resize((out.width * scale, out.height * scale), Image.NEAREST)
+    out = out.resize((out.width * scale, out.height * scale), Image.NEAREST)
+    if not labels:
+        return out
+    from PIL import ImageDraw
+
+    band = 14
+    titled = Image.new("RGB", (out.width, out.height + band), (255, 255, 255))
+    titled.paste(out, (0, band))
+    draw = ImageDraw.Draw(titled)
+    for j, text in enumerate(labels[:len(panels)]):
+        left, width = (pad + j * (w + pad)) * scale, w * scale
+        draw.text((max(left, left + (width - draw.textlength(text)) / 2), 1), text, fill=(0, 0, 0))
+    return titled
 
 
 class SpectrogramVisualizer:
@@ -122,7 +135,7 @@ class SpectrogramVisualizer:
             low, high = float(original.min()), float(original.max())
             panels = [colorize(t[i, 0].detach().float().cpu(), low, high) for t in (raw, masked, recon, pasted)]
             path = out_dir / f"{prefix}_{i:03d}.png"
-            render_row(panels).save(path)
+            render_row(panels, labels=PANELS).save(path)
             paths.append(path)
             if audio and raw.shape[1] == 1:
                 spectrograms = {"original": original, "reconstruction": pasted[i, 0].detach().float().cpu()}

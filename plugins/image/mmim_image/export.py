@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import save_file
 
 from mmim.config.recipe import Recipe, recipe_to_dict
+from mmim.export import save_safetensors
 from mmim.model import MaskedModel
 from mmim.timm_compat import import_timm
 from mmim.trunk.encoder import VIT_SIZES
@@ -62,7 +62,7 @@ def export_timm(model: MaskedModel, recipe: Recipe, out_dir: str | Path, stream:
     out_dir.mkdir(parents=True, exist_ok=True)
     name, kwargs = timm_arguments(model, stream, recipe.model.pool)
     weights = out_dir / "model.safetensors"
-    save_file(encoder_state_dict(model, stream), str(weights), metadata={"format": "pt", "mmim_recipe": recipe.name})
+    save_safetensors(encoder_state_dict(model, stream), weights, metadata={"format": "pt", "mmim_recipe": recipe.name})
     (out_dir / "timm_config.json").write_text(json.dumps({"model_name": name, "kwargs": kwargs}, indent=2))
     prov = recipe.provenance
     card = [
@@ -80,4 +80,15 @@ def export_timm(model: MaskedModel, recipe: Recipe, out_dir: str | Path, stream:
     return weights
 
 
+def load_timm(out_dir: str | Path) -> torch.nn.Module:
+    """The timm model of an :func:`export_timm` folder, loaded strictly, in eval mode (``model(x)``
+    gives the encoder's pooled features)."""
+    timm = import_timm()
+    cfg = json.loads((Path(out_dir) / "timm_config.json").read_text())
+    model = timm.create_model(cfg["model_name"], pretrained=True, num_classes=0,
+                              pretrained_cfg_overlay=dict(file=str(Path(out_dir) / "model.safetensors")), **cfg["kwargs"])
+    return model.eval()
+
+
 export_timm.format_name = "timm"  # ``mmim export`` writes this format into ``<out>/timm/``
+export_timm.load = load_timm  # ``mmim check-plugin`` compares the loaded model's features with the encoder's

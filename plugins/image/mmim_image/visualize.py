@@ -65,8 +65,14 @@ def _to_uint8(img: Tensor, mean: Tensor, std: Tensor) -> np.ndarray:
     return (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def render_grid(rows: list[list[np.ndarray]], scale: int = 1, pad: int = 2) -> Image.Image:
-    """Tile ``rows`` of equally sized ``(H, W, 3)`` images into one picture with white gaps."""
+PANELS = ("original", "masked", "reconstruction", "pasted")  # pasted: reconstruction of the hidden part + visible
+SEGMAP_PANELS = ("original", "masked", "prediction", "pasted")
+
+
+def render_grid(rows: list[list[np.ndarray]], scale: int = 1, pad: int = 2,
+                labels: tuple[str, ...] | list[str] | None = None) -> Image.Image:
+    """Tile ``rows`` of equally sized ``(H, W, 3)`` images into one picture with white gaps, each
+    column titled with its entry of ``labels`` in a band above."""
     h, w = rows[0][0].shape[:2]
     cols = max(len(r) for r in rows)
     canvas = np.full((len(rows) * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
@@ -74,7 +80,20 @@ def render_grid(rows: list[list[np.ndarray]], scale: int = 1, pad: int = 2) -> I
         for j, img in enumerate(row):
             canvas[pad + i * (h + pad): pad + i * (h + pad) + h, pad + j * (w + pad): pad + j * (w + pad) + w] = img
     out = Image.fromarray(canvas)
-    return out.resize((out.width * scale, out.height * scale), Image.NEAREST) if scale > 1 else out
+    out = out.resize((out.width * scale, out.height * scale), Image.NEAREST) if scale > 1 else out
+    if labels:
+        from PIL import ImageDraw
+
+        band = 14
+        titled = Image.new("RGB", (out.width, out.height + band), (255, 255, 255))
+        titled.paste(out, (0, band))
+        draw = ImageDraw.Draw(titled)
+        for j, text in enumerate(labels[:cols]):
+            left, right = (pad + j * (w + pad)) * scale, (pad + j * (w + pad) + w) * scale
+            width = draw.textlength(text)
+            draw.text((max(left, (left + right - width) / 2), 1), text, fill=(0, 0, 0))
+        out = titled
+    return out
 
 
 class ImageVisualizer:
@@ -97,7 +116,7 @@ class ImageVisualizer:
         for i in range(raw.shape[0]):
             panels = [_to_uint8(t[i].detach().float().cpu(), mean, std) for t in (raw, masked, recon, pasted)]
             path = out_dir / f"{prefix}_{i:03d}.png"
-            render_grid([panels], scale=scale).save(path)
+            render_grid([panels], scale=scale, labels=PANELS).save(path)
             paths.append(path)
         return paths
 
@@ -155,6 +174,6 @@ class SegMapVisualizer:
         paths = []
         for i, panels in enumerate(rows):
             path = out_dir / f"{prefix}_{i:03d}.png"
-            render_grid([list(panels)], scale=scale).save(path)
+            render_grid([list(panels)], scale=scale, labels=SEGMAP_PANELS).save(path)
             paths.append(path)
         return paths

@@ -1,7 +1,8 @@
 """``mmim visualize`` for video: per sample a PNG strip and an animated GIF of original, masked,
 reconstruction and reconstruction + visible.
 
-The PNG has one row per panel and one column per frame; the GIF plays the four panels side by side.
+The PNG has one row per panel (titled on the left) and one column per frame; the GIF plays the four
+panels side by side, titled above.
 Hidden tubelets are grey. Reconstructions of the per-tubelet normalised target are mapped back to
 pixels with each tubelet's own mean and std.
 """
@@ -22,6 +23,31 @@ from mmim_video.reader import read_clip
 from mmim_video.target import IMAGENET_MEAN, IMAGENET_STD
 
 PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")
+SHORT = ("original", "masked", "recon", "pasted")  # the GIF's column titles: narrow frames
+
+
+def titled(img: Image.Image, labels: tuple[str, ...], cell: int, pad: int, rows: bool) -> Image.Image:
+    """``img`` (a :func:`grid` of ``cell``-pixel images with ``pad`` gaps, scaled) with a title left of
+    each row (``rows``) or above each column."""
+    from PIL import ImageDraw
+
+    measure = ImageDraw.Draw(img)
+    if rows:
+        margin = int(max(measure.textlength(t) for t in labels)) + 6
+        out = Image.new("RGB", (img.width + margin, img.height), (255, 255, 255))
+        out.paste(img, (margin, 0))
+        draw = ImageDraw.Draw(out)
+        for r, text in enumerate(labels):
+            draw.text((3, pad + r * (cell + pad) + cell / 2 - 5), text, fill=(0, 0, 0))
+        return out
+    band = 14
+    out = Image.new("RGB", (img.width, img.height + band), (255, 255, 255))
+    out.paste(img, (0, band))
+    draw = ImageDraw.Draw(out)
+    for c, text in enumerate(labels):
+        left = pad + c * (cell + pad)
+        draw.text((max(left, left + (cell - draw.textlength(text)) / 2), 1), text, fill=(0, 0, 0))
+    return out
 
 
 def reconstruct(model: MaskedModel, stream: str, output: ModelOutput) -> list[Tensor]:
@@ -79,10 +105,13 @@ class VideoVisualizer:
             frames = [[to_uint8(p[i, :, t]) for t in range(p.shape[2])] for p in panels]  # panel x time
             strip = Image.fromarray(grid(frames))
             strip = strip.resize((strip.width * scale, strip.height * scale), Image.NEAREST)
+            cell, pad = raw.shape[-2] * scale, 2 * scale
+            strip = titled(strip, PANELS[:len(panels)], cell, pad, rows=True)
             png = out_dir / f"{prefix}_{i:03d}.png"
             strip.save(png)
             movie = [Image.fromarray(grid([[frames[k][t] for k in range(len(panels))]])) for t in range(len(frames[0]))]
-            movie = [m.resize((m.width * scale, m.height * scale), Image.NEAREST) for m in movie]
+            movie = [titled(m.resize((m.width * scale, m.height * scale), Image.NEAREST), SHORT[:len(panels)],
+                            raw.shape[-1] * scale, 2 * scale, rows=False) for m in movie]
             gif = out_dir / f"{prefix}_{i:03d}.gif"
             movie[0].save(gif, save_all=True, append_images=movie[1:], duration=200, loop=0)
             paths += [png, gif]

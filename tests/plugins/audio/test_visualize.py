@@ -37,7 +37,10 @@ def test_render_writes_one_png_per_sample_with_masked_patches_grey(tmp_path):
     paths = vis.render(model, "audio", raw, out, tmp_path / "vis", prefix="audio", audio=False)
     assert [p.name for p in paths] == ["audio_000.png", "audio_001.png"]
     img = np.asarray(Image.open(paths[0]))
-    assert img.shape == (2 * (16 + 8), 2 * (4 * (32 + 4) + 4), 3)
+    band = 14  # the panel titles above
+    assert img.shape == (band + 2 * (16 + 8), 2 * (4 * (32 + 4) + 4), 3)
+    assert (img[:band] < 128).any(), "titled panels"
+    img = img[band:]
     masked_panel = img[8:8 + 32, 2 * (4 + 36):2 * (4 + 36) + 64]  # second panel: (F, T) scaled by 2
     grey = (masked_panel == 128).all(-1)  # half of the time steps are hidden: whole grey columns
     assert grey.all(0).sum() == 32

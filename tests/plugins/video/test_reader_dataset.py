@@ -63,7 +63,10 @@ def test_frame_count_and_content(clips, backend):
 @pytest.mark.parametrize("other", ["decord", "torchcodec"])
 def test_backends_return_the_same_frames(clips, other):
     if other not in reader.available_backends():
-        pytest.skip(f"{other} does not import here (torchcodec needs 0.13 + the system FFmpeg libraries on a CPU torch)")
+        why = {"decord": "decord is not installed or does not import here (pip install \"mmim[video]\"; wheels are x86-64 only)",
+               "torchcodec": "torchcodec does not import here (on a CPU torch 2.13 it needs torchcodec==0.13.0 and the "
+                             "system FFmpeg libraries)"}
+        pytest.skip(why[other])
     idx = [3, 0, 17, 9, 9]
     for name in ("a.mp4", "b.mp4"):
         n = frame_count(clips / name, "pyav")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -58,9 +59,13 @@ def test_render_png_strip_and_gif(fixture_model, tmp_path):
     paths = VideoVisualizer().render(model, "video", inp["videos"], result, tmp_path, prefix="video", scale=1)
     assert [p.name for p in paths] == ["video_000.png", "video_000.gif", "video_001.png", "video_001.gif"]
     png = Image.open(paths[0])
-    assert png.size == (16 * (16 + 2) + 2, 4 * (16 + 2) + 2)  # frames across, panels down
+    margin = png.size[0] - (16 * (16 + 2) + 2)  # frames across, panels down, titled on the left
+    assert png.size[1] == 4 * (16 + 2) + 2 and margin > 20
+    assert (np.asarray(png.convert("RGB"))[:, :margin] < 128).any(), "panel titles in the left margin"
     gif = Image.open(paths[1])
-    assert gif.n_frames == 16 and gif.size == (4 * (16 + 2) + 2, 16 + 2 + 2)
+    band = gif.size[1] - (16 + 2 + 2)  # panels across, titled above
+    assert gif.n_frames == 16 and gif.size[0] == 4 * (16 + 2) + 2 and band > 0
+    assert (np.asarray(gif.convert("RGB"))[:band] < 128).any(), "panel titles above"
 
 
 def test_needs_predict_all(video_registry):
