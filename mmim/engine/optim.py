@@ -46,9 +46,9 @@ def check_exempt(model: nn.Module, exempt: Sequence[str] | None, where: str = "o
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     for pattern in exempt:
         if not any(fnmatchcase(n, pattern) for n in names):
-            shown = ", ".join(n for n in names if n.count(".") <= 2 or "blocks.0." in n)
-            raise ValueError(f"{where}: {pattern!r} matches no trainable parameter of the model "
-                             f"(patterns are matched against full names such as: {shown})")
+            shown = ", ".join(n for n in names if ".blocks." not in f".{n}")
+            raise ValueError(f"{where}: {pattern!r} matches no trainable parameter of the model; patterns "
+                             f"are matched against full names: {shown} (and those in the blocks)")
 
 
 def describe_no_decay(exempt: Sequence[str] | None) -> str:
