@@ -42,6 +42,8 @@ import types
 from functools import partial
 from pathlib import Path
 
+OFFICIAL_COMMIT = "efb2a8062c206524e35e47d04501ed4f544c0ae8"
+
 SETS = {
     # 16x16 images, 4x4 patches; 16 images, batch 4 x accum 2 -> 2 optimizer steps per epoch
     "a": dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16,
@@ -89,8 +91,12 @@ def main() -> None:
     import models_mae
     from safetensors.torch import save_file
 
-    commit = subprocess.run(["git", "-C", str(cli.official), "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "efb2a8062c206524e35e47d04501ed4f544c0ae8"
+    commit = OFFICIAL_COMMIT  # an exported tree (git archive) has no .git of its own: never ask the enclosing repo
+    if (cli.official / ".git").exists():
+        commit = subprocess.run(["git", "-C", str(cli.official), "rev-parse", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        if commit != OFFICIAL_COMMIT:
+            print(f"warning: {cli.official} is at {commit}, the fixtures were made from {OFFICIAL_COMMIT}")
 
     # ---- data: a pool of images; the label is the index, recorded in the order the loop reads them
     g = torch.Generator().manual_seed(cfg["data_seed"])
