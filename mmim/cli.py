@@ -425,7 +425,7 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
 
 def cmd_recipes(args: argparse.Namespace) -> int:
     from mmim.config.recipe import read_yaml
-    from mmim.recipes_catalog import catalog, provenance_line
+    from mmim.recipes_catalog import catalog, optimizer_rules, provenance_line
 
     for entry in catalog():
         modality = read_yaml(entry.path).get("modality", "")
@@ -433,6 +433,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
             continue
         print(f"{entry.name:<32} {modality:<12} {provenance_line(entry.path)}")
         print(f"{'':<32} {'':<12} {entry.path} ({entry.origin})")
+        for line in optimizer_rules(entry.path):
+            print(f"{'':<32} {'':<12} {line}")
     return 0
 
 

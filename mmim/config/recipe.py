@@ -89,6 +89,11 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     fused: bool | None = None  # None: fused where the device supports it
+    # Weight-decay exemptions beyond 1-D parameters and biases (which are never decayed): None is
+    # mmim's rule (positions, cls/mask/global tokens, stream embeddings); a list of fnmatch patterns
+    # on parameter names is the official code's rule, e.g. [] for MAE (timm add_weight_decay: tokens
+    # decayed). See mmim.engine.optim.
+    no_weight_decay: list[str] | None = None
 
 
 @dataclass
@@ -191,6 +196,8 @@ class FinetuneConfig:
     sampler_replacement: bool = False  # the weighted sampler draws with replacement (Audio-MAE: without)
     multilabel: bool = False  # multi-label targets (AudioSet): BCE on multi-hot labels, mAP as the metric
     grad_clip: float | None = None
+    # weight-decay exemptions beyond 1-D parameters and biases, as optim.no_weight_decay (None: mmim's rule)
+    no_weight_decay: list[str] | None = None
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans ``epochs``
     out_dir: str = "runs/{name}_finetune"
     reported_top1: float | None = None  # the paper's fine-tuned accuracy for this setting

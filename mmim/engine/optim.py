@@ -1,6 +1,21 @@
-"""AdamW with parameter groups: no weight decay on norms, biases, positions, mask/cls tokens."""
+"""AdamW with parameter groups, and the weight-decay rules that split them.
+
+Every official MAE-family loop exempts 1-D parameters (norm gains) and biases from weight decay;
+they differ in which other tensors they exempt, and a recipe says which with
+``optim.no_weight_decay`` (``finetune.no_weight_decay`` for fine-tuning):
+
+- ``None`` (mmim's own rule): also position tables, cls/mask/global tokens and per-stream
+  modality/task embeddings;
+- a list of patterns: only the parameters whose mmim name matches one of them
+  (:func:`fnmatch.fnmatchcase` on the dotted name). ``[]`` is timm's ``add_weight_decay`` with no
+  skip list, which MAE's ``main_pretrain.py`` uses: its cls and mask tokens, shaped ``(1, 1, D)``,
+  ARE decayed. VideoMAE skips exactly the names its model's ``no_weight_decay()`` lists.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
 
 import torch
 from torch import nn
@@ -11,19 +26,48 @@ NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "global_tokens", "moda
 NO_DECAY_DICTS = ("modality_embed", "task_embeddings")  # per-stream embeddings: ``task_embeddings.rgb``
 
 
-def no_weight_decay(name: str, param: nn.Parameter) -> bool:
-    """True for 1-D parameters (norm gains, biases) and position/cls/mask-token tensors."""
+def no_weight_decay(name: str, param: nn.Parameter, exempt: Sequence[str] | None = None) -> bool:
+    """True for 1-D parameters (norm gains, biases) and, with ``exempt=None``, mmim's own list
+    (position/cls/mask-token tensors, per-stream embeddings); else for names matching ``exempt``."""
+    if param.ndim <= 1 or name.endswith(".bias"):
+        return True
+    if exempt is not None:
+        return any(fnmatchcase(name, pattern) for pattern in exempt)
     parts = name.split(".")
     in_dict = len(parts) > 1 and parts[-2] in NO_DECAY_DICTS
-    return param.ndim <= 1 or name.endswith(".bias") or parts[-1] in NO_DECAY_NAMES or in_dict
+    return parts[-1] in NO_DECAY_NAMES or in_dict
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed and not decayed (frozen parameters are left out)."""
+def check_exempt(model: nn.Module, exempt: Sequence[str] | None, where: str = "optim.no_weight_decay") -> None:
+    """A pattern that names no trainable parameter is a mistake (a typo, or a rule written for
+    another model): raise naming it and the parameters there are."""
+    if not exempt:
+        return
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    for pattern in exempt:
+        if not any(fnmatchcase(n, pattern) for n in names):
+            shown = ", ".join(n for n in names if ".blocks." not in f".{n}")
+            raise ValueError(f"{where}: {pattern!r} matches no trainable parameter of the model; patterns "
+                             f"are matched against full names: {shown} (and those in the blocks)")
+
+
+def describe_no_decay(exempt: Sequence[str] | None) -> str:
+    """One line for ``mmim recipes``: which parameters are not decayed."""
+    if exempt is None:
+        return "1-D, biases, positions, cls/mask/global tokens, stream embeddings (mmim default)"
+    if not exempt:
+        return "1-D and biases only (tokens decayed)"
+    return "1-D, biases, " + ", ".join(exempt)
+
+
+def param_groups(model: nn.Module, weight_decay: float, exempt: Sequence[str] | None = None) -> list[dict]:
+    """Two groups: decayed and not decayed (frozen parameters are left out); see
+    :func:`no_weight_decay` for ``exempt``."""
+    check_exempt(model, exempt)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if no_weight_decay(name, param) else decay).append(param)
+            (no_decay if no_weight_decay(name, param, exempt) else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -36,4 +80,5 @@ def build_adamw(groups: list[dict], lr: float, betas: tuple[float, float], eps: 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float, device: torch.device) -> torch.optim.Optimizer:
     """AdamW over :func:`param_groups` of ``model`` with ``cfg``'s settings."""
-    return build_adamw(param_groups(model, cfg.weight_decay), lr, cfg.betas, cfg.eps, cfg.fused, device)
+    return build_adamw(param_groups(model, cfg.weight_decay, cfg.no_weight_decay), lr, cfg.betas, cfg.eps, cfg.fused,
+                       device)

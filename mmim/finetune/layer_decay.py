@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
-from mmim.engine.optim import no_weight_decay
+from mmim.engine.optim import check_exempt, no_weight_decay
 
 
 def layer_id(name: str, num_layers: int) -> int:
@@ -19,13 +20,16 @@ def layer_id(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
-def layer_decay_groups(model: nn.Module, num_layers: int, weight_decay: float, layer_decay: float) -> list[dict[str, Any]]:
-    """Parameter groups with ``lr_scale = layer_decay ** (num_layers + 1 - layer_id)``."""
+def layer_decay_groups(model: nn.Module, num_layers: int, weight_decay: float, layer_decay: float,
+                       exempt: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Parameter groups with ``lr_scale = layer_decay ** (num_layers + 1 - layer_id)``; ``exempt``
+    as in :func:`mmim.engine.optim.no_weight_decay` (``finetune.no_weight_decay``)."""
+    check_exempt(model, exempt, "finetune.no_weight_decay")
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lid, decay = layer_id(name, num_layers), not no_weight_decay(name, param)
+        lid, decay = layer_id(name, num_layers), not no_weight_decay(name, param, exempt)
         group = groups.setdefault((lid, decay), {
             "params": [], "weight_decay": weight_decay if decay else 0.0,
             "lr_scale": layer_decay ** (num_layers + 1 - lid), "layer_id": lid,

@@ -173,7 +173,8 @@ class FinetuneTask:
         return module
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return layer_decay_groups(self.module, self.num_layers, self.settings.weight_decay, self.layer_decay)
+        return layer_decay_groups(self.module, self.num_layers, self.settings.weight_decay, self.layer_decay,
+                                  self.recipe.finetune.no_weight_decay)
 
     def step(self, net: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, dict[str, float], int]:
         if self.multilabel:

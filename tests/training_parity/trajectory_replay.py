@@ -1,0 +1,108 @@
+"""Replaying an official training trajectory through mmim's real training loop.
+
+A fixture (``tests/fixtures/trajectories/<loop>/``) holds what the official loop read and drew
+(data order, masks) and what it did (per-step losses, every group's lr and weight decay, the
+gradient norm, the parameters before and after). :func:`run` trains mmim on the same data and
+masks with the real :class:`~mmim.engine.trainer.Trainer`, its task, optimizer and schedule
+builders, built from a shipped recipe; the only substitutes are sources of data and randomness:
+
+- the dataset is the fixture's data pool (instead of the recipe's files);
+- :class:`ReplaySampler` yields the official loader's order instead of mmim's permutation;
+- :class:`ReplayMasker` returns the official mask of each micro-batch, found from the seed mmim
+  gives that micro-batch's generator (so the loop's own seeding decides which one is used).
+
+What the loop did is observed, never recomputed: the loss of each micro-batch from the task's
+``step``, and lr, weight decay and gradient norm from an optimizer step pre-hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mmim.data.loading import ResumableSampler, mix_seed
+from mmim.engine.trainer import Trainer
+from mmim.types import StreamMask
+
+
+class ReplaySampler(ResumableSampler):
+    """Yields the official order ``flat_order`` (pool indices), in micro-batches of the trainer's
+    batch size, continuing where the previous epoch stopped; steps and epochs are the trainer's."""
+
+    def __init__(self, base: ResumableSampler, flat_order: list[int]) -> None:
+        self.__dict__.update(base.__dict__)
+        self.flat_order = flat_order
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        per_step = self.step_size
+        start = (self.epoch * self.steps_per_epoch + self.start_step) * per_step
+        stop = (self.epoch + 1) * self.steps_per_epoch * per_step
+        for pos in range(start, stop):
+            yield self.flat_order[pos % len(self.flat_order)], 0
+
+
+class ReplayMasker:
+    """The official masks ``(micro-batches, B, L)`` argsort order, kept first: micro-batch ``k``
+    is the one mmim seeds with ``mix_seed(seed, step, chunk, 2)`` for ``k = step * accum + chunk``.
+    A generator seeded otherwise (the trainer's FLOP probe) gets the first mask."""
+
+    def __init__(self, ids_shuffle: Tensor, len_keep: int, seed: int, accum: int) -> None:
+        self.ids, self.keep = ids_shuffle.long(), len_keep
+        self.index = {mix_seed(seed, k // accum, k % accum, 2): k for k in range(len(self.ids))}
+        self.used: list[int] = []
+
+    def __call__(self, layout: Any, generator: torch.Generator) -> StreamMask:
+        k = self.index.get(generator.initial_seed())
+        if k is not None:
+            self.used.append(k)
+        ids = self.ids[k if k is not None else 0]
+        assert ids.shape[0] == layout.batch_size
+        return StreamMask(ids[:, : self.keep].contiguous(), ids[:, self.keep:].contiguous())
+
+
+@dataclass
+class Observed:
+    """What mmim's loop did: per micro-batch loss; per optimizer step each group's lr and weight
+    decay, and the gradient norm the optimizer stepped with; the groups' parameter names."""
+
+    loss: list[float] = field(default_factory=list)
+    lr: list[list[float]] = field(default_factory=list)
+    weight_decay: list[list[float]] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    group_names: list[list[str]] = field(default_factory=list)
+    final: dict[str, Tensor] = field(default_factory=dict)
+    masks_used: list[int] = field(default_factory=list)
+
+    def per_param(self, what: str) -> dict[str, Tensor]:
+        """``{parameter name: (steps,)}`` lr or weight decay of the group holding it."""
+        values = torch.tensor(getattr(self, what), dtype=torch.float64)
+        return {n: values[:, g] for g, names in enumerate(self.group_names) for n in names}
+
+
+def observe(trainer: Trainer) -> Observed:
+    """Attach observers to a built trainer (they only read)."""
+    seen = Observed()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    seen.group_names = [[names[id(p)] for p in g["params"]] for g in trainer.optimizer.param_groups]
+
+    def pre_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        seen.lr.append([g["lr"] for g in optimizer.param_groups])
+        seen.weight_decay.append([g["weight_decay"] for g in optimizer.param_groups])
+        grads = [p.grad.detach() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        seen.grad_norm.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads]))))
+
+    trainer.optimizer.register_step_pre_hook(pre_step)
+    task_step: Callable = trainer.task.step
+
+    def step(net: Any, batch: Any, generator: torch.Generator) -> Any:
+        loss, parts, n = task_step(net, batch, generator)
+        if torch.is_grad_enabled():  # not the FLOP probe
+            seen.loss.append(float(loss.detach()))
+        return loss, parts, n
+
+    trainer.task.step = step
+    return seen
