@@ -425,7 +425,8 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
 
 def cmd_recipes(args: argparse.Namespace) -> int:
     from mmim.config.recipe import read_yaml
-    from mmim.recipes_catalog import catalog, optimizer_rules, provenance_line
+    from mmim.engine.optim import optimizer_rules
+    from mmim.recipes_catalog import catalog, provenance_line
 
     for entry in catalog():
         modality = read_yaml(entry.path).get("modality", "")

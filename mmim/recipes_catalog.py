@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmim import registry
-from mmim.config.recipe import FinetuneConfig, OptimConfig, read_yaml
+from mmim.config.recipe import read_yaml
 from mmim.config.typed import ConfigError
 
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # a source checkout (editable install)
@@ -62,42 +62,6 @@ def default_recipe(modality: str) -> Path:
         if path.name == plugin.default_recipe:
             return path
     raise ConfigError(f"plugin {plugin.name!r}: default recipe {plugin.default_recipe!r} not found in {plugin.recipes}")
-
-
-def _number(value: object) -> str:
-    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-
-
-def optimizer_rules(path: Path) -> list[str]:
-    """How the recipe's loop optimizes, as the official code does it: betas, weight decay and
-    what is exempt from it, the lr rule, clipping; and the same for fine-tuning (layer decay)."""
-    from mmim.engine.optim import describe_no_decay
-
-    data = read_yaml(path)
-    optim, train, ft = data.get("optim") or {}, data.get("train") or {}, data.get("finetune") or {}
-    defaults = OptimConfig()
-
-    def lr_rule(section: dict, base_default: float) -> str:
-        if section.get("lr") is not None:
-            return f"lr {_number(section['lr'])} (not scaled)"
-        return f"lr = {_number(section.get('base_lr', base_default))} x batch/256"
-
-    def clip(value: object) -> str:
-        return f"clip grad norm {_number(value)}" if value else "no clipping"
-
-    betas = tuple(optim.get("betas", defaults.betas))
-    lines = [f"pretrain: AdamW betas ({_number(betas[0])}, {_number(betas[1])}), "
-             f"wd {_number(optim.get('weight_decay', defaults.weight_decay))}, "
-             f"no decay on {describe_no_decay(optim.get('no_weight_decay'))}; {lr_rule(optim, defaults.base_lr)}; "
-             f"{clip(train.get('grad_clip'))}"]
-    if ft:
-        fd = FinetuneConfig()
-        fb = tuple(ft.get("betas", fd.betas))
-        lines.append(f"finetune: AdamW betas ({_number(fb[0])}, {_number(fb[1])}), "
-                     f"wd {_number(ft.get('weight_decay', fd.weight_decay))}, "
-                     f"no decay on {describe_no_decay(ft.get('no_weight_decay'))}; {lr_rule(ft, fd.base_lr)}, "
-                     f"layer decay {_number(ft.get('layer_decay', fd.layer_decay))}; {clip(ft.get('grad_clip'))}")
-    return lines
 
 
 def provenance_line(path: Path) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,6 @@ def save_checked(model_class: str, config: Any, state: Mapping[str, Tensor], out
     Returns:
         the weights file.
     """
-    from safetensors.torch import save_file
 
     transformers = import_transformers()
     cls = getattr(transformers, model_class)
@@ -202,8 +202,14 @@ def save_checked(model_class: str, config: Any, state: Mapping[str, Tensor], out
     if file_state is not None:
         for old in out_dir.glob("model*.safetensors*"):
             old.unlink()
-        save_file({k: v.detach().float().contiguous() for k, v in file_state.items()}, str(weights),
-                  metadata={"format": "pt"})
+        from mmim.export import save_safetensors
+
+        save_safetensors({k: v.detach().float().contiguous() for k, v in file_state.items()}, weights,
+                         metadata={"format": "pt"})
+    for written in out_dir.glob("*.safetensors"):  # save_pretrained's files too: the mode other new files get
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(written, 0o666 & ~umask)
     base = f"{cls.base_model_prefix}."
     head = model_class.endswith("ForPreTraining")  # else the encoder alone, which AutoModel builds itself
     loaders = (cls, transformers.AutoModelForPreTraining, transformers.AutoModel) if head else (cls, transformers.AutoModel)

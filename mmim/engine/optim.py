@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from mmim.config.recipe import OptimConfig
+from mmim.config.recipe import FinetuneConfig, OptimConfig, read_yaml
 
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "global_tokens", "modality_embed")
 NO_DECAY_DICTS = ("modality_embed", "task_embeddings")  # per-stream embeddings: ``task_embeddings.rgb``
@@ -82,3 +83,37 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float, device: torch
     """AdamW over :func:`param_groups` of ``model`` with ``cfg``'s settings."""
     return build_adamw(param_groups(model, cfg.weight_decay, cfg.no_weight_decay), lr, cfg.betas, cfg.eps, cfg.fused,
                        device)
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def optimizer_rules(path: Path) -> list[str]:
+    """How the recipe's loop optimizes, as the official code does it: betas, weight decay and
+    what is exempt from it, the lr rule, clipping; and the same for fine-tuning (layer decay)."""
+    data = read_yaml(path)
+    optim, train, ft = data.get("optim") or {}, data.get("train") or {}, data.get("finetune") or {}
+    defaults = OptimConfig()
+
+    def lr_rule(section: dict, base_default: float) -> str:
+        if section.get("lr") is not None:
+            return f"lr {_number(section['lr'])} (not scaled)"
+        return f"lr = {_number(section.get('base_lr', base_default))} x batch/256"
+
+    def clip(value: object) -> str:
+        return f"clip grad norm {_number(value)}" if value else "no clipping"
+
+    betas = tuple(optim.get("betas", defaults.betas))
+    lines = [f"pretrain: AdamW betas ({_number(betas[0])}, {_number(betas[1])}), "
+             f"wd {_number(optim.get('weight_decay', defaults.weight_decay))}, "
+             f"no decay on {describe_no_decay(optim.get('no_weight_decay'))}; {lr_rule(optim, defaults.base_lr)}; "
+             f"{clip(train.get('grad_clip'))}"]
+    if ft:
+        fd = FinetuneConfig()
+        fb = tuple(ft.get("betas", fd.betas))
+        lines.append(f"finetune: AdamW betas ({_number(fb[0])}, {_number(fb[1])}), "
+                     f"wd {_number(ft.get('weight_decay', fd.weight_decay))}, "
+                     f"no decay on {describe_no_decay(ft.get('no_weight_decay'))}; {lr_rule(ft, fd.base_lr)}, "
+                     f"layer decay {_number(ft.get('layer_decay', fd.layer_decay))}; {clip(ft.get('grad_clip'))}")
+    return lines

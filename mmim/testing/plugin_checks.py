@@ -196,11 +196,47 @@ def check_visualizer(name: str) -> None:
             assert out_dir in p.parents, f"{p} is outside the output folder {out_dir}"
 
 
+def _check_written(out_dir: Path, tmp: str) -> None:
+    """Files under ``out_dir``: some, none empty, each with the mode other new files get."""
+    (Path(tmp) / "probe").write_text("x")
+    mode = (Path(tmp) / "probe").stat().st_mode & 0o777
+    files = [p for p in out_dir.rglob("*") if p.is_file()]
+    assert files, f"the exporter wrote no file into {out_dir}"
+    for p in files:
+        assert p.stat().st_size > 0, f"{p.name} is empty"
+        got = p.stat().st_mode & 0o777
+        assert got == mode, f"{p.name} has mode {got:o}; other new files get {mode:o}"
+
+
+def _check_format_exporter(name: str) -> None:
+    """An exporter registered under a format name (``mmim export --format NAME``), not a tokenizer's: run on
+    its plugin's default recipe's model; it writes readable files (and checks its own output, if it does)."""
+    from mmim.config.recipe import read_yaml, recipe_from_dict
+    from mmim.model import build_model
+
+    owner = registry.qualified_name("exporter", name).split(":")[0]
+    plugin = registry.plugins()[owner]
+    paths = [p for p in plugin.recipe_files() if p.name == plugin.default_recipe]
+    if not paths:
+        raise CheckSkipped(f"plugin {owner!r} has no default recipe to export")
+    recipe = recipe_from_dict(read_yaml(paths[0]), source=str(paths[0]))
+    torch.manual_seed(0)
+    model = build_model(recipe.model, recipe.source).eval()
+    exporter = registry.resolve("exporter", registry.qualified_name("exporter", name))
+    with tempfile.TemporaryDirectory(prefix="mmim-check-") as tmp:
+        out_dir = Path(tmp) / "export"
+        exporter(model, recipe, out_dir, metrics={"trained": {"knn": 0.5}})
+        _check_written(out_dir, tmp)
+
+
 def check_exporter(name: str) -> None:
     from mmim.config.recipe import read_yaml, recipe_from_dict
     from mmim.data.device import device_transforms, to_device
     from mmim.model import build_model
 
+    owner, _, short = registry.qualified_name("exporter", name).partition(":")
+    if short not in registry.plugins()[owner].components.get("tokenizer", {}):
+        return _check_format_exporter(name)
     path, stream = _recipe_for_tokenizer(name)
     recipe = recipe_from_dict(read_yaml(path), source=str(path))
     torch.manual_seed(0)
@@ -209,14 +245,7 @@ def check_exporter(name: str) -> None:
     with tempfile.TemporaryDirectory(prefix="mmim-check-") as tmp:
         out_dir = Path(tmp) / "export"
         exporter(model, recipe, out_dir, stream, {"trained": {"knn": 0.5}})
-        (Path(tmp) / "probe").write_text("x")
-        mode = (Path(tmp) / "probe").stat().st_mode & 0o777
-        files = [p for p in out_dir.rglob("*") if p.is_file()]
-        assert files, f"the exporter wrote no file into {out_dir}"
-        for p in files:
-            assert p.stat().st_size > 0, f"{p.name} is empty"
-            got = p.stat().st_mode & 0o777
-            assert got == mode, f"{p.name} has mode {got:o}; other new files get {mode:o}"
+        _check_written(out_dir, tmp)
         load = getattr(exporter, "load", None)
         if load is None:
             return
