@@ -202,10 +202,10 @@ def save_checked(model_class: str, config: Any, state: Mapping[str, Tensor], out
     if file_state is not None:
         for old in out_dir.glob("model*.safetensors*"):
             old.unlink()
-        from mmim.export import save_safetensors
+        from safetensors.torch import save_file
 
-        save_safetensors({k: v.detach().float().contiguous() for k, v in file_state.items()}, weights,
-                         metadata={"format": "pt"})
+        save_file({k: v.detach().float().contiguous() for k, v in file_state.items()}, str(weights),
+                  metadata={"format": "pt"})
     for written in out_dir.glob("*.safetensors"):  # save_pretrained's files too: the mode other new files get
         umask = os.umask(0)
         os.umask(umask)

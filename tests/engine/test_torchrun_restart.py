@@ -124,6 +124,6 @@ def test_two_nodes_on_one_machine_restart_and_resume(tiny_recipe_dict, tmp_path,
             if node.poll() is None:
                 node.kill()
     text = "".join((tmp_path / f"node{n}.log").read_text() for n in (0, 1))
-    resumed = resumed_steps(text)
-    assert len(resumed) == 2 and steps // 2 <= resumed[0] < steps, resumed
+    resumed = resumed_steps(text)  # rank 0 reports it (the other ranks log warnings only); the losses show both did
+    assert len(resumed) == 1 and steps // 2 <= resumed[0] < steps, resumed
     assert losses(run_dir) == reference
