@@ -18,7 +18,7 @@ pytest.importorskip("av")
 
 @pytest.fixture(scope="module")
 def listed(tmp_path_factory):
-    from tests.plugins.video.test_uint8_pipeline import write_video
+    from .test_uint8_pipeline import write_video
 
     root = tmp_path_factory.mktemp("gpu")
     write_video(root / "0.mp4", 30, 80, 60, gop=10)

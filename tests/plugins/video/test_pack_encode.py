@@ -24,7 +24,7 @@ FRAMES, W, H = 24, 64, 48
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    from tests.plugins.video.test_uint8_pipeline import write_video
+    from .test_uint8_pipeline import write_video
 
     root = tmp_path_factory.mktemp("enc")
     for i in range(2):
