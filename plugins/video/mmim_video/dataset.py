@@ -7,9 +7,9 @@ frames ``sampling_rate`` apart from a random start (a new clip each epoch; the f
 indices clamped to the last frame when the video is shorter; or, with ``sampling="segments"``, one frame
 from each of ``num_frames`` equal segments (VideoMAE's Something-Something V2 fine-tuning). Only those frames
 are decoded (:mod:`mmim_video.reader`). Training takes VideoMAE's multi-scale crop
-(:func:`multiscale_crop`: width and height from ``crop_scales`` of the short side, at most ``max_distort``
+(:func:`~mmim_video.sampling.multiscale_crop`: width and height from ``crop_scales`` of the short side, at most ``max_distort``
 scales apart, at one of 13 fixed places), resizes it to ``img_size`` and flips it with probability 1/2
-(``hflip``), all in ``uint8`` on the cropped region (:func:`crop_resize_uint8`); evaluation resizes the
+(``hflip``), all in ``uint8`` on the cropped region (:func:`~mmim_video.sampling.crop_resize_uint8`); evaluation resizes the
 centred short-side square in float32. Randomness uses torch's global RNG (seeded per sample by the engine).
 
 Repeated augmentation (VideoMAE's ``num_sample``): with ``num_sample = n > 1`` a training item decodes its
@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -34,6 +32,15 @@ from mmim.data import CorruptSampleError, DataError
 from mmim.data.device import DeviceNormalize
 from mmim.data.records import file_record, main_member, meta_of, spilled
 from mmim_video.reader import read_clip
+from mmim_video.sampling import (
+    ClipPlan,
+    Crop,
+    centre_float,
+    crop_resize_uint8,
+    multiscale_crop,
+    sample_indices,
+    segment_indices,
+)
 from mmim_video.target import IMAGENET_MEAN, IMAGENET_STD
 
 SAMPLINGS = ("stride", "segments")
@@ -68,127 +75,6 @@ def read_list_file(path: Path, root: Path) -> list[tuple[str, int, int]]:
     return out
 
 
-def sample_indices(total: int, num_frames: int, rate: int, random_start: bool) -> list[int]:
-    """``num_frames`` indices ``rate`` apart inside ``[0, total)``, clamped to the last frame.
-
-    The random start is VideoMAE's pre-training draw (``kinetics.py`` ``VideoMAE._sample_train_indices``
-    with one segment): uniform over ``[0, total - num_frames * rate]`` when the video has at least
-    ``num_frames * rate`` frames, else 0. Without ``random_start`` the clip starts at frame 0.
-    """
-    span = num_frames * rate
-    start = int(torch.randint(total - span + 1, ())) if random_start and total >= span else 0
-    return [min(start + i * rate, total - 1) for i in range(num_frames)]
-
-
-def segment_indices(total: int, num_segments: int, random: bool) -> list[int]:
-    """One frame from each of ``num_segments`` equal segments of ``[0, total)`` (TSN sampling, as VideoMAE
-    fine-tunes Something-Something V2: ``ssv2.py`` ``loadvideo_decord``).
-
-    Training takes a random frame inside each segment; a video shorter than ``num_segments`` frames
-    gets sorted random frames (with repeats), or frame 0 when it has at most ``num_segments`` frames
-    and segments of no length, as the official code does. Evaluation takes each segment's middle frame
-    (the official test view ``int(tick / 2 + tick * i)``, ``tick = total / num_segments``).
-    """
-    if not random:
-        tick = total / num_segments
-        return [min(int(tick / 2 + tick * i), total - 1) for i in range(num_segments)]
-    length = total // num_segments
-    if length > 0:
-        offsets = torch.randint(length, (num_segments,))
-        return [i * length + int(o) for i, o in enumerate(offsets)]
-    if total > num_segments:
-        return sorted(int(i) for i in torch.randint(total, (num_segments,)))
-    return [0] * num_segments
-
-
-def crop_resize(frames: Tensor, size: int, scale: float, random_place: bool) -> Tensor:
-    """``(T, 3, H, W)`` -> ``(T, 3, size, size)``: a square of side ``scale * min(H, W)`` resized (bilinear)."""
-    h, w = frames.shape[-2:]
-    side = max(1, int(round(scale * min(h, w))))
-    if random_place:
-        top, left = int(torch.randint(h - side + 1, ())), int(torch.randint(w - side + 1, ()))
-    else:
-        top, left = (h - side) // 2, (w - side) // 2
-    crop = frames[..., top:top + side, left:left + side]
-    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
-@dataclass(frozen=True)
-class Crop:
-    """One augmented copy's crop of the decoded frames (pixels of the source frame), then an optional flip."""
-
-    top: int
-    left: int
-    height: int
-    width: int
-    flip: bool = False
-
-
-def fixed_offsets(image_w: int, image_h: int, crop_w: int, crop_h: int) -> list[tuple[int, int]]:
-    """The 13 ``(left, top)`` places of VideoMAE's ``GroupMultiScaleCrop`` (``fix_crop``, ``more_fix_crop``):
-    corners, centre, edge centres and quarter points of a 4 x 4 grid of the free space."""
-    ws, hs = (image_w - crop_w) // 4, (image_h - crop_h) // 4
-    grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3)]
-    return [(i * ws, j * hs) for i, j in grid]
-
-
-def multiscale_crop(height: int, width: int, size: int, scales: Sequence[float], max_distort: int = 1,
-                    fixed: bool = True) -> tuple[int, int, int, int]:
-    """VideoMAE's pre-training crop (``transforms.py`` ``GroupMultiScaleCrop``) as ``(top, left, h, w)``.
-
-    Side lengths are ``int(scale * short side)`` (within 3 px of ``size`` they snap to ``size``); the crop's
-    width and height take scales at most ``max_distort`` steps apart in ``scales`` (so crops need not be
-    square), chosen uniformly among the allowed pairs; the place is one of :func:`fixed_offsets`
-    (``fixed``) or uniform. Draws from torch's global RNG. A side longer than the frame (a snapped size on a
-    frame just under ``size``) is cut to the frame.
-    """
-    sides = [int(min(height, width) * s) for s in scales]
-    sides = [size if abs(x - size) < 3 else x for x in sides]
-    pairs = [(cw, ch) for i, ch in enumerate(sides) for j, cw in enumerate(sides) if abs(i - j) <= max_distort]
-    crop_w, crop_h = pairs[int(torch.randint(len(pairs), ()))]
-    crop_w, crop_h = max(1, min(crop_w, width)), max(1, min(crop_h, height))
-    if fixed:
-        places = fixed_offsets(width, height, crop_w, crop_h)
-        left, top = places[int(torch.randint(len(places), ()))]
-    else:
-        left, top = int(torch.randint(width - crop_w + 1, ())), int(torch.randint(height - crop_h + 1, ()))
-    return top, left, crop_h, crop_w
-
-
-def crop_resize_uint8(frames: Tensor, crop: Crop, size: int) -> Tensor:
-    """``(T, H, W, C)`` uint8 frames -> ``(C, T, size, size)`` uint8: ``crop`` cut, resized (bilinear,
-    antialiased, as PIL's ``BILINEAR`` that VideoMAE uses: within 1 of it) and flipped, all in ``uint8`` on
-    the cropped region only (torch's vectorised channels-last kernel)."""
-    region = frames[:, crop.top:crop.top + crop.height, crop.left:crop.left + crop.width, :].permute(0, 3, 1, 2)
-    out = F.interpolate(region, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    if crop.flip:
-        out = out.flip(-1)
-    return out.permute(1, 0, 2, 3).contiguous()
-
-
-def centre_float(frames: Tensor, size: int) -> Tensor:
-    """``(T, H, W, C)`` uint8 -> ``(T, C, size, size)`` float in ``[0, 1]`` (not clamped): the evaluation view,
-    the centred short-side square resized in float32, converted to float on that square only. The values equal
-    those of :func:`crop_resize` at scale 1 on the whole frame converted to float (evaluation stays pixel-exact)."""
-    h, w = frames.shape[1:3]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    region = frames[:, top:top + side, left:left + side, :].permute(0, 3, 1, 2)
-    region = region.to(torch.float32, memory_format=torch.channels_last) / 255.0
-    return F.interpolate(region, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
-@dataclass(frozen=True)
-class ClipPlan:
-    """What one training item reads and how it is cut: the frame indices and one :class:`Crop` per copy.
-
-    Drawn on the host before any decoding (:meth:`VideoClips.plan`), so the same plan can be carried out by
-    the CPU (:func:`crop_resize_uint8`) or on the GPU (:mod:`mmim_video.gpu`)."""
-
-    indices: tuple[int, ...]
-    crops: tuple[Crop, ...]
-
-
 class VideoClips(Dataset):
     """Labelled video files read as VideoMAE reads them (the shared core of the video datasets).
 
@@ -207,8 +93,8 @@ class VideoClips(Dataset):
         num_classes: number of classes (default: largest label + 1).
         num_sample: training items hold this many augmented copies of one decoded clip (VideoMAE's
             repeated augmentation; ``1``: a single clip ``(3, T, S, S)``).
-        sampling: ``"stride"`` (``num_frames`` frames ``sampling_rate`` apart, :func:`sample_indices`) or
-            ``"segments"`` (one frame from each of ``num_frames`` equal segments, :func:`segment_indices`;
+        sampling: ``"stride"`` (``num_frames`` frames ``sampling_rate`` apart, :func:`~mmim_video.sampling.sample_indices`) or
+            ``"segments"`` (one frame from each of ``num_frames`` equal segments, :func:`~mmim_video.sampling.segment_indices`;
             ``sampling_rate`` is unused).
         max_distort: how many steps apart in ``crop_scales`` the crop's width and height scales may be
             (VideoMAE's ``GroupMultiScaleCrop`` default 1; 0 gives squares only).
@@ -218,7 +104,7 @@ class VideoClips(Dataset):
             normalised on the device (``device_transforms``) with the same float32 operations. Evaluation
             items are normalised on the host either way (their float resize is kept pixel-exact).
         decode: ``"host"`` (the loader decodes and crops) or ``"device"``: training items carry only their
-            :class:`ClipPlan` and source; the training process decodes them on its device (torchcodec / NVDEC
+            :class:`~mmim_video.sampling.ClipPlan` and source; the training process decodes them on its device (torchcodec / NVDEC
             on CUDA) and crops, flips and normalises there (:mod:`mmim_video.gpu`). Evaluation decodes on the host.
     """
 
@@ -285,13 +171,13 @@ class VideoClips(Dataset):
         except CorruptSampleError as err:
             raise CorruptSampleError(err.path, f"{err.reason} (listed in {self.source})", line or None) from None
 
-    def frames(self, index: int) -> Tensor:
-        """The sampled frames of sample ``index`` as ``(T, 3, H, W)`` floats in ``[0, 1]`` (one decode)."""
-        return self.decoded(index).permute(0, 3, 1, 2).float() / 255.0
+    def _stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the items' channels."""
+        mean, std = [float(m) for m in self.mean.flatten()], [float(v) for v in self.std.flatten()]
+        return mean[:self.channels], std[:self.channels]
 
     def _normalizer(self, copies: bool) -> DeviceNormalize:
-        mean, std = [float(m) for m in self.mean.flatten()], [float(v) for v in self.std.flatten()]
-        return DeviceNormalize(mean[:self.channels], std[:self.channels], channel_dim=1 if copies else 0)
+        return DeviceNormalize(*self._stats(), channel_dim=1 if copies else 0)
 
     @property
     def device_transforms(self) -> dict[str, Any]:
@@ -302,8 +188,7 @@ class VideoClips(Dataset):
         if self.decode == "device":
             from mmim_video.gpu import DeviceClips
 
-            mean, std = [float(m) for m in self.mean.flatten()], [float(v) for v in self.std.flatten()]
-            return {"video": DeviceClips(self.img_size, mean, std, self.channels)}
+            return {"video": DeviceClips(self.img_size, *self._stats(), self.channels)}
         if self.normalize != "device":
             return {}
         return {"video": self._normalizer(self.num_sample > 1)}

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmim.data import CorruptSampleError
-from mmim_video.dataset import ClipPlan, Crop
+from mmim_video.sampling import ClipPlan, Crop
 
 FIELDS = 5  # top, left, height, width, flip per crop
 SOURCE_KEY = "video_source"

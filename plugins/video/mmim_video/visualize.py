@@ -18,8 +18,8 @@ from PIL import Image
 from torch import Tensor
 
 from mmim.model import MaskedModel, ModelOutput
-from mmim_video.dataset import crop_resize, sample_indices, segment_indices
 from mmim_video.reader import read_clip
+from mmim_video.sampling import crop_resize, sample_indices, segment_indices
 from mmim_video.target import IMAGENET_MEAN, IMAGENET_STD
 
 PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")

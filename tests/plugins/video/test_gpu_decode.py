@@ -10,8 +10,9 @@ import torch
 from mmim.data.device import to_device
 from mmim.data.loading import collate_skipping
 from mmim_video import reader
-from mmim_video.dataset import ClipPlan, Crop, VideoList, crop_resize_uint8
+from mmim_video.dataset import VideoList
 from mmim_video.gpu import SOURCE_KEY, DeviceClips, decode_plan, encode_plan
+from mmim_video.sampling import ClipPlan, Crop, crop_resize_uint8
 
 pytest.importorskip("av")
 

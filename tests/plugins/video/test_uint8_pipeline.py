@@ -10,9 +10,9 @@ import torch
 
 from mmim.data.device import to_device
 from mmim_video import reader
-from mmim_video.dataset import (
+from mmim_video.dataset import VideoList
+from mmim_video.sampling import (
     Crop,
-    VideoList,
     centre_float,
     crop_resize,
     crop_resize_uint8,
