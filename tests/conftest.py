@@ -110,6 +110,13 @@ TINY_RECIPE: dict[str, Any] = {
 }
 
 
+@pytest.fixture(scope="session")
+def tiny_recipe_data() -> dict[str, Any]:
+    """A copy of the tiny recipe for module- and session-scoped fixtures (``import conftest`` from a test
+    module may find another folder's conftest; this fixture is the one way to reach this one)."""
+    return copy.deepcopy(TINY_RECIPE)
+
+
 @pytest.fixture
 def tiny_recipe_dict(tmp_path) -> dict[str, Any]:
     """A fresh copy of the tiny recipe, writing into ``tmp_path/run``."""

@@ -9,7 +9,6 @@ import os
 import random
 import re
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -20,17 +19,6 @@ from mmim.engine.metrics import read_metrics
 
 EPOCHS, EFFECTIVE_BATCH, CHECKPOINT_EVERY = 8, 16, 4
 
-
-
-def _root_conftest():
-    """``tests/conftest.py`` by its path (``import conftest`` finds whichever test folder's conftest came first)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("mmim_tests_root_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 def losses(run_dir):
     return {r["step"]: r["loss"] for r in read_metrics(run_dir)}  # a re-run step overwrites the killed one's
@@ -75,9 +63,9 @@ def resumed_steps(log_text: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, tiny_recipe_data):
     """Losses of an uninterrupted 2-process torchrun run (file checkpoints)."""
-    TINY_RECIPE = _root_conftest().TINY_RECIPE
+    TINY_RECIPE = tiny_recipe_data
 
     folder = tmp_path_factory.mktemp("reference")
     run(recipe_file(TINY_RECIPE, folder), folder / "ref", folder / "ref.log", nproc=2)

@@ -8,7 +8,6 @@ import copy
 import json
 import os
 import socket
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,17 +20,6 @@ from mmim.engine.trainer import Trainer
 
 EFFECTIVE_BATCH = 16
 
-
-
-def _root_conftest():
-    """``tests/conftest.py`` by its path (``import conftest`` finds whichever test folder's conftest came first)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("mmim_tests_root_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -95,9 +83,9 @@ def _recipe(tiny, out_dir, steps, world, distributed, shards=None):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, tiny_recipe_data):
     """Per-step losses of an uninterrupted one-process run of the whole epoch."""
-    TINY_RECIPE = _root_conftest().TINY_RECIPE
+    TINY_RECIPE = tiny_recipe_data
 
     folder = tmp_path_factory.mktemp("reference")
     steps = TINY_RECIPE["data"]["dataset"]["max_samples"] // EFFECTIVE_BATCH
