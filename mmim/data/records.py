@@ -10,6 +10,10 @@ A dataset that can be packed and streamed implements two methods (the shard prot
   for errors). The engine runs it under the same per-sample seed as the map-style loader, so a
   sample read from a shard equals the one read from its file.
 
+A dataset may also name, in a ``lazy_members`` attribute, member extensions it reads only parts of; the shard
+stream then hands those as ``memoryview`` slices of the memory-mapped local shard instead of bytes
+(:func:`mmim.data.shards.iter_samples`). The video datasets do, for frames stored as images.
+
 The helpers here serve those methods: :func:`file_record` / :func:`spilled` let a reader that
 takes a path decode shard bytes unchanged (one decode path per modality).
 """

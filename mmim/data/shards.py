@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,14 @@ def split_key(name: str) -> tuple[str, str]:
 READ_CHUNK = 1 << 20  # remote tar stream reads: 1 MiB at a time (tarfile's default 10 KiB: a 13 MB member, 60k reads)
 
 
-def iter_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_samples(url: str, lazy: Collection[str] = ()) -> Iterator[tuple[str, dict[str, bytes]]]:
     """``(key, {ext: bytes})`` for every sample of one shard, streamed in order.
+
+    Members whose extension is in ``lazy`` are not read from a local shard: they come as read-only
+    ``memoryview`` slices of the memory-mapped shard, so a decoder that needs a few ranges of a large member
+    (the frames of one clip out of a video's ``.mjpeg``) reads only the pages under them. A dataset asks for
+    this with a ``lazy_members`` attribute (the shard protocol, ``mmim/data/records.py``); remote shards are
+    read as usual.
 
     Raises:
         DataError: the shard cannot be opened or its tar data is broken (names the shard and the
@@ -140,17 +147,26 @@ def iter_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     """
     stream = open_url(url)
     key, members, last = None, {}, "(start)"
+    mapped = None
     try:
         # a local file is read in place (seekable: each member read once, straight from the file); a remote
         # stream through tarfile's stream mode, in large chunks
         mode = "r|*" if is_remote(url) else "r:*"
+        if lazy and not is_remote(url) and os.fstat(stream.fileno()).st_size:
+            mapped = memoryview(mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ))
         with tarfile.open(fileobj=stream, mode=mode, bufsize=READ_CHUNK) as tar:
             for info in tar:
                 if not info.isfile():
                     continue
                 k, ext = split_key(info.name)
-                f = tar.extractfile(info)
-                data = f.read() if f is not None else b""
+                if mapped is not None and ext in lazy and not info.issparse():
+                    if info.offset_data + info.size > len(mapped):
+                        raise EOFError(f"member {info.name} ends at byte {info.offset_data + info.size}, "
+                                       f"the file has {len(mapped)}")
+                    data = mapped[info.offset_data:info.offset_data + info.size]
+                else:
+                    f = tar.extractfile(info)
+                    data = f.read() if f is not None else b""
                 last = info.name
                 if k != key:
                     if key is not None:
@@ -164,7 +180,7 @@ def iter_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DataError(f"{url}: broken shard after member {last} ({type(err).__name__}: {err})") from None
     finally:
-        stream.close()
+        stream.close()  # the map stays valid while slices of it are alive, and is unmapped with the last
 
 
 def sha256_file(path: str | Path) -> str:

@@ -88,6 +88,7 @@ class ShardStream(IterableDataset):
         self.shards, self.dataset, self.seed = shards, dataset, seed
         self.rank, self.world_size, self.buffer = rank, world_size, shuffle_buffer
         self.skip_corrupt = skip_corrupt
+        self.lazy = frozenset(getattr(dataset, "lazy_members", ()))  # members it reads ranges of (iter_samples)
         self.epoch, self.skip = 0, [0]
         self.carry: dict[str, Any] | None = None  # the rest of an epoch begun in another layout (see the module)
 
@@ -101,7 +102,7 @@ class ShardStream(IterableDataset):
         for s in shard_ids:
             url = self.shards.urls[s]
             try:
-                for key, members in iter_samples(url):
+                for key, members in iter_samples(url, self.lazy):
                     yield url, key, members
             except DataError as err:
                 if not self.skip_corrupt:

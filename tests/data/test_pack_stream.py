@@ -342,3 +342,57 @@ def test_paired_part_names_must_name_shard_members(tmp_path):
     spec["parts"] = {("Video" if name == "video" else name): part for name, part in spec["parts"].items()}
     with pytest.raises(DataError, match="'Video'.*lower case"):
         pack(spec, tmp_path / "shards", samples_per_shard=16, progress=False)
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> str:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def test_lazy_members_are_views_of_the_mapped_shard(tmp_path):
+    big = os.urandom(300_000)
+    url = _tar(tmp_path / "s.tar", [("000000000.big", big), ("000000000.json", b'{"label": 1}'),
+                                     ("000000001.big", big[::-1]), ("000000001.json", b'{"label": 2}')])
+    plain = list(iter_samples(url))
+    mapped = list(iter_samples(url, {"big"}))
+    assert [k for k, _ in plain] == [k for k, _ in mapped] == ["000000000", "000000001"]
+    for (_, a), (_, b) in zip(plain, mapped):
+        assert isinstance(a["big"], bytes) and isinstance(b["big"], memoryview) and b["big"].readonly
+        assert isinstance(b["json"], bytes)  # only the named extensions are mapped
+        assert bytes(b["big"]) == a["big"] and b["json"] == a["json"]
+    # a member cut short by a truncated file is a broken shard, named, not a short view
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(Path(url).read_bytes()[:400_000])
+    with pytest.raises(DataError, match="cut.tar: broken shard"):
+        list(iter_samples(str(cut), {"big"}))
+
+
+def test_the_stream_maps_what_the_dataset_names(tmp_path):
+    url = _tar(tmp_path / "train-000000.tar", [("000000000.big", b"x" * 5000), ("000000000.json", b"{}")])
+    (tmp_path / "index.json").write_text(json.dumps({"format": "mmim-shards", "num_samples": 1, "shards": [
+        {"name": "train-000000.tar", "samples": 1, "bytes": os.path.getsize(url), "sha256": ""}]}))
+    seen = []
+
+    class Decoder:
+        def shard_record(self, index):
+            raise NotImplementedError
+
+        def decode_record(self, record, where):
+            seen.append(type(record["big"]))
+            return {"x": torch.zeros(1)}
+
+    for lazy, kind in ((None, bytes), ({"big"}, memoryview)):
+        decoder = Decoder()
+        if lazy:
+            decoder.lazy_members = lazy
+        stream = ShardStream(resolve(str(tmp_path)), decoder, seed=0, shuffle_buffer=1)
+        stream.set_position(0, [0])
+        list(stream)
+        assert seen.pop() is kind

@@ -108,6 +108,9 @@ class VideoClips(Dataset):
             on CUDA) and crops, flips and normalises there (:mod:`mmim_video.gpu`). Evaluation decodes on the host.
     """
 
+    # frames stored as images are read a clip's frames at a time: the shard stream maps them (iter_samples)
+    lazy_members = frozenset({"mjpeg", "webpseq"})
+
     def __init__(self, samples: Sequence[tuple[str, int, int]], source: str, augment: bool, num_frames: int = 16,
                  sampling_rate: int = 4, img_size: int = 224, crop_scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
                  hflip: bool = True, backend: str = "auto", mean: Sequence[float] = IMAGENET_MEAN,
@@ -237,18 +240,19 @@ class VideoClips(Dataset):
     # the shard protocol (mmim.data.records): the original video file, decoded by the same reader, or the
     # video re-encoded at pack time (mmim_video.transcode)
     def shard_record(self, index: int, short_side: int | None = None, keyint: int | None = None, crf: int = 23,
-                     frames: str | None = None, quality: int = 90) -> dict[str, Any]:
+                     frames: str | None = None, quality: int = 90, subsampling: str = "420") -> dict[str, Any]:
         """Sample ``index`` as a shard record: the original file, or (``mmim pack --encode``) re-encoded as H.264
-        with ``short_side``/``keyint``/``crf``, or as one image per frame (``frames: jpeg|webp``, ``quality``)."""
+        with ``short_side``/``keyint``/``crf``, or as one image per frame (``frames: jpeg|webp``, ``quality``, JPEG chroma ``subsampling``: 420, 422 or 444)."""
         from mmim_video import transcode
 
         path, label, _ = self.samples[index]
         if frames is None and short_side is None and keyint is None:
             return file_record(path, {"label": label})
         meta = {"label": label, "source": str(path),
-                "encode": {"short_side": short_side, "keyint": keyint, "crf": crf, "frames": frames, "quality": quality}}
+                "encode": {"short_side": short_side, "keyint": keyint, "crf": crf, "frames": frames, "quality": quality,
+                           **({"subsampling": str(subsampling)} if frames else {})}}
         if frames is not None:
-            data, info = transcode.frame_images(path, frames, quality, short_side)
+            data, info = transcode.frame_images(path, frames, quality, short_side, subsampling)
             return {transcode.FRAME_FORMATS[frames]: data, "json": {**meta, "frames": info}}
         return {"mp4": transcode.h264(path, short_side, keyint, crf), "json": meta}
 

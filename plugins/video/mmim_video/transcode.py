@@ -6,8 +6,8 @@ before it, about 180 frames at random starts (``docs/data.md``). Packing can sto
 - **H.264 with short keyframe intervals** (``keyint``, and ``short_side`` to shrink it as VideoMAE's data
   preparation shrinks Kinetics to short side 320; ``crf`` the quality): a clip then decodes at most
   ``keyint - 1`` frames more than it spans;
-- **frames as images** (``frames: jpeg`` or ``webp``, ``quality``, optional ``short_side``): every frame its own
-  JPEG (or WebP) in one member (``.mjpeg``: the JPEGs back to back, a raw MJPEG stream; ``.webpseq``), the
+- **frames as images** (``frames: jpeg`` or ``webp``, ``quality``, ``subsampling``, optional ``short_side``):
+  every frame its own JPEG (or WebP) in one member (``.mjpeg``: the JPEGs back to back, a raw MJPEG stream; ``.webpseq``), the
   byte offsets in the record's JSON; a clip decodes exactly its frames (JPEG through libjpeg-turbo).
 
 Frames come out upright (rotation metadata applied) and in RGB; the timing (frame rate) of H.264 output is the
@@ -84,20 +84,33 @@ def h264(path: str, short_side: int | None = None, keyint: int | None = None, cr
     return buffer.getvalue()
 
 
-def frame_images(path: str, fmt: str = "jpeg", quality: int = 90, short_side: int | None = None
-                 ) -> tuple[bytes, dict[str, Any]]:
-    """Every frame as a JPEG or WebP, back to back; and ``{"format", "offsets", "height", "width"}``."""
+SUBSAMPLING = ("420", "422", "444")  # JPEG chroma subsampling
+
+
+def frame_images(path: str, fmt: str = "jpeg", quality: int = 90, short_side: int | None = None,
+                 subsampling: str = "420") -> tuple[bytes, dict[str, Any]]:
+    """Every frame as a JPEG or WebP, back to back; and ``{"format", "offsets", "height", "width"}``.
+
+    ``subsampling`` is the JPEG chroma subsampling. 4:2:0 is the default because the sources are 4:2:0 video
+    (H.264 ``yuv420p``, as Kinetics and SSv2 are): full-resolution chroma (4:4:4) stores detail the source
+    never had, and costs 1.6x the decode time (docs/data.md). Lossy WebP is always 4:2:0."""
     from PIL import Image
 
     if fmt not in FRAME_FORMATS:
         raise ValueError(f"frames must be one of {sorted(FRAME_FORMATS)}, got {fmt!r}")
+    subsampling = str(subsampling).replace(":", "")
+    if subsampling not in SUBSAMPLING:
+        raise ValueError(f"subsampling must be one of {list(SUBSAMPLING)}, got {subsampling!r}")
+    if fmt == "webp" and subsampling != "420":
+        raise ValueError(f"frames=webp stores 4:2:0 chroma (lossy WebP); subsampling={subsampling} needs frames=jpeg")
     frames, _ = _frames(path, short_side)
     chunks, offsets = [], [0]
     for rgb in frames:
         if fmt == "jpeg":
             import simplejpeg
 
-            data = simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=int(quality), colorspace="RGB")
+            data = simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=int(quality), colorspace="RGB",
+                                          colorsubsampling=subsampling)
         else:
             buf = io.BytesIO()
             Image.fromarray(rgb).save(buf, format="WEBP", quality=int(quality))
@@ -109,22 +122,37 @@ def frame_images(path: str, fmt: str = "jpeg", quality: int = 90, short_side: in
 
 
 def decode_frame_images(data: bytes, info: dict[str, Any], indices: Sequence[int], where: str) -> Tensor:
-    """Frames ``indices`` of a frames member as ``(N, H, W, 3)`` uint8 (only those frames are decoded)."""
+    """Frames ``indices`` of a frames member as ``(N, H, W, 3)`` uint8 (only those frames are decoded, each
+    straight into its slot of the output: no per-frame arrays to stack)."""
     offsets = info.get("offsets")
     if not isinstance(offsets, list) or len(offsets) < 3 or offsets[-1] != len(data):
         raise CorruptSampleError(where, f"frame offsets do not match the {len(data)}-byte frames member")
-    out = []
-    for i in indices:
+    out: np.ndarray | None = None
+    for slot, i in enumerate(indices):
         chunk = data[offsets[i]:offsets[i + 1]]
         try:
             if info.get("format") == "jpeg":
                 import simplejpeg
 
-                out.append(simplejpeg.decode_jpeg(chunk, colorspace="RGB"))
+                size = tuple(simplejpeg.decode_jpeg_header(chunk)[:2])
+                if out is None:
+                    out = np.empty((len(indices), *size, 3), np.uint8)
+                if size != out.shape[1:3]:
+                    raise ValueError(f"{size[0]}x{size[1]} pixels where frame {indices[0]} has "
+                                     f"{out.shape[1]}x{out.shape[2]}")
+                simplejpeg.decode_jpeg(chunk, colorspace="RGB", buffer=out[slot])
             else:
                 from PIL import Image
 
-                out.append(np.asarray(Image.open(io.BytesIO(chunk)).convert("RGB")))
+                rgb = np.asarray(Image.open(io.BytesIO(chunk)).convert("RGB"))
+                if out is None:
+                    out = np.empty((len(indices), *rgb.shape), np.uint8)
+                if rgb.shape != out.shape[1:]:
+                    raise ValueError(f"{rgb.shape[0]}x{rgb.shape[1]} pixels where frame {indices[0]} has "
+                                     f"{out.shape[1]}x{out.shape[2]}")
+                out[slot] = rgb
         except Exception as err:
             raise CorruptSampleError(where, f"frame {i} does not decode ({type(err).__name__}: {err})") from None
-    return torch.from_numpy(np.stack(out))
+    if out is None:
+        raise CorruptSampleError(where, "no frame indices to decode")
+    return torch.from_numpy(out)

@@ -71,7 +71,8 @@ def test_keyint_and_short_side_reencode(videos, tmp_path, video_registry):
 
 
 def test_frames_as_jpeg_decode_only_the_clip(videos, tmp_path, monkeypatch, video_registry):
-    pack(spec(videos), tmp_path / "j", samples_per_shard=2, progress=False, encode={"frames": "jpeg", "quality": 95})
+    pack(spec(videos), tmp_path / "j", samples_per_shard=2, progress=False,
+         encode={"frames": "jpeg", "quality": 95, "subsampling": "444"})
     members = records(tmp_path / "j")
     assert all(set(m) == {"mjpeg", "json"} for m in members)
     info = json.loads(members[0]["json"])["frames"]
@@ -88,9 +89,42 @@ def test_frames_as_jpeg_decode_only_the_clip(videos, tmp_path, monkeypatch, vide
         assert len(calls) == 4 * (i + 1)  # num_frames frames, no more
         torch.manual_seed(7 + i)
         from_file = files[i]["video"]
-        # the same frames and crop (same draws in the same order), up to JPEG quality 95
+        # the same frames and crop (same draws in the same order), up to JPEG quality 95 at full chroma
         assert from_shard.shape == from_file.shape
         assert (from_shard - from_file).abs().mean() < 0.1
+
+
+def test_jpeg_chroma_subsampling_is_what_was_asked(videos, tmp_path, video_registry):
+    import simplejpeg
+
+    def chroma(members):
+        info = json.loads(members["json"])["frames"]
+        return {simplejpeg.decode_jpeg_header(members["mjpeg"][a:b])[3]
+                for a, b in zip(info["offsets"][:-1], info["offsets"][1:])}
+
+    sizes = {}
+    for sub in ("444", "422", None):
+        encode = {"frames": "jpeg", **({"subsampling": sub} if sub else {})}
+        members = records(pack(spec(videos), tmp_path / str(sub), samples_per_shard=2, progress=False,
+                               encode=encode) and tmp_path / str(sub))
+        assert all(chroma(m) == {sub or "420"} for m in members)  # default: 4:2:0, as the source video is
+        sizes[sub or "420"] = sum(len(m["mjpeg"]) for m in members)
+    assert sizes["420"] < sizes["422"] < sizes["444"]
+    with pytest.raises(Exception, match="subsampling must be one of"):
+        pack(spec(videos), tmp_path / "bad", progress=False, encode={"frames": "jpeg", "subsampling": "411"})
+    with pytest.raises(Exception, match="4:2:0"):
+        pack(spec(videos), tmp_path / "webp", progress=False, encode={"frames": "webp", "subsampling": "444"})
+
+
+def test_frames_of_another_size_are_an_error(videos):
+    data, info = transcode.frame_images(str(videos / "0.mp4"), "jpeg")
+    other, other_info = transcode.frame_images(str(videos / "0.mp4"), "jpeg", short_side=H // 2)
+    first = data[:info["offsets"][1]]
+    mixed = first + other[other_info["offsets"][1]:other_info["offsets"][2]]
+    from mmim.data import CorruptSampleError
+
+    with pytest.raises(CorruptSampleError, match="frame 1 does not decode.*pixels where frame 0 has"):
+        transcode.decode_frame_images(mixed, {**info, "offsets": [0, len(first), len(mixed)]}, [0, 1], "x")
 
 
 def test_frames_and_files_agree_without_augmentation(videos, tmp_path, video_registry):
@@ -131,3 +165,19 @@ def test_cli_encode_pairs():
         {"keyint": 16, "frames": "jpeg", "short_side": 320}
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         _encode_options(["keyint"])
+
+
+def test_frames_decode_from_mapped_shards_as_from_bytes(videos, tmp_path, video_registry):
+    """The stream hands frames members as views of the mapped shard (VideoClips.lazy_members): the clip is the
+    one decoded from the member's bytes."""
+    pack(spec(videos), tmp_path / "j", samples_per_shard=2, progress=False, encode={"frames": "jpeg"})
+    shards = dataset(videos, True)
+    assert "mjpeg" in shards.lazy_members
+    for url in resolve(str(tmp_path / "j")).urls:
+        for (_, plain), (_, mapped) in zip(iter_samples(url), iter_samples(url, shards.lazy_members)):
+            assert isinstance(mapped["mjpeg"], memoryview)
+            torch.manual_seed(3)
+            a = shards.decode_record(plain, "shard")["video"]
+            torch.manual_seed(3)
+            b = shards.decode_record(mapped, "shard")["video"]
+            assert torch.equal(a, b)
