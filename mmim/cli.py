@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--format", default="mmim", choices=("mmim", "transformers"),
                    help="mmim (default): safetensors + config.json + card (images also as timm); transformers: a "
                         "save_pretrained folder for ViTMAEForPreTraining (images) or VideoMAEForPreTraining (video)")
+    x.add_argument("--encoder-only", action="store_true",
+                   help="--format transformers: the encoder alone (ViTMAEModel / VideoMAEModel), which AutoModel loads "
+                        "with no unexpected key; without it the folder holds the decoder too")
     k = sub.add_parser("pack", help="write a recipe's training dataset to tar shards (for data.shards=...)")
     k.add_argument("args", nargs="*", help="[RECIPE] OUT [key=value ...]: a recipe (or --modality), the output folder, overrides")
     k.add_argument("--modality", help="pack the dataset of this plugin's default recipe")
@@ -401,7 +404,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mmim.export_cli import export_run
 
-    for path in export_run(args.run, args.out, args.format):
+    for path in export_run(args.run, args.out, args.format, encoder_only=args.encoder_only):
         print(path)
     return 0
 

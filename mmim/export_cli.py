@@ -11,7 +11,8 @@ from mmim.export import export_encoder, load_run
 FORMATS = ("mmim", "transformers")
 
 
-def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "mmim") -> list[Path]:
+def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "mmim", encoder_only: bool = False
+               ) -> list[Path]:
     """Export a run's encoder into ``out`` (default ``<run>/export``); return the files written.
 
     A single-stream model whose tokenizer's plugin registers an ``exporter`` (the image plugin:
@@ -20,16 +21,22 @@ def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "mmim"
     ``fmt="transformers"`` writes instead a Hugging Face ``transformers`` ``save_pretrained`` folder
     (default ``<run>/export/transformers``) through the exporter that the plugin of the model's
     tokenizer registers under the name ``transformers`` (image: ``ViTMAEForPreTraining``, video:
-    ``VideoMAEForPreTraining``); a model without one raises a one-line :class:`ValueError`.
+    ``VideoMAEForPreTraining``); a model without one raises a one-line :class:`ValueError`. ``encoder_only``
+    writes the encoder alone (``ViTMAEModel`` / ``VideoMAEModel``): the folder ``AutoModel`` loads with no
+    unexpected key (a pre-training folder gives it the decoder's keys as unexpected, as transformers reports for
+    the hub's own pre-training checkpoints).
     """
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if encoder_only and fmt == "mmim":
+        raise ValueError("--encoder-only is for --format transformers (the mmim format holds the encoder alone already)")
     recipe, model, step = load_run(run)
     run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
     metrics = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else {}
     if fmt != "mmim":
         out_dir = Path(out) if out else run_dir / "export" / fmt
-        return [format_exporter(recipe, fmt)(model, recipe, out_dir, metrics=metrics)]
+        return [format_exporter(recipe, fmt)(model, recipe, out_dir, metrics=metrics,
+                                                  **({"encoder_only": True} if encoder_only else {}))]
     out_dir = Path(out) if out else run_dir / "export"
     written, sections = [], []
     streams = [(name, s) for name, s in recipe.model.streams.items() if s.tokenizer is not None]

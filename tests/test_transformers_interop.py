@@ -285,6 +285,33 @@ def test_export_loads_with_no_missing_or_unexpected_key(modality, cls, base, tmp
         _video_parity(model, hf, recipe, decoder_eps=hf.decoder.norm.eps)
 
 
+@pytest.mark.parametrize("modality,cls", [("image", "ViTMAEModel"), ("video", "VideoMAEModel")])
+def test_encoder_only_export_is_what_automodel_loads_whole(modality, cls, tmp_path, capsys):
+    """``--encoder-only``: a base-model folder, so AutoModel reports nothing unexpected (a pre-training folder
+    leaves it the decoder's keys); the encoder's features are mmim's."""
+    recipe = _recipe(modality)
+    model = _fake_run(recipe, tmp_path / "run")
+    assert main(["export", str(tmp_path / "run"), "--format", "transformers", "--encoder-only"]) == 0
+    folder = tmp_path / "run" / "export" / "transformers"
+    assert json.loads((folder / "config.json").read_text())["architectures"] == [cls]
+    loaded, info = transformers.AutoModel.from_pretrained(folder, output_loading_info=True, local_files_only=True)
+    assert type(loaded).__name__ == cls and not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert "--encoder-only" in (folder / "README.md").read_text()
+    name = _stream(recipe)
+    x = model.streams[name].tokenizer.example_input(2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if modality == "image":
+            grid = model.streams[name].tokenizer.grid
+            out = loaded.eval()(pixel_values=x, noise=torch.arange(grid[0] * grid[1]).float().expand(2, -1))
+            _close(model.features({name: x}, pool="cls"), out.last_hidden_state[:, 0], "cls features")
+        else:
+            out = loaded.eval()(pixel_values=x.transpose(1, 2))
+            _close(model.features({name: x}, pool="mean"), out.last_hidden_state.mean(1), "mean features")
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "run"), "--encoder-only"]) != 0
+    assert "--encoder-only is for --format transformers" in capsys.readouterr().err
+
+
 def test_export_uses_the_hub_key_naming(tmp_path):
     """Written as the checkpoints on the hub are (older transformers versions read them too)."""
     from safetensors.torch import load_file

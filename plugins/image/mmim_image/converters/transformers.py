@@ -211,7 +211,7 @@ def to_vitmae(model: MaskedModel, stream: str | None = None) -> Any:
 
 
 def export_transformers(model: MaskedModel, recipe: Any, out_dir: str | Path, stream: str | None = None,
-                        metrics: dict[str, Any] | None = None) -> Path:
+                        metrics: dict[str, Any] | None = None, encoder_only: bool = False) -> Path:
     """Write ``model`` as a ``ViTMAEForPreTraining`` ``save_pretrained`` folder (the ``transformers``
     exporter); checked to load back through the class, ``AutoModelForPreTraining`` and ``AutoModel``
     with no missing or unexpected key. A model whose decoder ViTMAE cannot hold (SimMIM, MaskFeat,
@@ -221,14 +221,16 @@ def export_transformers(model: MaskedModel, recipe: Any, out_dir: str | Path, st
     stream = stream or image_stream(model)
     image_stream(model)  # single image stream, patch tokenizer
     encoder_problems, decoder_problems = vitmae_problems(model, stream)
-    with_decoder = not decoder_problems
+    with_decoder = not decoder_problems and not encoder_only  # encoder_only: what AutoModel loads, nothing left over
     config = transformers.ViTMAEConfig(**vitmae_config(model, stream, with_decoder))
     model_class = PRETRAINING_CLASS if with_decoder else "ViTMAEModel"
     with torch.random.fork_rng(devices=[]):
         keys = getattr(transformers, model_class)(config).state_dict()
     installed = find_naming(keys, ENCODER_LAYERS if with_decoder else {k: v.removeprefix("vit.") for k, v in ENCODER_LAYERS.items()})
     notes = []
-    if decoder_problems:
+    if encoder_only:
+        notes.append("- the encoder alone (`ViTMAEModel`), as asked (`mmim export --encoder-only`)")
+    elif decoder_problems:
         notes.append(f"- the encoder alone (`ViTMAEModel`): the decoder has no ViTMAE counterpart ({'; '.join(decoder_problems)})")
         log.warning("%s: the encoder alone (ViTMAEModel): %s", out_dir, "; ".join(decoder_problems))
     weights = save_checked(model_class, config, mmim_to_vitmae(model, stream, installed, with_decoder), out_dir,

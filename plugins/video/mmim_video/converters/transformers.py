@@ -209,14 +209,14 @@ def to_videomae(model: MaskedModel, stream: str | None = None) -> Any:
 
 
 def export_transformers(model: MaskedModel, recipe: Any, out_dir: str | Path, stream: str | None = None,
-                        metrics: dict[str, Any] | None = None) -> Path:
+                        metrics: dict[str, Any] | None = None, encoder_only: bool = False) -> Path:
     """Write ``model`` as a ``VideoMAEForPreTraining`` ``save_pretrained`` folder (the ``transformers``
     exporter); checked to load back through the class and ``AutoModel``. Returns the weights file."""
     transformers = import_transformers()
     stream = stream or video_stream(model)
     video_stream(model)
     encoder_problems, decoder_problems = videomae_problems(model, stream)
-    with_decoder = not decoder_problems
+    with_decoder = not decoder_problems and not encoder_only  # encoder_only: what AutoModel loads, nothing left over
     config = transformers.VideoMAEConfig(**videomae_config(model, stream, with_decoder))
     model_class = PRETRAINING_CLASS if with_decoder else "VideoMAEModel"
     with torch.random.fork_rng(devices=[]):
@@ -226,7 +226,9 @@ def export_transformers(model: MaskedModel, recipe: Any, out_dir: str | Path, st
                            file_state=mmim_to_videomae(model, stream, "legacy", with_decoder))
     target = model.streams[stream].target
     notes = []
-    if decoder_problems:
+    if encoder_only:
+        notes.append("- the encoder alone (`VideoMAEModel`), as asked (`mmim export --encoder-only`)")
+    elif decoder_problems:
         notes.append(f"- the encoder alone (`VideoMAEModel`): the decoder has no VideoMAE counterpart "
                      f"({'; '.join(decoder_problems)})")
         log.warning("%s: the encoder alone (VideoMAEModel): %s", out_dir, "; ".join(decoder_problems))
