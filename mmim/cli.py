@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--verify", action="store_true", help="only check OUT's shards against their index checksums")
     k.add_argument("--encode", action="append", default=[], metavar="KEY=VALUE",
                    help="re-encode samples at pack time, passed to the dataset's shard_record (video: short_side=320, "
-                        "keyint=16, crf=23, frames=jpeg|webp, quality=90); repeatable")
+                        "keyint=16, crf=23, frames=jpeg|webp, quality=90, subsampling=420|422|444); repeatable")
     o = sub.add_parser("consolidate", help="write a sharded checkpoint (ckpt-<step>/) as one ckpt-<step>.pt file")
     o.add_argument("checkpoint", help="a sharded checkpoint directory, or a run directory (its newest checkpoint)")
     o.add_argument("--out", help="output file (default: consolidated-<step>.pt beside it; mmim eval/export/finetune "

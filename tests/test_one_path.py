@@ -68,7 +68,9 @@ def test_one_stream_mask_is_the_maskers_mask_in_its_order(tiny_recipe_dict):
     assert out.encoded.shape == (3, stream.visible.shape[1], model.encoder.embed_dim)
 
 
-def test_cross_modal_prediction_works_for_a_one_stream_model(tiny_recipe_dict):
+def test_cross_modal_prediction_works_for_a_one_stream_model(tiny_recipe_dict, monkeypatch, capsys):
+    import sys
+
     from mmim import registry
 
     model = build_model(recipe_from_dict(tiny_recipe_dict).model)
@@ -77,6 +79,10 @@ def test_cross_modal_prediction_works_for_a_one_stream_model(tiny_recipe_dict):
     subset = torch.utils.data.Subset(ds, range(8))
     out = cross_modal_losses(model, subset, batch_size=4)
     assert set(out) == {"blind/image"} and torch.isfinite(torch.tensor(out["blind/image"]))
+    assert "cross-modal" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: a progress bar over the samples
+    assert cross_modal_losses(model, subset, batch_size=4, progress="trained: cross-modal (test)") == out
+    assert "trained: cross-modal (test)" in capsys.readouterr().err
     blind = model.predict_stream({"image": torch.randn(2, 1, 28, 28)}, [], "image")
     assert blind.mask.visible.shape == (2, 0) and blind.mask.predict.all()
 

@@ -14,16 +14,20 @@ from mmim.model import MaskedModel
 
 @torch.no_grad()
 def cross_modal_losses(model: MaskedModel, dataset: Dataset, batch_size: int = 256,
-                       device: torch.device | str = "cpu") -> dict[str, float]:
+                       device: torch.device | str = "cpu", progress: str | None = None) -> dict[str, float]:
     """Per target stream ``t``: ``from_others/t`` — its loss (the recipe's loss on every token)
     when every token of the other input streams is encoded — and ``blind/t`` — the same with no
     input at all. A fused encoder that learned how the streams relate has ``from_others < blind``.
+    ``progress``: the label of a progress bar over the samples (shown on a terminal).
     """
+    from mmim.eval.features import progress_bar
+
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
     count = 0
     finish = device_transforms(dataset)
+    bar = progress_bar(None, progress, "sample", len(dataset) if hasattr(dataset, "__len__") else None)
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_skipping):
         batch.pop("_skipped", None)
         batch = to_device(batch, device, finish)
@@ -38,5 +42,9 @@ def cross_modal_losses(model: MaskedModel, dataset: Dataset, batch_size: int = 2
                 part = next(v for k, v in out.parts.items() if k.startswith(f"{target}/"))
                 sums[f"{tag}/{target}"] = sums.get(f"{tag}/{target}", 0.0) + float(part) * n
         count += n
+        if bar is not None:
+            bar.update(n)
+    if bar is not None:
+        bar.close()
     model.train(was_training)
     return {k: v / max(count, 1) for k, v in sorted(sums.items())}

@@ -61,7 +61,8 @@ def evaluate(model: MaskedModel, recipe: Recipe, device: torch.device | str = "c
     if "knn" in cfg.protocols:
         results["knn"] = knn_accuracy(train_x, train_y, test_x, test_y, cfg.knn_k, cfg.knn_temperature)
     if "cross_modal" in cfg.protocols:
-        results.update(cross_modal_losses(model, test_ds, cfg.batch_size, device))
+        results.update(cross_modal_losses(model, test_ds, cfg.batch_size, device,
+                                          progress=f"{label}: cross-modal ({cfg.test_split})"))
     log.info("evaluated the %s encoder on %s train/test samples in %.1fs: %s", label, sizes,
              time.perf_counter() - t0, ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     return results
