@@ -34,14 +34,19 @@ WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 STREAM_PARTS_LEFT_OUT = ("decoder", "target", "loss", "masker", "mask_token")  # not used by features()
 
 
-def save_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """``safetensors.torch.save_file``, the file then given the mode of any other new file (0644
-    under the usual umask; the library creates it 0600, private to its owner)."""
-    save_file(tensors, str(path), metadata=metadata)
+def usual_mode(path: str | Path) -> Path:
+    """Give ``path`` the mode of any other new file (0644 under the usual umask): safetensors creates its
+    files 0600, private to their owner."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
     return Path(path)
+
+
+def save_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """``safetensors.torch.save_file``, the file then given the mode of any other new file (:func:`usual_mode`)."""
+    save_file(tensors, str(path), metadata=metadata)
+    return usual_mode(path)
 
 
 def is_encoder_key(key: str) -> bool:

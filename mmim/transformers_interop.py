@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mmim.export import usual_mode
 from mmim.timm_compat import import_transformers
 
 log = logging.getLogger(__name__)
@@ -207,9 +207,7 @@ def save_checked(model_class: str, config: Any, state: Mapping[str, Tensor], out
         save_file({k: v.detach().float().contiguous() for k, v in file_state.items()}, str(weights),
                   metadata={"format": "pt"})
     for written in out_dir.glob("*.safetensors"):  # save_pretrained's files too: the mode other new files get
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(written, 0o666 & ~umask)
+        usual_mode(written)
     base = f"{cls.base_model_prefix}."
     head = model_class.endswith("ForPreTraining")  # else the encoder alone, which AutoModel builds itself
     loaders = (cls, transformers.AutoModelForPreTraining, transformers.AutoModel) if head else (cls, transformers.AutoModel)
