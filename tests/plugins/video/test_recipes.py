@@ -49,10 +49,10 @@ def test_recipe_matches_official_scripts(name):
     assert s.target == {"name": "tubelet_pixels", "normalize": True, "eps": 1e-6} and s.loss == {"name": "mse"}
     assert (s.decoder["embed_dim"], s.decoder["depth"], s.decoder["num_heads"], s.decoder["decode"]) == (*dec, "masked")
     assert (r.schedule.epochs, r.schedule.warmup_epochs, r.train.effective_batch_size) == (epochs, 40, batch)
-    # utils.cosine_scheduler as run_mae_pretraining.py calls it: linspace warmup from warmup_lr, and
-    # min_lr / warmup_lr scaled by batch/256 like lr; wd constant (--weight_decay_end unset)
+    # utils.cosine_scheduler as run_mae_pretraining.py calls it: linspace warmup from 0 (--warmup_lr is
+    # never passed as start_warmup_value), min_lr scaled by batch/256 like lr; wd constant (--weight_decay_end unset)
     assert (r.schedule.warmup_style, r.schedule.warmup_lr, r.schedule.min_lr, r.schedule.scale_min_lr) == \
-        ("linspace", 1e-6, 1e-5, True)
+        ("linspace", 0.0, 1e-5, True)
     assert r.optim.weight_decay_end is None and r.train.grad_clip is None
     assert (r.optim.base_lr, r.optim.weight_decay, tuple(r.optim.betas), r.optim.lr) == (1.5e-4, 0.05, (0.9, 0.95), None)
     assert (r.data.dataset["sampling_rate"], r.data.dataset["num_frames"], r.data.dataset["hflip"]) == (rate, 16, False)
