@@ -8,7 +8,6 @@ import copy
 import math
 
 import pytest
-import torch
 
 from mmim.config.recipe import recipe_from_dict
 from mmim.engine.schedule import cosine_at, linspace_lr_at, lr_at
