@@ -300,6 +300,8 @@ def main() -> None:
         "warmup_steps": cfg["warmup_epochs"] * steps_per_epoch,
         "total_batch_size": b,
         "scaled": {"lr": args.lr, "min_lr": args.min_lr, "warmup_lr": args.warmup_lr},
+        "warmup_lr_unused": "--warmup_lr is parsed and scaled, but run_mae_pretraining.py never passes it to "
+                            "utils.cosine_scheduler (start_warmup_value=0): the recorded warmup starts at 0",
         "betas": [0.9, 0.95],
         "eps": 1e-8,
         "group_names": held["group_names"],
