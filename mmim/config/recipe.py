@@ -94,6 +94,10 @@ class OptimConfig:
     # on parameter names is the official code's rule, e.g. [] for MAE (timm add_weight_decay: tokens
     # decayed). See mmim.engine.optim.
     no_weight_decay: list[str] | None = None
+    # None: constant weight decay; a number: the decayed groups' weight decay follows a cosine over
+    # the whole run from weight_decay to this (BEiT's utils.cosine_scheduler, as VideoMAE/MultiMAE
+    # --weight_decay_end). See mmim.engine.schedule.
+    weight_decay_end: float | None = None
 
 
 @dataclass
@@ -102,6 +106,14 @@ class ScheduleConfig:
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans ``epochs``
+    # How the lr warms up (mmim.engine.schedule): "linear" is MAE's lr_sched (peak x step / warmup,
+    # from 0); "linspace" is BEiT's utils.cosine_scheduler (np.linspace(warmup_lr, peak, warmup):
+    # starts at warmup_lr, reaches the peak on the last warmup step), used by VideoMAE, VideoMAE v2, MultiMAE.
+    warmup_style: Literal["linear", "linspace"] = "linear"
+    warmup_lr: float = 0.0  # the first warmup lr; "linspace" only
+    # True: min_lr and warmup_lr are also multiplied by effective batch / 256, as the BEiT-family
+    # scripts do (args.min_lr = args.min_lr * total_batch_size / 256); False: they are absolute.
+    scale_min_lr: bool = False
 
 
 @dataclass

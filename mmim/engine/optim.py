@@ -89,6 +89,20 @@ def _number(value: object) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
+def schedule_rule(schedule: dict, optim: dict) -> str:
+    """One line for ``mmim recipes``: the warmup, the lr floor and the weight-decay schedule
+    (see :mod:`mmim.engine.schedule`)."""
+    scaled = " x batch/256" if schedule.get("scale_min_lr") else ""
+    warmup = f"{_number(schedule.get('warmup_epochs', 0))} warmup epochs"
+    if schedule.get("warmup_style", "linear") == "linspace":
+        warmup += f" linspace from {_number(schedule.get('warmup_lr', 0.0))}{scaled} (BEiT cosine_scheduler)"
+    else:
+        warmup += " linear from 0 (MAE lr_sched)"
+    wd, end = optim.get("weight_decay", OptimConfig().weight_decay), optim.get("weight_decay_end")
+    decay = "constant wd" if end is None else f"wd cosine {_number(wd)} -> {_number(end)}"
+    return f"{warmup}; cosine to min_lr {_number(schedule.get('min_lr', 0.0))}{scaled}; {decay}"
+
+
 def optimizer_rules(path: Path) -> list[str]:
     """How the recipe's loop optimizes, as the official code does it: betas, weight decay and
     what is exempt from it, the lr rule, clipping; and the same for fine-tuning (layer decay)."""
@@ -108,7 +122,8 @@ def optimizer_rules(path: Path) -> list[str]:
     lines = [f"pretrain: AdamW betas ({_number(betas[0])}, {_number(betas[1])}), "
              f"wd {_number(optim.get('weight_decay', defaults.weight_decay))}, "
              f"no decay on {describe_no_decay(optim.get('no_weight_decay'))}; {lr_rule(optim, defaults.base_lr)}; "
-             f"{clip(train.get('grad_clip'))}"]
+             f"{clip(train.get('grad_clip'))}",
+             "pretrain schedule: " + schedule_rule(data.get("schedule") or {}, optim)]
     if ft:
         fd = FinetuneConfig()
         fb = tuple(ft.get("betas", fd.betas))

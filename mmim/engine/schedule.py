@@ -1,8 +1,15 @@
-"""Learning-rate rules: MAE's scaling rule and per-step linear warmup + half-cycle cosine."""
+"""Learning-rate rules: MAE's scaling rule and per-step linear warmup + half-cycle cosine; BEiT's
+``utils.cosine_scheduler`` (linspace warmup from ``warmup_lr``, min/warmup lr scaled with the batch,
+a cosine weight-decay schedule), which VideoMAE, VideoMAE v2 and MultiMAE use. A recipe picks the
+rule (``schedule.warmup_style``, ``schedule.warmup_lr``, ``schedule.scale_min_lr``,
+``optim.weight_decay_end``); :func:`build_schedule` turns its loop settings into a :class:`Schedule`.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 
 def scaled_lr(base_lr: float, effective_batch_size: int) -> float:
@@ -17,3 +24,83 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float, min_lr
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return min_lr + (peak_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def cosine_at(step: int, total_steps: int, start: float, end: float) -> float:
+    """Half-cycle cosine from ``start`` (step 0) towards ``end`` over ``total_steps`` steps, no
+    warmup: BEiT's ``cosine_scheduler(start, end, epochs, niter_per_ep)`` (a weight-decay schedule)."""
+    return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * step / max(1, total_steps)))
+
+
+def linspace_lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float, min_lr: float = 0.0,
+                   warmup_lr: float = 0.0) -> float:
+    """BEiT's ``utils.cosine_scheduler`` (VideoMAE, VideoMAE v2, MultiMAE): the warmup is
+    ``np.linspace(warmup_lr, peak_lr, warmup_steps)`` -- it starts at ``warmup_lr`` and reaches the
+    peak on the last warmup step -- then the same cosine to ``min_lr`` as :func:`lr_at`."""
+    if warmup_steps > 0 and step < warmup_steps:
+        if warmup_steps == 1:
+            return warmup_lr
+        return warmup_lr + (peak_lr - warmup_lr) * step / (warmup_steps - 1)
+    return lr_at(step, total_steps, warmup_steps, peak_lr, min_lr)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The per-step lr and weight decay of one run, as a recipe declares them.
+
+    - ``warmup_style``: ``"linear"`` (MAE ``lr_sched``: :func:`lr_at`) or ``"linspace"`` (BEiT
+      ``cosine_scheduler``: :func:`linspace_lr_at`, from ``warmup_lr``);
+    - ``min_lr`` and ``warmup_lr`` are the values used (already scaled by :func:`build_schedule`
+      where the recipe says ``schedule.scale_min_lr``);
+    - ``weight_decay_end``: ``None`` keeps every group's weight decay; a number makes the groups
+      that are decayed follow :func:`cosine_at` from ``weight_decay`` to it over the whole run.
+    """
+
+    total_steps: int
+    warmup_steps: int
+    peak_lr: float
+    min_lr: float = 0.0
+    warmup_style: str = "linear"
+    warmup_lr: float = 0.0
+    weight_decay: float = 0.0
+    weight_decay_end: float | None = None
+
+    def lr(self, step: int) -> float:
+        if self.warmup_style == "linspace":
+            return linspace_lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr, self.warmup_lr)
+        return lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr)
+
+    def weight_decay_at(self, step: int) -> float | None:
+        """The decayed groups' weight decay before step ``step``; ``None`` when it is constant."""
+        if self.weight_decay_end is None:
+            return None
+        return cosine_at(step, self.total_steps, self.weight_decay, self.weight_decay_end)
+
+    def apply(self, step: int, groups: list[dict], decayed: list[bool]) -> None:
+        """Set each optimizer group's lr (times its ``lr_scale``) and, with a weight-decay schedule,
+        the weight decay of the groups marked ``decayed`` (those built with weight decay > 0, as
+        the official loops set only groups whose weight decay is > 0)."""
+        lr, wd = self.lr(step), self.weight_decay_at(step)
+        for group, is_decayed in zip(groups, decayed):
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+            if wd is not None and is_decayed:
+                group["weight_decay"] = wd
+
+
+def build_schedule(settings: Any, total_steps: int, warmup_steps: int, peak_lr: float,
+                   effective_batch_size: int) -> Schedule:
+    """The :class:`Schedule` of a run's loop settings (``LoopSettings``: ``min_lr``,
+    ``warmup_style``, ``warmup_lr``, ``scale_min_lr``, ``weight_decay``, ``weight_decay_end``)."""
+    style = getattr(settings, "warmup_style", "linear")
+    if style not in ("linear", "linspace"):
+        raise ValueError(f"schedule.warmup_style: {style!r} is not one of 'linear', 'linspace'")
+    warmup_lr = getattr(settings, "warmup_lr", 0.0)
+    if style == "linear" and warmup_lr:
+        raise ValueError(f"schedule.warmup_lr={warmup_lr:g} needs schedule.warmup_style: linspace "
+                         "(the linear warmup starts at 0)")
+    min_lr = settings.min_lr
+    if getattr(settings, "scale_min_lr", False):
+        min_lr, warmup_lr = scaled_lr(min_lr, effective_batch_size), scaled_lr(warmup_lr, effective_batch_size)
+    return Schedule(total_steps=total_steps, warmup_steps=warmup_steps, peak_lr=peak_lr, min_lr=min_lr,
+                    warmup_style=style, warmup_lr=warmup_lr, weight_decay=settings.weight_decay,
+                    weight_decay_end=getattr(settings, "weight_decay_end", None))

@@ -17,7 +17,6 @@ from mmim.data.loading import SKIPPED_KEY, mix_seed
 from mmim.data.skips import SKIPPED_WHERE_KEY
 from mmim.engine import checkpoint as ckpt
 from mmim.engine.parallel import set_micro_batch
-from mmim.engine.schedule import lr_at
 
 
 class NonFiniteLossError(RuntimeError):
@@ -40,10 +39,8 @@ class StepMixin:
         reads them, and checks that they are finite, on logging and checkpoint steps only.
         """
         net: nn.Module = self.ddp or self.model
-        seed, lr = self.recipe.seed, lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr,
-                                          self.settings.min_lr)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+        seed = self.recipe.seed
+        self.schedule.apply(self.step, self.optimizer.param_groups, self.decayed_groups)
         total = torch.zeros((), device=self.rt.device)
         samples, parts, epoch = 0, {}, 0
         for micro in range(self.accum):

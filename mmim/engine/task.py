@@ -50,6 +50,11 @@ class LoopSettings:
     shards: str | list[str] | None = None  # train from tar shards instead of the map-style sampler
     shards_index: str | None = None
     shuffle_buffer: int = 1000
+    # the schedule rule (mmim.engine.schedule.build_schedule): MAE's by default
+    warmup_style: str = "linear"
+    warmup_lr: float = 0.0
+    scale_min_lr: bool = False
+    weight_decay_end: float | None = None
 
 
 class Task(Protocol):
@@ -84,7 +89,8 @@ class PretrainTask:
             betas=o.betas, eps=o.eps, fused=o.fused, grad_clip=t.grad_clip, max_steps=s.max_steps,
             num_workers=d.num_workers, persistent_workers=d.persistent_workers, prefetch_factor=d.prefetch_factor,
             pin_memory=d.pin_memory, skip_corrupt=d.skip_corrupt, shards=d.shards, shards_index=d.shards_index,
-            shuffle_buffer=d.shuffle_buffer)
+            shuffle_buffer=d.shuffle_buffer, warmup_style=s.warmup_style, warmup_lr=s.warmup_lr,
+            scale_min_lr=s.scale_min_lr, weight_decay_end=o.weight_decay_end)
 
     #: fine-tuning settings do not shape pre-training
     resumable_changes = ("finetune",)

@@ -33,7 +33,7 @@ from mmim.engine.parallel import shard_fsdp2
 from mmim.engine.progress import Progress
 from mmim.engine.run import run_dir_for
 from mmim.engine.runtime import Runtime, setup_runtime
-from mmim.engine.schedule import scaled_lr
+from mmim.engine.schedule import build_schedule, scaled_lr
 from mmim.engine.speed import apply_tf32, resolve_compile, resolve_fused_attention, resolve_tf32, set_fused_attention
 from mmim.engine.state import StateMixin
 from mmim.engine.step import CollectiveTimeoutError, NonFiniteLossError, StepMixin
@@ -107,7 +107,10 @@ class Trainer(StateMixin, LoaderMixin, StepMixin):
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
         self.peak_lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.base_lr, self.effective_batch)
+        self.schedule = build_schedule(cfg, self.total_steps, self.warmup_steps, self.peak_lr, self.effective_batch)
         self.optimizer = build_adamw(self.task.param_groups(), self.peak_lr, cfg.betas, cfg.eps, cfg.fused, self.rt.device)
+        # the groups a weight-decay schedule sets: those built decayed (fixed before any resume)
+        self.decayed_groups = [g["weight_decay"] > 0 for g in self.optimizer.param_groups]
         self.scaler = torch.amp.GradScaler("cuda") if self.rt.precision == "fp16" else None
         self.step = 0
         self.skipped = 0

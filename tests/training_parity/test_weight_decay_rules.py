@@ -29,6 +29,7 @@ OFFICIAL = {
     "recipes/video/videomae_vit_b_ssv2.yaml": ({"streams.video.decoder.mask_token"}, set()),
     "recipes/video/videomae_vit_l_k400.yaml": ({"streams.video.decoder.mask_token"}, set()),
     "recipes/video/videomae_vit_h_k400.yaml": ({"streams.video.decoder.mask_token"}, set()),
+    "recipes/video/videomaev2_vit_g_hybrid.yaml": ({"streams.video.decoder.mask_token"}, set()),
 }
 
 

@@ -17,6 +17,7 @@ What the loop did is observed, never recomputed: the loss of each micro-batch fr
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,26 @@ class ReplayMasker:
         return StreamMask(ids[:, : self.keep].contiguous(), ids[:, self.keep:].contiguous())
 
 
+class ReplayDraw:
+    """A decoder's per-micro-batch draw (:meth:`~mmim.interfaces.Decoder.draw`), replayed: the
+    official choice ``decoded[k]`` ``(B, Ld)`` for the micro-batch ``k`` that mmim seeds with
+    ``mix_seed(seed, step, chunk, 2)`` (the generator the model passes to the masker and to
+    ``draw``), e.g. VideoMAE v2's running-cell decoder mask. Another generator gets ``decoded[0]``."""
+
+    def __init__(self, decoded: Tensor, seed: int, accum: int) -> None:
+        self.decoded = decoded.long()
+        self.index = {mix_seed(seed, k // accum, k % accum, 2): k for k in range(len(self.decoded))}
+        self.used: list[int] = []
+
+    def __call__(self, layout: Any, generator: torch.Generator, full: bool = False) -> Tensor:
+        k = self.index.get(generator.initial_seed())
+        if k is not None:
+            self.used.append(k)
+        decoded = self.decoded[k if k is not None else 0]
+        assert decoded.shape[0] == layout.batch_size
+        return decoded.to(layout.device)
+
+
 @dataclass
 class Observed:
     """What mmim's loop did: per micro-batch loss; per optimizer step each group's lr and weight
@@ -76,6 +97,8 @@ class Observed:
     group_names: list[list[str]] = field(default_factory=list)
     final: dict[str, Tensor] = field(default_factory=dict)
     masks_used: list[int] = field(default_factory=list)
+    #: with clipping, the total norm ``clip_grad_norm_`` returned (before clipping), per step
+    norm_before_clip: list[float] = field(default_factory=list)
 
     def per_param(self, what: str) -> dict[str, Tensor]:
         """``{parameter name: (steps,)}`` lr or weight decay of the group holding it."""
@@ -106,3 +129,21 @@ def observe(trainer: Trainer) -> Observed:
 
     trainer.task.step = step
     return seen
+
+
+@contextlib.contextmanager
+def observe_clipping(seen: Observed) -> Iterator[None]:
+    """While open, record in ``seen.norm_before_clip`` the norm ``torch.nn.utils.clip_grad_norm_``
+    returns (the one before clipping: what the official loops log); the function is the original."""
+    original = torch.nn.utils.clip_grad_norm_
+
+    def clip(*args: Any, **kwargs: Any) -> Tensor:
+        norm = original(*args, **kwargs)
+        seen.norm_before_clip.append(float(norm))
+        return norm
+
+    torch.nn.utils.clip_grad_norm_ = clip
+    try:
+        yield
+    finally:
+        torch.nn.utils.clip_grad_norm_ = original

@@ -30,8 +30,34 @@ PAPERS = {  # size, decoder (dim, depth, heads), pre-train (epochs, batch, sampl
 FINETUNE_VIEW = {"k400": ("stride", True), "ssv2": ("segments", False)}
 
 
+V2 = "videomaev2_vit_g_hybrid"  # OpenGVLab/VideoMAEv2 scripts/pretrain/vit_g_hybrid_pt.sh, finetune/vit_g_k400_ft.sh
+
+
 def test_every_recipe_is_checked():
-    assert {p.stem for p in RECIPES.glob("*.yaml")} == set(PAPERS)
+    assert {p.stem for p in RECIPES.glob("*.yaml")} == set(PAPERS) | {V2}
+
+
+def test_videomaev2_recipe_matches_official_scripts(video_registry):
+    """vit_g_hybrid_pt.sh + run_mae_pretraining.py defaults (commit 29eab1e) and MODEL_ZOO.md."""
+    r = load_recipe(RECIPES / f"{V2}.yaml")
+    assert "2303.16727" in r.provenance.paper and r.provenance.reported == r.finetune.reported_top1 == 87.2
+    enc = r.model.encoder
+    assert (enc.size, enc.embed_dim, enc.depth, enc.num_heads, enc.grad_checkpointing) == (None, 1408, 40, 16, True)
+    assert enc.mlp_ratio == pytest.approx(48 / 11) and (enc.norm_eps, enc.qkv_bias, enc.cls_token) == (1e-6, True, False)
+    s = r.model.streams["video"]
+    assert s.tokenizer["tubelet"] == [2, 14, 14] and (s.tokenizer["img_size"], s.tokenizer["num_frames"]) == (224, 16)
+    assert s.masker == {"name": "tube", "ratio": 0.9}
+    assert (s.decoder["embed_dim"], s.decoder["depth"], s.decoder["num_heads"]) == (512, 4, 8)
+    assert (s.decoder["decode"], s.decoder["decode_ratio"]) == ("running_cell", 0.5)
+    assert (r.data.batch_size, r.train.effective_batch_size, r.data.dataset["num_sample"]) == (32, 2048, 4)
+    assert (r.optim.base_lr, r.optim.weight_decay, tuple(r.optim.betas), r.train.grad_clip) == (6e-4, 0.05, (0.9, 0.95), 0.02)
+    assert r.optim.no_weight_decay == ["streams.*.decoder.mask_token"] and r.optim.weight_decay_end is None
+    assert (r.schedule.epochs, r.schedule.warmup_epochs, r.schedule.warmup_style, r.schedule.warmup_lr) == \
+        (300, 30, "linspace", 0.0)
+    assert (r.schedule.min_lr, r.schedule.scale_min_lr) == (1e-5, True)
+    ft = r.finetune
+    assert (ft.base_lr, ft.effective_batch_size, ft.epochs, ft.warmup_epochs, ft.layer_decay, ft.drop_path,
+            ft.weight_decay, tuple(ft.betas)) == (1e-3, 192, 30, 5, 0.9, 0.2, 0.1, (0.9, 0.999))
 
 
 @pytest.mark.parametrize("name", sorted(PAPERS))
@@ -49,7 +75,11 @@ def test_recipe_matches_official_scripts(name):
     assert s.target == {"name": "tubelet_pixels", "normalize": True, "eps": 1e-6} and s.loss == {"name": "mse"}
     assert (s.decoder["embed_dim"], s.decoder["depth"], s.decoder["num_heads"], s.decoder["decode"]) == (*dec, "masked")
     assert (r.schedule.epochs, r.schedule.warmup_epochs, r.train.effective_batch_size) == (epochs, 40, batch)
-    assert r.schedule.min_lr == pytest.approx(1e-5 * batch / 256)
+    # utils.cosine_scheduler as run_mae_pretraining.py calls it: linspace warmup from 0 (--warmup_lr is
+    # never passed as start_warmup_value), min_lr scaled by batch/256 like lr; wd constant (--weight_decay_end unset)
+    assert (r.schedule.warmup_style, r.schedule.warmup_lr, r.schedule.min_lr, r.schedule.scale_min_lr) == \
+        ("linspace", 0.0, 1e-5, True)
+    assert r.optim.weight_decay_end is None and r.train.grad_clip is None
     assert (r.optim.base_lr, r.optim.weight_decay, tuple(r.optim.betas), r.optim.lr) == (1.5e-4, 0.05, (0.9, 0.95), None)
     assert (r.data.dataset["sampling_rate"], r.data.dataset["num_frames"], r.data.dataset["hflip"]) == (rate, 16, False)
     assert r.data.dataset.get("sampling", "stride") == "stride"
