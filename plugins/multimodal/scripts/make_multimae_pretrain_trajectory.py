@@ -62,8 +62,8 @@ SETS = {
     "a": dict(domains="rgb-depth-semseg", extra_norm_pix_loss=True, standardize_depth=True,
               fp32_output_adapters="semseg", input_size=32, patch_size=8, dim_tokens=32, depth=2, num_heads=2,
               mlp_ratio=4.0, decoder_dim=16, decoder_depth=1, decoder_num_heads=2, num_global_tokens=1,
-              num_encoded_tokens=12, alphas=1.0, pool=16, batch_size=4, epochs=8, warmup_epochs=2, blr=0.05,
-              min_lr=1e-5, weight_decay=0.1, weight_decay_end=0.3, opt_betas=[0.9, 0.95], seed=0, data_seed=1),
+              num_encoded_tokens=12, alphas=1.0, sample_tasks_uniformly=False, pool=16, batch_size=4, epochs=8,
+              warmup_epochs=2, blr=0.05, min_lr=1e-5, weight_decay=0.1, weight_decay_end=0.3, opt_betas=[0.9, 0.95], seed=0, data_seed=1),
     # another modality set (rgb + depth, no semseg, no norm_rgb head), sizes and seeds: 24x24 images,
     # 6x6 patches (16 tokens per task), 10 of 32 encoded, alpha 0.5, two global tokens, raw depth;
     # 15 samples, batch 3 -> 5 steps per epoch, 6 epochs = 30 steps, warmup 3 epochs = 15 steps;
@@ -71,8 +71,8 @@ SETS = {
     "b": dict(domains="rgb-depth", extra_norm_pix_loss=False, standardize_depth=False, fp32_output_adapters="",
               input_size=24, patch_size=6, dim_tokens=24, depth=3, num_heads=3, mlp_ratio=2.0, decoder_dim=12,
               decoder_depth=2, decoder_num_heads=3, num_global_tokens=2, num_encoded_tokens=10, alphas=0.5,
-              pool=15, batch_size=3, epochs=6, warmup_epochs=3, blr=0.08, min_lr=0.0, weight_decay=0.05,
-              weight_decay_end=None, opt_betas=[0.9, 0.95], seed=3, data_seed=7),
+              sample_tasks_uniformly=False, pool=15, batch_size=3, epochs=6, warmup_epochs=3, blr=0.08, min_lr=0.0,
+              weight_decay=0.05, weight_decay_end=None, opt_betas=[0.9, 0.95], seed=3, data_seed=7),
 }
 
 
@@ -242,6 +242,8 @@ def main() -> None:
             "--output_dir", "", "--data_path", "unused", "--no_auto_resume"]
     if cfg["weight_decay_end"] is not None:
         argv += ["--weight_decay_end", str(cfg["weight_decay_end"])]
+    if cfg["sample_tasks_uniformly"]:
+        argv.append("--sample_tasks_uniformly")
     argv.append("--extra_norm_pix_loss" if cfg["extra_norm_pix_loss"] else "--no_extra_norm_pix_loss")
     argv.append("--standardize_depth" if cfg["standardize_depth"] else "--no_standardize_depth")
     saved_argv = sys.argv
