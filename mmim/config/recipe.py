@@ -94,6 +94,10 @@ class OptimConfig:
     # on parameter names is the official code's rule, e.g. [] for MAE (timm add_weight_decay: tokens
     # decayed). See mmim.engine.optim.
     no_weight_decay: list[str] | None = None
+    # True: 1-D parameters (norm gains) and biases are decayed too, only no_weight_decay (a list)
+    # is exempt: MultiMAE's pre-training (create_optimizer given a dict of modules: one group of
+    # every parameter at args.weight_decay). See mmim.engine.optim.
+    decay_norm_and_bias: bool = False
     # None: constant weight decay; a number: the decayed groups' weight decay follows a cosine over
     # the whole run from weight_decay to this (BEiT's utils.cosine_scheduler, as VideoMAE/MultiMAE
     # --weight_decay_end). See mmim.engine.schedule.

@@ -10,6 +10,11 @@ they differ in which other tensors they exempt, and a recipe says which with
   (:func:`fnmatch.fnmatchcase` on the dotted name). ``[]`` is timm's ``add_weight_decay`` with no
   skip list, which MAE's ``main_pretrain.py`` uses: its cls and mask tokens, shaped ``(1, 1, D)``,
   ARE decayed. VideoMAE skips exactly the names its model's ``no_weight_decay()`` lists.
+
+MultiMAE's pre-training decays every parameter: ``run_pretraining_multimae.py`` calls
+``create_optimizer(args, {'model': model, 'balancer': balancer})``, and the dict form builds one
+group of all the model's parameters with ``args.weight_decay``, skipping the bias/norm filter. A
+recipe says so with ``optim.decay_norm_and_bias: true`` (and ``optim.no_weight_decay: []``).
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "global_tokens", "moda
 NO_DECAY_DICTS = ("modality_embed", "task_embeddings")  # per-stream embeddings: ``task_embeddings.rgb``
 
 
-def no_weight_decay(name: str, param: nn.Parameter, exempt: Sequence[str] | None = None) -> bool:
-    """True for 1-D parameters (norm gains, biases) and, with ``exempt=None``, mmim's own list
-    (position/cls/mask-token tensors, per-stream embeddings); else for names matching ``exempt``."""
-    if param.ndim <= 1 or name.endswith(".bias"):
+def no_weight_decay(name: str, param: nn.Parameter, exempt: Sequence[str] | None = None,
+                    decay_norm_and_bias: bool = False) -> bool:
+    """True for 1-D parameters (norm gains, biases) unless ``decay_norm_and_bias`` and, with
+    ``exempt=None``, mmim's own list (position/cls/mask-token tensors, per-stream embeddings); else
+    for names matching ``exempt``."""
+    if not decay_norm_and_bias and (param.ndim <= 1 or name.endswith(".bias")):
         return True
     if exempt is not None:
         return any(fnmatchcase(name, pattern) for pattern in exempt)
@@ -52,8 +59,10 @@ def check_exempt(model: nn.Module, exempt: Sequence[str] | None, where: str = "o
                              f"are matched against full names: {shown} (and those in the blocks)")
 
 
-def describe_no_decay(exempt: Sequence[str] | None) -> str:
+def describe_no_decay(exempt: Sequence[str] | None, decay_norm_and_bias: bool = False) -> str:
     """One line for ``mmim recipes``: which parameters are not decayed."""
+    if decay_norm_and_bias:
+        return ", ".join(exempt) if exempt else "nothing (every parameter decayed, norms and biases too)"
     if exempt is None:
         return "1-D, biases, positions, cls/mask/global tokens, stream embeddings (mmim default)"
     if not exempt:
@@ -61,14 +70,18 @@ def describe_no_decay(exempt: Sequence[str] | None) -> str:
     return "1-D, biases, " + ", ".join(exempt)
 
 
-def param_groups(model: nn.Module, weight_decay: float, exempt: Sequence[str] | None = None) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, exempt: Sequence[str] | None = None,
+                 decay_norm_and_bias: bool = False) -> list[dict]:
     """Two groups: decayed and not decayed (frozen parameters are left out); see
-    :func:`no_weight_decay` for ``exempt``."""
+    :func:`no_weight_decay` for ``exempt`` and ``decay_norm_and_bias``."""
+    if decay_norm_and_bias and exempt is None:
+        raise ValueError("optim.decay_norm_and_bias: true needs optim.no_weight_decay as a list of patterns "
+                         "([]: every parameter is decayed, as MultiMAE's pre-training), not null (mmim's rule)")
     check_exempt(model, exempt)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if no_weight_decay(name, param, exempt) else decay).append(param)
+            (no_decay if no_weight_decay(name, param, exempt, decay_norm_and_bias) else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -121,7 +134,8 @@ def optimizer_rules(path: Path) -> list[str]:
     betas = tuple(optim.get("betas", defaults.betas))
     lines = [f"pretrain: AdamW betas ({_number(betas[0])}, {_number(betas[1])}), "
              f"wd {_number(optim.get('weight_decay', defaults.weight_decay))}, "
-             f"no decay on {describe_no_decay(optim.get('no_weight_decay'))}; {lr_rule(optim, defaults.base_lr)}; "
+             f"no decay on {describe_no_decay(optim.get('no_weight_decay'), bool(optim.get('decay_norm_and_bias')))}; "
+             f"{lr_rule(optim, defaults.base_lr)}; "
              f"{clip(train.get('grad_clip'))}",
              "pretrain schedule: " + schedule_rule(data.get("schedule") or {}, optim)]
     if ft:

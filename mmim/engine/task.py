@@ -100,7 +100,8 @@ class PretrainTask:
         return build_model(self.recipe.model, self.recipe.source)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return param_groups(self.module, self.settings.weight_decay, self.recipe.optim.no_weight_decay)
+        return param_groups(self.module, self.settings.weight_decay, self.recipe.optim.no_weight_decay,
+                            self.recipe.optim.decay_norm_and_bias)
 
     def after_step(self, progress: float) -> dict[str, float]:
         """After each optimizer step: move the EMA teacher (if any) towards the student."""

@@ -9,7 +9,10 @@ builders, built from a shipped recipe; the only substitutes are sources of data 
 - the dataset is the fixture's data pool (instead of the recipe's files);
 - :class:`ReplaySampler` yields the official loader's order instead of mmim's permutation;
 - :class:`ReplayMasker` returns the official mask of each micro-batch, found from the seed mmim
-  gives that micro-batch's generator (so the loop's own seeding decides which one is used).
+  gives that micro-batch's generator (so the loop's own seeding decides which one is used);
+- :class:`ReplayBudget` does the same for a fusion model's token budget (MultiMAE): it hands
+  mmim's :class:`~mmim.fusion.masking.BudgetMasker` the official random numbers (Dirichlet split,
+  per-stream noise, shuffle noise) in place of its own draw, and mmim's masker turns them into the mask.
 
 What the loop did is observed, never recomputed: the loss of each micro-batch from the task's
 ``step``, and lr, weight decay and gradient norm from an optimizer step pre-hook.
@@ -27,6 +30,7 @@ from torch import Tensor
 
 from mmim.data.loading import ResumableSampler, mix_seed
 from mmim.engine.trainer import Trainer
+from mmim.fusion.masking import BudgetMasker, BudgetNoise
 from mmim.types import StreamMask
 
 
@@ -83,6 +87,50 @@ class ReplayDraw:
         decoded = self.decoded[k if k is not None else 0]
         assert decoded.shape[0] == layout.batch_size
         return decoded.to(layout.device)
+
+class ReplayBudget:
+    """In place of ``BudgetMasker.draw``: micro-batch ``k`` (seeded ``mix_seed(seed, step, chunk, 2)``,
+    ``k = step * accum + chunk``) gets the official draw ``k`` -- ``split`` ``(micro-batches, B, S)``,
+    ``noises`` per stream name ``(micro-batches, B, L_s)``, ``shuffle`` ``(micro-batches, B, N)``.
+    The masker's own :meth:`~mmim.fusion.masking.BudgetMasker.from_noise` makes the mask; the
+    visible ids it gives are kept in :attr:`visible`.
+
+    The official draws are only a valid replay of mmim's masker when both draw from the same
+    distribution: :attr:`alpha_error` is the largest difference between the Dirichlet concentration
+    mmim's masker would sample from and the official one (``concentration`` ``(micro-batches, S)``),
+    ``inf`` when mmim would first pick a random subset of streams (``sample_streams_uniformly``)."""
+
+    def __init__(self, masker: BudgetMasker, split: Tensor, noises: dict[str, Tensor], shuffle: Tensor,
+                 concentration: Tensor, seed: int, accum: int) -> None:
+        self.masker, self.split, self.noises, self.shuffle = masker, split, noises, shuffle
+        self.concentration = concentration
+        self.index = {mix_seed(seed, k // accum, k % accum, 2): k for k in range(len(split))}
+        self.used: list[int] = []
+        self.visible: list[Tensor] = []
+        self.alpha_error = 0.0
+        self._from_noise = masker.from_noise
+        masker.draw = self  # instance attributes: this masker only
+        masker.from_noise = self.from_noise
+
+    def __call__(self, batch: int, generator: torch.Generator) -> BudgetNoise:
+        k = self.index.get(generator.initial_seed())
+        self._replayed = k is not None
+        if k is not None:
+            self.used.append(k)
+        k = k if k is not None else 0
+        ours = self.masker.input_alpha.expand(batch, -1)
+        theirs = self.concentration[k].expand(batch, -1)
+        error = float("inf") if self.masker.config.sample_streams_uniformly or ours.shape != theirs.shape else \
+            float((ours - theirs).abs().max())
+        self.alpha_error = max(self.alpha_error, error)
+        assert self.split[k].shape[0] == batch
+        return BudgetNoise(self.split[k], [self.noises[n][k] for n in self.masker.inputs], self.shuffle[k])
+
+    def from_noise(self, noise: BudgetNoise) -> Any:
+        mask = self._from_noise(noise)
+        if getattr(self, "_replayed", False):  # not the FLOP probe's
+            self.visible.append(mask.visible.detach().clone())
+        return mask
 
 
 @dataclass
