@@ -10,8 +10,10 @@ override); set b changes layer decay, weight decay, smoothing, the mixup setting
 through the same recipe keys. See ``trajectory_replay.py`` for what is replayed: the data order,
 and the numpy draws of the mixup/cutmix (through ``Mixup.random`` of the task's own ``Mixup``).
 
-Measured (torch 2.13 CPU, fp32, one thread), largest over both sets and all steps: see the
-``*_TOL`` constants' comments; the bounds leave a margin of about 10x.
+Measured (torch 2.13 CPU, fp32, one thread), largest over both sets and all steps: losses 2.4e-7
+relative, gradient norms 2.0e-6 relative (see ``NORM_RTOL``), final parameters 1.2e-7 absolute
+(all but the attention key biases), lr and weight decay of every parameter 2.8e-15 relative, every
+official mixup draw replayed with no mismatch. The bounds leave a margin of about 10x.
 
 :func:`test_each_rule_is_checked` changes one rule at a time and asserts that the comparison it
 breaks fails.
@@ -137,8 +139,10 @@ def differences(name: str, cfg: dict, traj: dict, seen: Observed, to_official: d
     if loss.shape != traj["loss"].flatten().shape or norm.shape != traj["grad_norm"].shape:
         return {"steps": float("inf")}
     micro = loss.shape[0]
-    out["mixup_draws"] = float("inf") if draws is None else float(len(draws.mismatches) +
-                                                                  (draws.used != list(range(micro))))
+    if draws is None:  # mmim did not mix: right only if the official loop drew nothing either
+        out["mixup_draws"] = float((traj["mixup_draw_kind"] >= 0).sum())
+    else:
+        out["mixup_draws"] = float(len(draws.mismatches) + (draws.used != list(range(micro))))
     out["loss"] = float(((loss - traj["loss"].flatten()).abs() / traj["loss"].flatten().abs()).max())
     out["grad_norm"] = float(((norm - traj["grad_norm"]).abs() / traj["grad_norm"]).max())
     for what in ("lr", "weight_decay"):
@@ -201,7 +205,7 @@ def test_fixtures_are_what_the_issue_asks():
 @pytest.mark.parametrize("name", SETS)
 def test_mae_finetuning_matches_the_official_loop(name, tmp_path):
     cfg, traj, seen, to_official, draws = run(name, tmp_path / "run")
-    assert draws is not None and not draws.mismatches, draws.mismatches[:3]
+    assert draws is None or not draws.mismatches, draws.mismatches[:3]
     diff = differences(name, cfg, traj, seen, to_official, draws)
     print(name, diff)
     assert within(diff), diff
@@ -217,6 +221,7 @@ PERTURBATIONS = {
     "no layer decay (1.0)": (lambda c, t: ["finetune.layer_decay=1.0"], "lr"),
     "mixup switch prob 0.8 (cutmix more often)": (lambda c, t: ["finetune.mixup_switch_prob=0.8"], "mixup_draws"),
     "mixup prob 0.5 (batches left unmixed)": (lambda c, t: ["finetune.mixup_prob=0.5"], "loss"),
+    "no mixup / cutmix": (lambda c, t: ["finetune.mixup=0.0", "finetune.cutmix=0.0"], "mixup_draws"),
     "label smoothing 0": (lambda c, t: ["finetune.label_smoothing=0.0"], "loss"),
     "weight-decay rule (mmim's default list)": (lambda c, t: ["finetune.no_weight_decay=null"], "params"),
     "weight-decay rule (cls token and positions decayed)": (lambda c, t: ["finetune.no_weight_decay=[]"],

@@ -236,6 +236,9 @@ def main() -> None:
     accum, b = cfg["accum_iter"], cfg["batch_size"]
     steps = len(norms)
     micro = steps * accum
+    if not draws:  # --mixup 0 --cutmix 0: no Mixup, no draws
+        draws = [[] for _ in range(micro)]
+        lams = [1.0] * micro
     assert len(losses) == micro and len(draws) == micro and len(read) == micro * b, (len(losses), len(read))
     assert all(len(d) <= MAX_DRAWS for d in draws)
     kinds = torch.full((micro, MAX_DRAWS), -1, dtype=torch.int8)
