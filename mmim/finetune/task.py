@@ -163,11 +163,11 @@ class FinetuneTask:
         head = build_head(ft.head, pooled_dim(backbone, ft.pool), self.num_classes, ft.head_hidden, ft.head_dropout)
         if init:
             load_pretrained(backbone, init, head)
-        if ft.train_positions:  # after the checkpoint: the trained table starts from its positions
-            train_positions(backbone)
         set_drop_path(backbone, ft.drop_path)
         if ft.streams is not None:
             backbone.restrict_inputs(ft.streams)
+        if ft.train_positions:  # after the checkpoint (the table starts from its positions), for the streams seen
+            train_positions(backbone)
         module = EncoderClassifier(backbone, self.num_classes, ft.pool, head=head)
         if ft.token_masker is not None:
             module.set_token_masker(registry.build("masker", ft.token_masker, where="finetune.token_masker"))
