@@ -200,7 +200,12 @@ class FinetuneConfig:
     label_smoothing: float = 0.1
     mixup: float = 0.0  # mixup alpha (timm Mixup); 0 disables
     cutmix: float = 0.0  # cutmix alpha; 0 disables
+    mixup_prob: float = 1.0  # probability of mixing a batch at all (timm Mixup prob, MAE --mixup_prob)
+    mixup_switch_prob: float = 0.5  # with both alphas, probability of cutmix over mixup (--mixup_switch_prob)
     pool: Literal["mean", "cls", "cls_max"] = "mean"  # cls_max: [cls, max over tokens] (Point-MAE)
+    # train the position table (and a cls position, zero-initialised) as parameters, as timm's ViT trains
+    # pos_embed (MAE fine-tuning); false: the fixed sin-cos table stays a buffer
+    train_positions: bool = False
     head: Literal["linear", "mlp"] = "linear"  # mlp: Point-MAE's Linear-BN-ReLU-Dropout x2 + Linear head
     head_hidden: int = 256  # width of the mlp head's hidden layers
     head_dropout: float = 0.5  # dropout of the mlp head

@@ -116,6 +116,16 @@ def schedule_rule(schedule: dict, optim: dict) -> str:
     return f"{warmup}; cosine to min_lr {_number(schedule.get('min_lr', 0.0))}{scaled}; {decay}"
 
 
+def mixup_rule(ft: dict, fd: FinetuneConfig) -> str:
+    """``; mixup 0.8 / cutmix 1 (prob 1, switch 0.5), smoothing 0.1`` for a fine-tuning section that mixes."""
+    mixup, cutmix = ft.get("mixup", fd.mixup), ft.get("cutmix", fd.cutmix)
+    if not (mixup or cutmix):
+        return ""
+    return (f"; mixup {_number(mixup)} / cutmix {_number(cutmix)} (prob {_number(ft.get('mixup_prob', fd.mixup_prob))}, "
+            f"switch {_number(ft.get('mixup_switch_prob', fd.mixup_switch_prob))}), "
+            f"smoothing {_number(ft.get('label_smoothing', fd.label_smoothing))}")
+
+
 def optimizer_rules(path: Path) -> list[str]:
     """How the recipe's loop optimizes, as the official code does it: betas, weight decay and
     what is exempt from it, the lr rule, clipping; and the same for fine-tuning (layer decay)."""
@@ -144,5 +154,6 @@ def optimizer_rules(path: Path) -> list[str]:
         lines.append(f"finetune: AdamW betas ({_number(fb[0])}, {_number(fb[1])}), "
                      f"wd {_number(ft.get('weight_decay', fd.weight_decay))}, "
                      f"no decay on {describe_no_decay(ft.get('no_weight_decay'))}; {lr_rule(ft, fd.base_lr)}, "
-                     f"layer decay {_number(ft.get('layer_decay', fd.layer_decay))}; {clip(ft.get('grad_clip'))}")
+                     f"layer decay {_number(ft.get('layer_decay', fd.layer_decay))}; {clip(ft.get('grad_clip'))}"
+                     + ("; positions trained" if ft.get("train_positions") else "") + mixup_rule(ft, fd))
     return lines

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmim.model import MaskedModel
 from mmim.timm_compat import import_timm
+from mmim.trunk.position import FixedPositionTable, LearnedPositionTable
 
 
 def set_drop_path(model: MaskedModel, rate: float) -> None:
@@ -19,6 +20,26 @@ def set_drop_path(model: MaskedModel, rate: float) -> None:
         r = rate * i / max(1, len(blocks) - 1)
         block.drop_path1 = drop_path_cls(r) if r > 0 else nn.Identity()
         block.drop_path2 = drop_path_cls(r) if r > 0 else nn.Identity()
+
+
+def train_positions(model: MaskedModel) -> None:
+    """Make the encoder's positions trainable (``finetune.train_positions``), as timm's ViT trains
+    ``pos_embed`` when MAE fine-tunes: every input stream's fixed table becomes a
+    :class:`~mmim.trunk.position.LearnedPositionTable` holding the same values, and the cls token
+    gets a position of its own (``encoder.cls_pos``, zero: the cls row of MAE's sin-cos table),
+    added to it before the blocks. A model that already has ``cls_pos`` keeps it."""
+    encoder = model.encoder
+    for name in model.inputs:
+        tokenizer = model.streams[name].tokenizer
+        pos = getattr(tokenizer, "pos", None)
+        if isinstance(pos, LearnedPositionTable):
+            continue
+        if not isinstance(pos, FixedPositionTable):
+            raise ValueError(f"finetune.train_positions: stream {name!r}'s tokenizer {type(tokenizer).__name__} has no "
+                             f"fixed position table (.pos) to train")
+        tokenizer.pos = LearnedPositionTable(pos.table)
+    if encoder.cls_token is not None and encoder.cls_pos is None:
+        encoder.cls_pos = nn.Parameter(torch.zeros_like(encoder.cls_token))
 
 
 HEADS = ("linear", "mlp")

@@ -21,11 +21,11 @@ from mmim.data.records import build_decoder
 from mmim.data.stream import ShardSequence
 from mmim.engine.checkpoint import load_checkpoint
 from mmim.engine.task import LoopSettings
-from mmim.finetune.classifier import EncoderClassifier, build_head, pooled_dim, set_drop_path
+from mmim.finetune.classifier import EncoderClassifier, build_head, pooled_dim, set_drop_path, train_positions
 from mmim.finetune.evaluate import evaluate, vote_hook
 from mmim.finetune.layer_decay import layer_decay_groups
+from mmim.finetune.mixup import Mixup
 from mmim.model import MaskedModel, build_model
-from mmim.timm_compat import import_timm
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,10 @@ class FinetuneTask:
         if ft.mixup > 0 or ft.cutmix > 0:
             if len(self.input_keys) != 1:
                 raise ValueError("mixup/cutmix need a single-stream model")
-            mixup_cls = import_timm().data.Mixup
-            # multi-label: timm mixes the inputs; the multi-hot labels are mixed by mix_multihot
-            self.mixup = mixup_cls(mixup_alpha=ft.mixup, cutmix_alpha=ft.cutmix,
-                                   label_smoothing=0.0 if ft.multilabel else ft.label_smoothing,
-                                   num_classes=num_classes)
+            # multi-label: Mixup mixes the inputs; the multi-hot labels are mixed by mix_multihot
+            self.mixup = Mixup(mixup_alpha=ft.mixup, cutmix_alpha=ft.cutmix, prob=ft.mixup_prob,
+                               switch_prob=ft.mixup_switch_prob,
+                               label_smoothing=0.0 if ft.multilabel else ft.label_smoothing, num_classes=num_classes)
         self.label_smoothing = ft.label_smoothing
         self.settings = LoopSettings(
             batch_size=ft.batch_size, effective_batch_size=ft.effective_batch_size, epochs=ft.epochs,
@@ -167,6 +166,8 @@ class FinetuneTask:
         set_drop_path(backbone, ft.drop_path)
         if ft.streams is not None:
             backbone.restrict_inputs(ft.streams)
+        if ft.train_positions:  # after the checkpoint (the table starts from its positions), for the streams seen
+            train_positions(backbone)
         module = EncoderClassifier(backbone, self.num_classes, ft.pool, head=head)
         if ft.token_masker is not None:
             module.set_token_masker(registry.build("masker", ft.token_masker, where="finetune.token_masker"))

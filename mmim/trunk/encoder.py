@@ -121,7 +121,10 @@ class ViTEncoder(nn.Module):
         if self.pos_every_block != (pos is not None):
             raise ValueError("pass pos to the encoder if and only if pos_every_block is set")
         if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+            cls = self.cls_token
+            if pos is None and self.cls_pos is not None:  # positions added before the encoder: the cls row's too
+                cls = cls + self.cls_pos
+            x = torch.cat([cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
             if pos is not None:
                 cls_pos = self.cls_pos if self.cls_pos is not None else torch.zeros_like(self.cls_token)
                 pos = torch.cat([cls_pos.expand(x.shape[0], -1, -1).to(pos.dtype), pos], dim=1)

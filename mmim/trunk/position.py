@@ -48,3 +48,17 @@ class FixedPositionTable(nn.Module):
         if layout.num_tokens != self.table.shape[1]:
             raise ValueError(f"position table has {self.table.shape[1]} tokens, layout has {layout.num_tokens}")
         return self.table
+
+
+class LearnedPositionTable(nn.Module):
+    """A position table ``(1, L, D)`` trained as a parameter, initialised from a (fixed) table: timm's
+    ViT ``pos_embed`` loaded from MAE's sin-cos table and fine-tuned. ``forward(layout)`` returns it."""
+
+    def __init__(self, table: Tensor) -> None:
+        super().__init__()
+        self.table = nn.Parameter(table.detach().clone().reshape(1, *table.shape[-2:]))
+
+    def forward(self, layout: Layout) -> Tensor:
+        if layout.num_tokens != self.table.shape[1]:
+            raise ValueError(f"position table has {self.table.shape[1]} tokens, layout has {layout.num_tokens}")
+        return self.table

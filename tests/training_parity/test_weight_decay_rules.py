@@ -10,19 +10,22 @@ import pytest
 from mmim.cli import main
 from mmim.config.recipe import load_recipe
 from mmim.engine.optim import param_groups
-from mmim.finetune.classifier import EncoderClassifier
+from mmim.finetune.classifier import EncoderClassifier, train_positions
 from mmim.finetune.layer_decay import layer_decay_groups
 from mmim.model import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["model.encoder.size=null", "model.encoder.embed_dim=32", "model.encoder.depth=1", "model.encoder.num_heads=2"]
 
+MAE_FT_EXEMPT = {"backbone.encoder.cls_token", "backbone.encoder.cls_pos", "backbone.streams.image.tokenizer.pos.table"}
+
 # recipe -> (pre-training: >1-D parameters exempt from decay, fine-tuning: the same)
 OFFICIAL = {
     # main_pretrain.py: timm add_weight_decay, no skip list; main_finetune.py: no_weight_decay() = cls/pos
-    "recipes/image/mae_vit_b16_in1k.yaml": (set(), {"backbone.encoder.cls_token"}),
-    "recipes/image/mae_vit_l16_in1k.yaml": (set(), {"backbone.encoder.cls_token"}),
-    "recipes/image/mae_vit_h14_in1k.yaml": (set(), {"backbone.encoder.cls_token"}),
+    # (pos_embed: the trained position table and the cls position, finetune.train_positions)
+    "recipes/image/mae_vit_b16_in1k.yaml": (set(), MAE_FT_EXEMPT),
+    "recipes/image/mae_vit_l16_in1k.yaml": (set(), MAE_FT_EXEMPT),
+    "recipes/image/mae_vit_h14_in1k.yaml": (set(), MAE_FT_EXEMPT),
     "plugins/image/mmim_image/recipes/mae_fashion_mnist.yaml": (set(), None),
     # VideoMAE: exactly the top-level names no_weight_decay() lists -> the decoder's mask token
     "recipes/video/videomae_vit_b_k400.yaml": ({"streams.video.decoder.mask_token"}, set()),
@@ -48,7 +51,10 @@ def test_shipped_recipes_exempt_what_the_official_code_exempts(path):
     for g in groups:  # 1-D parameters and biases are never decayed
         assert g["weight_decay"] == 0 or all(p.ndim > 1 for p in g["params"])
     if finetune is not None:
-        classifier = EncoderClassifier(build_model(recipe.model), 10, recipe.finetune.pool)
+        backbone = build_model(recipe.model)
+        if recipe.finetune.train_positions:
+            train_positions(backbone)
+        classifier = EncoderClassifier(backbone, 10, recipe.finetune.pool)
         groups = layer_decay_groups(classifier, 1, 0.05, 0.75, recipe.finetune.no_weight_decay)
         assert exempt_matrices(classifier, groups) == finetune
 

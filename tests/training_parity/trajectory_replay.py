@@ -195,3 +195,63 @@ def observe_clipping(seen: Observed) -> Iterator[None]:
         yield
     finally:
         torch.nn.utils.clip_grad_norm_ = original
+
+
+class ReplayNumpyDraws:
+    """Recorded numpy draws of every micro-batch (``kinds`` ``(micro, n)``: index into
+    ``kind_names`` or -1, ``values`` ``(micro, n, 3)``: value and the two arguments), answered in
+    order to whatever draws from it: set as ``Mixup.random`` (mmim's fine-tuning mixup/cutmix).
+
+    Micro-batch ``k`` is the one whose step seeded numpy's global generator with
+    ``mix_seed(seed, step, chunk, 4)`` (``k = step * accum + chunk``); it is recognised from that
+    generator's state, which nothing draws from in between (MT19937's first key word is the seed,
+    position 624: nothing drawn since). The trainer's FLOP probe (gradients off; numpy's state is
+    whatever the last run left) and any other state are answered from micro-batch 0, not counted. A draw of another kind or with other arguments than the
+    official one, or one more than it made, is counted in :attr:`mismatches` (and answered with
+    the recorded value where the kind agrees, else from a fixed generator), so a replay that
+    departs from the official draws fails a comparison instead of raising inside the loop.
+    """
+
+    def __init__(self, kinds: Tensor, values: Tensor, kind_names: list[str], seed: int, accum: int) -> None:
+        self.kinds, self.values, self.names = kinds.long(), values.double(), kind_names
+        self.index = {mix_seed(seed, k // accum, k % accum, 4) % 2**32: k for k in range(len(self.kinds))}
+        self.used: list[int] = []
+        self.mismatches: list[str] = []
+        self.state_key: tuple | None = None
+        self.current, self.cursor = 0, 0
+        self.fallback = __import__("numpy").random.RandomState(0)
+
+    def _next(self, kind: str, args: tuple) -> float:
+        import numpy as np
+
+        state = np.random.get_state()
+        key = (int(state[1][0]), int(state[2])) if torch.is_grad_enabled() else (-1, -1)  # (-1, -1): the FLOP probe
+        if key != self.state_key:  # a new micro-batch (or the probe)
+            self.state_key, self.cursor = key, 0
+            k = self.index.get(key[0]) if key[1] == 624 else None
+            self.current = k if k is not None else 0
+            if k is not None:
+                self.used.append(k)
+        k, j = self.current, self.cursor
+        self.cursor += 1
+        if j >= self.kinds.shape[1] or self.kinds[k, j] < 0:
+            self.mismatches.append(f"micro-batch {k}: draw {j} ({kind}{args}) beyond the official draws")
+            return getattr(self.fallback, kind)(*args)
+        recorded = self.names[int(self.kinds[k, j])]
+        value, a0, a1 = self.values[k, j].tolist()
+        if recorded != kind:
+            self.mismatches.append(f"micro-batch {k}: draw {j} is {kind}{args}, the official loop drew {recorded}")
+            return getattr(self.fallback, kind)(*args)
+        if kind != "rand" and (float(args[0]), float(args[1])) != (a0, a1):
+            self.mismatches.append(f"micro-batch {k}: draw {j} is {kind}{args}, the official loop drew "
+                                   f"{kind}({a0:g}, {a1:g})")
+        return int(value) if kind == "randint" else value
+
+    def rand(self) -> float:
+        return self._next("rand", ())
+
+    def beta(self, a: float, b: float) -> float:
+        return self._next("beta", (a, b))
+
+    def randint(self, low: int, high: int) -> int:
+        return self._next("randint", (low, high))

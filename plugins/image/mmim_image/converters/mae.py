@@ -143,6 +143,59 @@ def load_mae_checkpoint(path: str | Path, model: MaskedModel, stream: str = "ima
     return list(result.missing_keys)
 
 
+def _trained_positions(model: MaskedModel, stream: str) -> bool:
+    from mmim.trunk.position import LearnedPositionTable
+
+    return isinstance(model.streams[stream].tokenizer.pos, LearnedPositionTable)
+
+
+def mae_classifier_to_mmim(state: Mapping[str, Tensor], classifier: torch.nn.Module,
+                           stream: str = "image") -> dict[str, Tensor]:
+    """Map an official fine-tuning model's state dict (``models_vit.VisionTransformer``: encoder,
+    ``head``, and ``fc_norm`` with global pooling) onto an mmim
+    :class:`~mmim.finetune.classifier.EncoderClassifier`'s keys.
+
+    With trained positions (``finetune.train_positions``) ``pos_embed`` is loaded: its cls row
+    into ``encoder.cls_pos``, the rest into the stream's position table; otherwise it must be
+    mmim's fixed sin-cos table, as in :func:`mae_to_mmim`.
+
+    Raises:
+        CheckpointFormatError: an unknown key, a missing head, or a fixed table that differs.
+    """
+    backbone = classifier.backbone
+    state = unwrap(state)
+    encoder_state, out = {}, {}
+    for key, value in state.items():
+        if key.startswith(CLASSIFIER_KEYS):
+            out[key] = value
+        elif key == "pos_embed" and _trained_positions(backbone, stream):
+            if backbone.encoder.cls_pos is None or value.shape[1] != backbone.encoder.cls_pos.shape[1] + \
+                    backbone.streams[stream].tokenizer.pos.table.shape[1]:
+                raise CheckpointFormatError(f"pos_embed {tuple(value.shape)} does not fit the classifier's "
+                                            "cls position and position table")
+            out["backbone.encoder.cls_pos"] = value[:, :1]
+            out[f"backbone.streams.{stream}.tokenizer.pos.table"] = value[:, 1:]
+        else:
+            encoder_state[key] = value
+    if "head.weight" not in out:
+        raise CheckpointFormatError(f"no head.weight: the state looks like {describe(state)}, not a fine-tuned classifier")
+    out.update({f"backbone.{k}": v for k, v in mae_to_mmim(encoder_state, backbone, stream).items()})
+    return out
+
+
+def mmim_classifier_to_mae(classifier: torch.nn.Module, stream: str = "image") -> dict[str, Tensor]:
+    """The official fine-tuning model's state dict of an mmim ``EncoderClassifier`` (the inverse of
+    :func:`mae_classifier_to_mmim`): ``pos_embed`` is the trained table with the cls position as
+    its first row, or the fixed table with a zero cls row."""
+    backbone = classifier.backbone
+    out = {f"{k}": v for k, v in mmim_to_mae(backbone, stream, include_decoder=False).items()}
+    if _trained_positions(backbone, stream):
+        cls_pos = backbone.encoder.cls_pos
+        out["pos_embed"] = torch.cat([cls_pos, backbone.streams[stream].tokenizer.pos.table], dim=1).detach()
+    out.update({k: v for k, v in classifier.state_dict().items() if k.startswith(CLASSIFIER_KEYS)})
+    return out
+
+
 # round-trip hooks of the conformance kit (mmim check-plugin): the official file of a model, and a recipe to build one
 load_mae_checkpoint.to_official = lambda model, stream: {"model": mmim_to_mae(model, stream)}
 load_mae_checkpoint.example_recipe = "mae_fashion_mnist"
