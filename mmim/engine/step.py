@@ -17,7 +17,7 @@ from mmim.data.loading import SKIPPED_KEY, mix_seed
 from mmim.data.skips import SKIPPED_WHERE_KEY
 from mmim.engine import checkpoint as ckpt
 from mmim.engine.parallel import set_micro_batch
-from mmim.engine.schedule import lr_at
+from mmim.engine.schedule import epoch_cosine_lr, lr_at
 
 
 class NonFiniteLossError(RuntimeError):
@@ -42,6 +42,11 @@ class StepMixin:
         net: nn.Module = self.ddp or self.model
         seed, lr = self.recipe.seed, lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr,
                                           self.settings.min_lr)
+        per_epoch = self.settings.epoch_cosine
+        if per_epoch is not None:  # timm's CosineLRScheduler stepped once per epoch (Point-MAE)
+            s = self.settings
+            lr = epoch_cosine_lr(self.step // self.steps_per_epoch, s.epochs, s.warmup_epochs, self.peak_lr, s.min_lr,
+                                 per_epoch.warmup_lr_init, per_epoch.cycle_epochs, per_epoch.lag)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         total = torch.zeros((), device=self.rt.device)
@@ -67,7 +72,8 @@ class StepMixin:
                 with self.rt.autocast():
                     loss, step_parts, n = self.task.step(net, batch, gen)
                 self._heartbeat(1)
-                scaled = loss / self.accum
+                # "sum": each micro-batch's gradient added as is (Point-MAE's step_per_update)
+                scaled = loss if self.recipe.train.grad_accumulation == "sum" else loss / self.accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             self._bad_loss = torch.where(self._nonfinite, self._bad_loss, loss.detach().float())
             self._nonfinite = self._nonfinite | ~torch.isfinite(loss.detach())

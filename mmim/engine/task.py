@@ -50,6 +50,7 @@ class LoopSettings:
     shards: str | list[str] | None = None  # train from tar shards instead of the map-style sampler
     shards_index: str | None = None
     shuffle_buffer: int = 1000
+    epoch_cosine: Any = None  # EpochCosineConfig: the lr changes once per epoch (timm CosineLRScheduler)
 
 
 class Task(Protocol):
@@ -84,7 +85,7 @@ class PretrainTask:
             betas=o.betas, eps=o.eps, fused=o.fused, grad_clip=t.grad_clip, max_steps=s.max_steps,
             num_workers=d.num_workers, persistent_workers=d.persistent_workers, prefetch_factor=d.prefetch_factor,
             pin_memory=d.pin_memory, skip_corrupt=d.skip_corrupt, shards=d.shards, shards_index=d.shards_index,
-            shuffle_buffer=d.shuffle_buffer)
+            shuffle_buffer=d.shuffle_buffer, epoch_cosine=s.epoch_cosine)
 
     #: fine-tuning settings do not shape pre-training
     resumable_changes = ("finetune",)
