@@ -9,8 +9,10 @@ shifted-window decoder -- at the fixture's size, batch, schedule and lr (read fr
 decoder's meta-MLP dropout is 0 on both sides (the official run sets it so; a dropout draw cannot be
 replayed).
 
-Measured (torch 2.13 CPU, fp32, one thread), largest over both sets and all steps: see
-``docs/training_parity.md``; the bounds below leave a margin of about 10x.
+Measured (torch 2.13 CPU, fp32, one thread), largest over both sets and all steps: losses 2.4e-7
+relative, gradient norms 1.0e-6 relative, final parameters 8.0e-6 absolute (all but the
+undetermined ones, see :func:`determined`), lr and weight decay 2.7e-15 relative; the bounds below
+leave a margin of 5-10x.
 
 :func:`test_each_rule_is_checked` changes one optimizer rule at a time and asserts that the
 comparison it breaks fails.
@@ -37,9 +39,12 @@ FIXTURES = ROOT / "tests" / "fixtures" / "trajectories"
 SETS = sorted(p.name for p in FIXTURES.iterdir() if re.fullmatch(r"audiomae_pretrain(-.+)?", p.name))
 RECIPE = ROOT / "recipes" / "audio" / "audiomae_vit_b16_as2m.yaml"
 
-LOSS_RTOL = 2e-6  # per micro-batch loss, relative
-NORM_RTOL = 2e-6  # gradient norm, relative
-PARAM_ATOL = 2e-6  # final parameters, absolute
+LOSS_RTOL = 2e-6  # per micro-batch loss, relative (measured 2.4e-7)
+NORM_RTOL = 1e-5  # gradient norm, relative (measured 1.0e-6)
+# final parameters, absolute (measured 8.0e-6, in the decoder's MLP output weights, values ~0.27: a few
+# elements whose gradients are near round-off, which Adam's per-element normalisation turns into
+# relative step errors; 16 decoder blocks hold many such elements, MAE's 1-2 hold few: 2.4e-7 there)
+PARAM_ATOL = 4e-5
 SCHEDULE_RTOL = 1e-12  # lr and weight decay of every parameter at every step
 
 
