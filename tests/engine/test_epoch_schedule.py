@@ -91,3 +91,17 @@ def test_bad_values_are_errors_naming_the_key(tiny_recipe_dict, where, value, me
     tiny_recipe_dict[where].update(value)
     with pytest.raises(ConfigError, match=message):
         recipe_from_dict(tiny_recipe_dict, source="recipe.yaml")
+
+
+def test_mmim_recipes_shows_the_rules():
+    from pathlib import Path
+
+    from mmim.engine.optim import optimizer_rules
+
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+    line = optimizer_rules(recipes / "points" / "pointmae_shapenet55.yaml")[0]
+    assert "no decay on 1-D, biases, *_token" in line and "lr 0.001 (not scaled)" in line
+    assert "lr per epoch (timm cosine, warmup from 1e-06, 1 epoch late)" in line
+    assert "accumulated gradients summed" in line
+    mae = optimizer_rules(recipes / "image" / "mae_vit_b16_in1k.yaml")[0]
+    assert "per epoch" not in mae and "summed" not in mae
