@@ -105,6 +105,9 @@ def run(name: str, out_dir: Path, extra: list[str] = ()) -> tuple[dict, dict, Ob
     ids = torch.argsort(traj["mask"].flatten(0, 1).to(torch.int8), dim=-1, stable=True)
     stream.masker = ReplayMasker(ids, cfg["len_keep"], recipe.seed, trainer.accum)
     seen = observe(trainer)
+    seen.centers = []  # mmim's FPS centres of each training micro-batch (not the FLOP probe's)
+    stream.tokenizer.register_forward_hook(
+        lambda m, i, out: seen.centers.append(out.layout.centers.detach()) if torch.is_grad_enabled() else None)
     trainer.fit()
     seen.final = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     seen.masks_used = stream.masker.used
@@ -177,6 +180,8 @@ def test_fixtures_are_what_the_issue_asks():
 def test_pointmae_pretraining_matches_the_official_loop(name, tmp_path):
     cfg, traj, seen, to_official = run(name, tmp_path / "run")
     assert seen.masks_used == list(range(cfg["optimizer_steps"] * cfg["accum_iter"]))  # every official mask, once
+    # the same augmented clouds and the same farthest-point centres (CUDA kernel semantics), exactly
+    assert torch.equal(torch.stack(seen.centers), traj["centers"].flatten(0, 1))
     diff = differences(name, cfg, traj, seen, to_official)
     print(name, diff)
     assert within(diff), diff
