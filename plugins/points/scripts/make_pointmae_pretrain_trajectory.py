@@ -305,8 +305,8 @@ def main() -> None:
     runner_pretrain.builder.build_opti_sche = build_opti_sche
 
     # ---- the config file, laid out as cfgs/pretrain.yaml
-    (work / "shapenet_pool.yaml").write_text("NAME: ShapeNet\nDATA_PATH: unused\nN_POINTS: %d\nPC_PATH: unused\n"
-                                             % cfg["npoints"])
+    (work / "shapenet_pool.yaml").write_text(f"NAME: ShapeNet\nDATA_PATH: unused\nN_POINTS: {cfg['npoints']}\n"
+                                             "PC_PATH: unused\n")
     config_text = f"""optimizer : {{
   type: AdamW,
   kwargs: {{
