@@ -105,6 +105,29 @@ class OptimConfig:
 
 
 @dataclass
+class EpochCosineConfig:
+    """The lr of timm's ``CosineLRScheduler(t_in_epochs=True)`` stepped once per epoch, as Point-MAE's
+    ``tools/builder.py`` builds it and ``runner_pretrain.py`` steps it (``scheduler.step(epoch)`` after
+    epoch ``epoch``): the lr is constant within an epoch, and epoch ``e`` trains at the scheduler's value
+    for ``t = max(e - lag, 0)``: ``warmup_lr_init + t * (peak - warmup_lr_init) / warmup_epochs`` while
+    ``t < warmup_epochs``, then ``min_lr + (peak - min_lr) / 2 * (1 + cos(pi * t / cycle_epochs))``
+    (``warmup_prefix=False``: the cosine counts from epoch 0), ``min_lr`` from ``t >= cycle_epochs``.
+    See :func:`mmim.engine.schedule.epoch_cosine_lr`."""
+
+    warmup_lr_init: float = 0.0
+    cycle_epochs: int | None = None  # timm's t_initial; None: schedule.epochs
+    lag: int = 1  # 1: stepped after each epoch with that epoch's index (Point-MAE); 0: before it
+
+    def __post_init__(self) -> None:
+        if self.warmup_lr_init < 0:
+            raise ValueError(f"epoch_cosine.warmup_lr_init must be >= 0, got {self.warmup_lr_init}")
+        if self.cycle_epochs is not None and self.cycle_epochs < 1:
+            raise ValueError(f"epoch_cosine.cycle_epochs must be >= 1, got {self.cycle_epochs}")
+        if self.lag < 0:
+            raise ValueError(f"epoch_cosine.lag must be >= 0, got {self.lag}")
+
+
+@dataclass
 class ScheduleConfig:
     epochs: int = 1
     warmup_epochs: float = 0.0
@@ -118,12 +141,18 @@ class ScheduleConfig:
     # True: min_lr and warmup_lr are also multiplied by effective batch / 256, as the BEiT-family
     # scripts do (args.min_lr = args.min_lr * total_batch_size / 256); False: they are absolute.
     scale_min_lr: bool = False
+    # None: per-iteration linear warmup + half-cycle cosine (MAE's util/lr_sched.py); a mapping: the lr
+    # changes once per epoch as timm's CosineLRScheduler does (Point-MAE), see EpochCosineConfig
+    epoch_cosine: EpochCosineConfig | None = None
 
 
 @dataclass
 class TrainConfig:
     effective_batch_size: int | None = None  # None: batch_size * world size (no accumulation)
     grad_clip: float | None = None
+    # how the micro-batches of an optimizer step combine: "mean" (loss / accumulation steps, MAE's
+    # accum_iter) or "sum" (each micro-batch's loss.backward() as is, Point-MAE's step_per_update)
+    grad_accumulation: Literal["mean", "sum"] = "mean"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     device: str = "auto"
     log_every: int = 10

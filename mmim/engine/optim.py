@@ -148,6 +148,13 @@ def optimizer_rules(path: Path) -> list[str]:
              f"{lr_rule(optim, defaults.base_lr)}; "
              f"{clip(train.get('grad_clip'))}",
              "pretrain schedule: " + schedule_rule(data.get("schedule") or {}, optim)]
+    per_epoch = (data.get("schedule") or {}).get("epoch_cosine")
+    if per_epoch:  # Point-MAE: timm's CosineLRScheduler stepped once per epoch
+        lag = per_epoch.get("lag", 1)
+        lines[0] += (f"; lr per epoch (timm cosine, warmup from {_number(per_epoch.get('warmup_lr_init', 0.0))}"
+                     f"{f', {lag} epoch late' if lag else ''})")
+    if train.get("grad_accumulation") == "sum":
+        lines[0] += "; accumulated gradients summed"
     if ft:
         fd = FinetuneConfig()
         fb = tuple(ft.get("betas", fd.betas))

@@ -1,7 +1,8 @@
 """Learning-rate rules: MAE's scaling rule and per-step linear warmup + half-cycle cosine; BEiT's
 ``utils.cosine_scheduler`` (linspace warmup from ``warmup_lr``, min/warmup lr scaled with the batch,
-a cosine weight-decay schedule), which VideoMAE, VideoMAE v2 and MultiMAE use. A recipe picks the
-rule (``schedule.warmup_style``, ``schedule.warmup_lr``, ``schedule.scale_min_lr``,
+a cosine weight-decay schedule), which VideoMAE, VideoMAE v2 and MultiMAE use; timm's per-epoch
+``CosineLRScheduler`` (Point-MAE). A recipe picks the rule (``schedule.warmup_style``,
+``schedule.warmup_lr``, ``schedule.scale_min_lr``, ``schedule.epoch_cosine``,
 ``optim.weight_decay_end``); :func:`build_schedule` turns its loop settings into a :class:`Schedule`.
 """
 
@@ -24,6 +25,21 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float, min_lr
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return min_lr + (peak_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def epoch_cosine_lr(epoch: int, epochs: int, warmup_epochs: float, peak_lr: float, min_lr: float,
+                    warmup_lr_init: float, cycle_epochs: int | None = None, lag: int = 1) -> float:
+    """Learning rate of epoch ``epoch`` (0-based) under timm's ``CosineLRScheduler`` with
+    ``t_in_epochs=True``, ``t_mul=1``, ``cycle_limit=1``, ``warmup_prefix=False`` and no noise, stepped
+    with the epoch index ``lag`` epochs late (Point-MAE: ``lag=1``, so epochs 0 and 1 both train at
+    ``warmup_lr_init``); ``cycle_epochs`` is timm's ``t_initial`` (default ``epochs``)."""
+    t = max(epoch - lag, 0)
+    cycle = cycle_epochs if cycle_epochs is not None else epochs
+    if warmup_epochs > 0 and t < warmup_epochs:
+        return warmup_lr_init + t * ((peak_lr - warmup_lr_init) / warmup_epochs)
+    if t >= cycle:
+        return min_lr
+    return min_lr + 0.5 * (peak_lr - min_lr) * (1 + math.cos(math.pi * t / cycle))
 
 
 def cosine_at(step: int, total_steps: int, start: float, end: float) -> float:
@@ -53,7 +69,10 @@ class Schedule:
     - ``min_lr`` and ``warmup_lr`` are the values used (already scaled by :func:`build_schedule`
       where the recipe says ``schedule.scale_min_lr``);
     - ``weight_decay_end``: ``None`` keeps every group's weight decay; a number makes the groups
-      that are decayed follow :func:`cosine_at` from ``weight_decay`` to it over the whole run.
+      that are decayed follow :func:`cosine_at` from ``weight_decay`` to it over the whole run;
+    - ``epoch_cosine`` (``EpochCosineConfig``, with ``steps_per_epoch``, ``epochs``, ``warmup_epochs``):
+      the lr changes once per epoch, :func:`epoch_cosine_lr` (timm's ``CosineLRScheduler``, Point-MAE),
+      in place of the per-step rule.
     """
 
     total_steps: int
@@ -64,8 +83,16 @@ class Schedule:
     warmup_lr: float = 0.0
     weight_decay: float = 0.0
     weight_decay_end: float | None = None
+    epoch_cosine: Any = None
+    steps_per_epoch: int = 1
+    epochs: int = 1
+    warmup_epochs: float = 0.0
 
     def lr(self, step: int) -> float:
+        if self.epoch_cosine is not None:
+            c = self.epoch_cosine
+            return epoch_cosine_lr(step // max(1, self.steps_per_epoch), self.epochs, self.warmup_epochs, self.peak_lr,
+                                   self.min_lr, c.warmup_lr_init, c.cycle_epochs, c.lag)
         if self.warmup_style == "linspace":
             return linspace_lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr, self.warmup_lr)
         return lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr)
@@ -88,9 +115,10 @@ class Schedule:
 
 
 def build_schedule(settings: Any, total_steps: int, warmup_steps: int, peak_lr: float,
-                   effective_batch_size: int) -> Schedule:
+                   effective_batch_size: int, steps_per_epoch: int = 1) -> Schedule:
     """The :class:`Schedule` of a run's loop settings (``LoopSettings``: ``min_lr``,
-    ``warmup_style``, ``warmup_lr``, ``scale_min_lr``, ``weight_decay``, ``weight_decay_end``)."""
+    ``warmup_style``, ``warmup_lr``, ``scale_min_lr``, ``weight_decay``, ``weight_decay_end``,
+    ``epoch_cosine``, ``epochs``, ``warmup_epochs``)."""
     style = getattr(settings, "warmup_style", "linear")
     if style not in ("linear", "linspace"):
         raise ValueError(f"schedule.warmup_style: {style!r} is not one of 'linear', 'linspace'")
@@ -99,8 +127,14 @@ def build_schedule(settings: Any, total_steps: int, warmup_steps: int, peak_lr: 
         raise ValueError(f"schedule.warmup_lr={warmup_lr:g} needs schedule.warmup_style: linspace "
                          "(the linear warmup starts at 0)")
     min_lr = settings.min_lr
+    per_epoch = getattr(settings, "epoch_cosine", None)
+    if per_epoch is not None and (style != "linear" or warmup_lr or getattr(settings, "scale_min_lr", False)):
+        raise ValueError("schedule.epoch_cosine is timm's per-epoch scheduler with its own warmup "
+                         "(epoch_cosine.warmup_lr_init): leave schedule.warmup_style, warmup_lr and scale_min_lr unset")
     if getattr(settings, "scale_min_lr", False):
         min_lr, warmup_lr = scaled_lr(min_lr, effective_batch_size), scaled_lr(warmup_lr, effective_batch_size)
     return Schedule(total_steps=total_steps, warmup_steps=warmup_steps, peak_lr=peak_lr, min_lr=min_lr,
                     warmup_style=style, warmup_lr=warmup_lr, weight_decay=settings.weight_decay,
-                    weight_decay_end=getattr(settings, "weight_decay_end", None))
+                    weight_decay_end=getattr(settings, "weight_decay_end", None), epoch_cosine=per_epoch,
+                    steps_per_epoch=steps_per_epoch, epochs=getattr(settings, "epochs", 1),
+                    warmup_epochs=getattr(settings, "warmup_epochs", 0.0))

@@ -64,7 +64,8 @@ class StepMixin:
                 with self.rt.autocast():
                     loss, step_parts, n = self.task.step(net, batch, gen)
                 self._heartbeat(1)
-                scaled = loss / self.accum
+                # "sum": each micro-batch's gradient added as is (Point-MAE's step_per_update)
+                scaled = loss if self.recipe.train.grad_accumulation == "sum" else loss / self.accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             self._bad_loss = torch.where(self._nonfinite, self._bad_loss, loss.detach().float())
             self._nonfinite = self._nonfinite | ~torch.isfinite(loss.detach())

@@ -55,6 +55,7 @@ class LoopSettings:
     warmup_lr: float = 0.0
     scale_min_lr: bool = False
     weight_decay_end: float | None = None
+    epoch_cosine: Any = None  # EpochCosineConfig: the lr changes once per epoch (timm CosineLRScheduler)
 
 
 class Task(Protocol):
@@ -90,7 +91,8 @@ class PretrainTask:
             num_workers=d.num_workers, persistent_workers=d.persistent_workers, prefetch_factor=d.prefetch_factor,
             pin_memory=d.pin_memory, skip_corrupt=d.skip_corrupt, shards=d.shards, shards_index=d.shards_index,
             shuffle_buffer=d.shuffle_buffer, warmup_style=s.warmup_style, warmup_lr=s.warmup_lr,
-            scale_min_lr=s.scale_min_lr, weight_decay_end=o.weight_decay_end)
+            scale_min_lr=s.scale_min_lr, weight_decay_end=o.weight_decay_end,
+            epoch_cosine=s.epoch_cosine)
 
     #: fine-tuning settings do not shape pre-training
     resumable_changes = ("finetune",)

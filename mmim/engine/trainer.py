@@ -107,7 +107,8 @@ class Trainer(StateMixin, LoaderMixin, StepMixin):
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
         self.peak_lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.base_lr, self.effective_batch)
-        self.schedule = build_schedule(cfg, self.total_steps, self.warmup_steps, self.peak_lr, self.effective_batch)
+        self.schedule = build_schedule(cfg, self.total_steps, self.warmup_steps, self.peak_lr, self.effective_batch,
+                                       self.steps_per_epoch)
         self.optimizer = build_adamw(self.task.param_groups(), self.peak_lr, cfg.betas, cfg.eps, cfg.fused, self.rt.device)
         # the groups a weight-decay schedule sets: those built decayed (fixed before any resume)
         self.decayed_groups = [g["weight_decay"] > 0 for g in self.optimizer.param_groups]

@@ -18,7 +18,8 @@ FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "pointmae"
 
 # cfgs/pretrain.yaml of Pang-Yatian/Point-MAE and the README's fine-tuned accuracies
 PRETRAIN = {
-    "epochs": 300, "warmup_epochs": 10, "lr": 1e-3, "weight_decay": 0.05, "batch": 128, "npoints": 1024,
+    # max_epoch 300: runner_pretrain.py trains range(0, max_epoch + 1), the cosine spans 300 (t_initial)
+    "epochs": 301, "cycle_epochs": 300, "warmup_epochs": 10, "lr": 1e-3, "weight_decay": 0.05, "batch": 128, "npoints": 1024,
     "num_group": 64, "group_size": 32, "mask_ratio": 0.6, "masker": "point_random", "loss": "chamfer_l2",
     "trans_dim": 384, "depth": 12, "num_heads": 6, "decoder_depth": 4, "decoder_num_heads": 6, "drop_path": 0.1,
 }
@@ -31,7 +32,8 @@ def test_recipe_matches_paper(name):
     assert r.name == name and r.provenance.reported == REPORTED[name] and "Point-MAE" in r.provenance.paper
     enc, stream = r.model.encoder, r.model.streams["points"]
     got = {
-        "epochs": r.schedule.epochs, "warmup_epochs": r.schedule.warmup_epochs, "lr": r.optim.lr,
+        "epochs": r.schedule.epochs, "cycle_epochs": r.schedule.epoch_cosine.cycle_epochs,
+        "warmup_epochs": r.schedule.warmup_epochs, "lr": r.optim.lr,
         "weight_decay": r.optim.weight_decay, "batch": r.train.effective_batch_size,
         "npoints": r.data.dataset["num_points"], "num_group": stream.tokenizer["num_group"],
         "group_size": stream.tokenizer["group_size"], "mask_ratio": stream.masker["ratio"],
