@@ -107,6 +107,14 @@ def test_warmup_lr_without_linspace_is_an_error(tiny_recipe_dict, tmp_path):
         recipe_from_dict(data)
 
 
+@pytest.mark.parametrize("beit", [{"warmup_style": "linspace"}, {"scale_min_lr": True}])
+def test_epoch_cosine_does_not_mix_with_the_beit_keys(tiny_recipe_dict, tmp_path, beit):
+    per_epoch = {"epoch_cosine": {"warmup_lr_init": 1e-6, "lag": 1}}
+    _trainer(tiny_recipe_dict, tmp_path / "ok", per_epoch)  # alone it builds
+    with pytest.raises(ValueError, match="schedule.epoch_cosine"):
+        _trainer(tiny_recipe_dict, tmp_path / "mixed", {**per_epoch, **beit})
+
+
 def test_recipes_command_prints_the_schedule_rule(tmp_path):
     import yaml
 
