@@ -20,14 +20,12 @@ comparison it breaks fails.
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from trajectory_replay import Observed, ReplayMasker, ReplaySampler, observe
+from trajectory_replay import Observed, ReplayMasker, ReplaySampler, fixture_sets, observe
+from trajectory_replay import load_fixture as load
 
 from mmim.config.recipe import load_recipe
 from mmim.engine.task import PretrainTask
@@ -35,8 +33,7 @@ from mmim.engine.trainer import Trainer
 from mmim_audio.converters.audiomae import check_position_tables, official_to_mmim
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "trajectories"
-SETS = sorted(p.name for p in FIXTURES.iterdir() if re.fullmatch(r"audiomae_pretrain(-.+)?", p.name))
+SETS = fixture_sets(r"audiomae_pretrain(-.+)?")
 RECIPE = ROOT / "recipes" / "audio" / "audiomae_vit_b16_as2m.yaml"
 
 LOSS_RTOL = 2e-6  # per micro-batch loss, relative (measured 2.4e-7)
@@ -57,12 +54,6 @@ class ClipPool(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"audio": self.clips[i]}
-
-
-def load(name: str) -> tuple[dict, dict, dict, dict]:
-    root = FIXTURES / name
-    return (json.loads((root / "config.json").read_text()), load_file(root / "trajectory.safetensors"),
-            load_file(root / "initial_state.safetensors"), load_file(root / "final_state.safetensors"))
 
 
 def overrides_for(cfg: dict, out_dir: Path) -> list[str]:
@@ -163,13 +154,6 @@ def within(diff: dict[str, float]) -> bool:
     return (diff.get("loss", 1) <= LOSS_RTOL and diff.get("grad_norm", 1) <= NORM_RTOL
             and diff.get("lr", 1) <= SCHEDULE_RTOL and diff.get("weight_decay", 1) <= SCHEDULE_RTOL
             and diff.get("params", 1) <= PARAM_ATOL)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_fixtures_are_what_the_issue_asks():

@@ -21,14 +21,12 @@ breaks fails.
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from trajectory_replay import Observed, ReplayNumpyDraws, ReplaySampler, observe
+from trajectory_replay import Observed, ReplayNumpyDraws, ReplaySampler, fixture_sets, observe
+from trajectory_replay import load_fixture as load
 
 from mmim.config.recipe import load_recipe, read_yaml
 from mmim.engine.trainer import Trainer
@@ -36,8 +34,7 @@ from mmim.finetune.task import FinetuneTask
 from mmim_image.converters.mae import mae_classifier_to_mmim, mmim_classifier_to_mae
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "trajectories"
-SETS = sorted(p.name for p in FIXTURES.iterdir() if re.fullmatch(r"mae_finetune(-.+)?", p.name))
+SETS = fixture_sets(r"mae_finetune(-.+)?")
 RECIPE = ROOT / "recipes" / "image" / "mae_vit_b16_in1k.yaml"
 
 LOSS_RTOL = 2e-6  # per micro-batch loss, relative
@@ -63,12 +60,6 @@ class LabelledPool(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"image": self.images[i], "label": int(self.labels[i])}
-
-
-def load(name: str) -> tuple[dict, dict, dict, dict]:
-    root = FIXTURES / name
-    return (json.loads((root / "config.json").read_text()), load_file(root / "trajectory.safetensors"),
-            load_file(root / "initial_state.safetensors"), load_file(root / "final_state.safetensors"))
 
 
 def rule_overrides(cfg: dict) -> list[str]:
@@ -179,13 +170,6 @@ TOLERANCES = {"loss": LOSS_RTOL, "grad_norm": NORM_RTOL, "lr": SCHEDULE_RTOL, "w
 
 def within(diff: dict[str, float]) -> bool:
     return all(diff.get(k, 1) <= TOLERANCES[k] for k in TOLERANCES if k != "steps") and "steps" not in diff
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_fixtures_are_what_the_issue_asks():

@@ -17,14 +17,12 @@ comparison it breaks fails, so none of these rules can silently stop mattering.
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from trajectory_replay import Observed, ReplayMasker, ReplaySampler, observe
+from trajectory_replay import Observed, ReplayMasker, ReplaySampler, fixture_sets, observe
+from trajectory_replay import load_fixture as load
 
 from mmim.config.recipe import load_recipe
 from mmim.engine.task import PretrainTask
@@ -32,8 +30,7 @@ from mmim.engine.trainer import Trainer
 from mmim_image.converters.mae import mae_to_mmim
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "trajectories"
-SETS = sorted(p.name for p in FIXTURES.iterdir() if re.fullmatch(r"mae_pretrain(-.+)?", p.name))
+SETS = fixture_sets(r"mae_pretrain(-.+)?")
 RECIPE = ROOT / "recipes" / "image" / "mae_vit_b16_in1k.yaml"
 
 LOSS_RTOL = 2e-6  # per micro-batch loss, relative
@@ -51,12 +48,6 @@ class ImagePool(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"image": self.images[i]}
-
-
-def load(name: str) -> tuple[dict, dict, dict, dict]:
-    root = FIXTURES / name
-    return (json.loads((root / "config.json").read_text()), load_file(root / "trajectory.safetensors"),
-            load_file(root / "initial_state.safetensors"), load_file(root / "final_state.safetensors"))
 
 
 def overrides_for(cfg: dict, out_dir: Path) -> list[str]:
@@ -150,13 +141,6 @@ def within(diff: dict[str, float]) -> bool:
     return (diff.get("loss", 1) <= LOSS_RTOL and diff.get("grad_norm", 1) <= NORM_RTOL
             and diff.get("lr", 1) <= SCHEDULE_RTOL and diff.get("weight_decay", 1) <= SCHEDULE_RTOL
             and diff.get("params", 1) <= PARAM_ATOL)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_fixtures_are_what_the_issue_asks():

@@ -25,15 +25,14 @@ breaks fails (docs/training_parity.md has the measured sizes).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 import torch
 from mmim_multimodal.converters.multimae import multimae_to_mmim
 from mmim_multimodal.derived import truncated_standardize
-from safetensors.torch import load_file
-from trajectory_replay import Observed, ReplayBudget, ReplaySampler, observe
+from trajectory_replay import Observed, ReplayBudget, ReplaySampler, fixture_sets, observe
+from trajectory_replay import load_fixture as load
 
 from mmim.config.recipe import apply_overrides, read_yaml, recipe_from_dict
 from mmim.engine.optim import param_groups
@@ -42,8 +41,7 @@ from mmim.engine.trainer import Trainer
 from mmim.model import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "trajectories"
-SETS = sorted(p.name for p in FIXTURES.iterdir() if re.fullmatch(r"multimae_pretrain(-.+)?", p.name))
+SETS = fixture_sets(r"multimae_pretrain(-.+)?")
 RECIPE = ROOT / "recipes" / "multimodal" / "multimae_vit_b16_rgb_depth_semseg.yaml"
 
 LOSS_RTOL = 5e-6  # per-step loss and per-head losses, relative
@@ -66,12 +64,6 @@ class SamplePool(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[i] for k, v in self.items.items()}
-
-
-def load(name: str) -> tuple[dict, dict, dict, dict]:
-    root = FIXTURES / name
-    return (json.loads((root / "config.json").read_text()), load_file(root / "trajectory.safetensors"),
-            load_file(root / "initial_state.safetensors"), load_file(root / "final_state.safetensors"))
 
 
 def overrides_for(cfg: dict, out_dir: Path) -> list[str]:
@@ -218,13 +210,6 @@ def within(diff: dict[str, float]) -> bool:
             and diff.get("grad_norm", 1) <= NORM_RTOL and diff.get("lr", 1) <= SCHEDULE_RTOL
             and diff.get("weight_decay", 1) <= SCHEDULE_RTOL and diff.get("params", 1) <= PARAM_ATOL
             and diff.get("masks", 1) == 0 and diff.get("alpha", 1) == 0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_fixtures_are_what_the_issue_asks():

@@ -17,14 +17,12 @@ a time and asserts that the comparison it breaks fails.
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from trajectory_replay import Observed, ReplayMasker, ReplaySampler, observe
+from trajectory_replay import Observed, ReplayMasker, ReplaySampler, fixture_sets, observe
+from trajectory_replay import load_fixture as load
 
 from mmim.config.recipe import load_recipe
 from mmim.engine.task import PretrainTask
@@ -32,8 +30,7 @@ from mmim.engine.trainer import Trainer
 from mmim_points.converters.pointmae import pointmae_to_mmim
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "trajectories"
-SETS = sorted(p.name for p in FIXTURES.iterdir() if re.fullmatch(r"pointmae_pretrain(-.+)?", p.name))
+SETS = fixture_sets(r"pointmae_pretrain(-.+)?")
 RECIPE = ROOT / "recipes" / "points" / "pointmae_shapenet55.yaml"
 
 LOSS_RTOL = 1e-5  # per micro-batch loss, relative (measured 6.3e-7)
@@ -55,12 +52,6 @@ class AugmentedReads(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"points": self.clouds[self.index[i]] * self.scale[i] + self.shift[i]}
-
-
-def load(name: str) -> tuple[dict, dict, dict, dict]:
-    root = FIXTURES / name
-    return (json.loads((root / "config.json").read_text()), load_file(root / "trajectory.safetensors"),
-            load_file(root / "initial_state.safetensors"), load_file(root / "final_state.safetensors"))
 
 
 def overrides_for(cfg: dict, out_dir: Path) -> list[str]:
@@ -157,13 +148,6 @@ def within(diff: dict[str, float]) -> bool:
     return (diff.get("loss", 1) <= LOSS_RTOL and diff.get("grad_norm", 1) <= NORM_RTOL
             and diff.get("lr", 1) <= SCHEDULE_RTOL and diff.get("weight_decay", 1) <= SCHEDULE_RTOL
             and diff.get("params", 1) <= PARAM_ATOL)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_fixtures_are_what_the_issue_asks():

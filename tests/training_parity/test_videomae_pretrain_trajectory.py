@@ -17,14 +17,20 @@ Measured (torch 2.13 CPU, fp32, one thread), largest over the four sets and all 
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from trajectory_replay import Observed, ReplayDraw, ReplayMasker, ReplaySampler, observe, observe_clipping
+from trajectory_replay import (
+    Observed,
+    ReplayDraw,
+    ReplayMasker,
+    ReplaySampler,
+    fixture_sets,
+    observe,
+    observe_clipping,
+)
+from trajectory_replay import load_fixture as load
 
 from mmim.checkpoint_keys import rename_key
 from mmim.config.recipe import load_recipe
@@ -34,8 +40,7 @@ from mmim.types import StreamMask
 from mmim_video.converters.videomae import PRETRAIN_KEYS, mmim_to_official, official_to_mmim
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "trajectories"
-SETS = sorted(p.name for p in FIXTURES.iterdir() if re.fullmatch(r"videomae(v2)?_pretrain(-.+)?", p.name))
+SETS = fixture_sets(r"videomae(v2)?_pretrain(-.+)?")
 RECIPES = {"videomae": ROOT / "recipes" / "video" / "videomae_vit_b_k400.yaml",
            "videomaev2": ROOT / "recipes" / "video" / "videomaev2_vit_g_hybrid.yaml"}
 
@@ -56,12 +61,6 @@ class ClipPool(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"video": self.clips[i]}
-
-
-def load(name: str) -> tuple[dict, dict, dict, dict]:
-    root = FIXTURES / name
-    return (json.loads((root / "config.json").read_text()), load_file(root / "trajectory.safetensors"),
-            load_file(root / "initial_state.safetensors"), load_file(root / "final_state.safetensors"))
 
 
 def overrides_for(cfg: dict, out_dir: Path) -> list[str]:
@@ -159,13 +158,6 @@ def within(diff: dict[str, float]) -> bool:
     return (diff.get("loss", 1) <= LOSS_RTOL and diff.get("grad_norm", 1) <= NORM_RTOL
             and diff.get("lr", 1) <= SCHEDULE_RTOL and diff.get("weight_decay", 1) <= SCHEDULE_RTOL
             and diff.get("params", 1) <= PARAM_ATOL)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_fixtures_are_what_the_issue_asks():

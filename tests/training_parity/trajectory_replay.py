@@ -23,15 +23,35 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from mmim.data.loading import ResumableSampler, mix_seed
 from mmim.engine.trainer import Trainer
 from mmim.fusion.masking import BudgetMasker, BudgetNoise
 from mmim.types import StreamMask
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trajectories"
+
+
+def fixture_sets(pattern: str) -> list[str]:
+    """The sets of ``tests/fixtures/trajectories`` whose name matches ``pattern`` (e.g. ``mae_pretrain(-.+)?``)."""
+    import re
+
+    return sorted(p.name for p in FIXTURES.iterdir() if re.fullmatch(pattern, p.name))
+
+
+def load_fixture(name: str) -> tuple[dict, dict, dict, dict]:
+    """Set ``name`` of ``tests/fixtures/trajectories``: its config, trajectory, initial and final state."""
+    import json
+
+    root = FIXTURES / name
+    return (json.loads((root / "config.json").read_text()), load_file(root / "trajectory.safetensors"),
+            load_file(root / "initial_state.safetensors"), load_file(root / "final_state.safetensors"))
 
 
 class ReplaySampler(ResumableSampler):
