@@ -107,7 +107,13 @@ def schedule_rule(schedule: dict, optim: dict) -> str:
     (see :mod:`mmim.engine.schedule`)."""
     scaled = " x batch/256" if schedule.get("scale_min_lr") else ""
     warmup = f"{_number(schedule.get('warmup_epochs', 0))} warmup epochs"
-    if schedule.get("warmup_style", "linear") == "linspace":
+    per_epoch = schedule.get("epoch_cosine")
+    if per_epoch:  # Point-MAE: timm's CosineLRScheduler stepped once per epoch
+        lag = per_epoch.get("lag", 1)
+        cycle = per_epoch.get("cycle_epochs")
+        warmup = (f"lr per epoch (timm cosine{f' over {cycle} epochs' if cycle else ''}, "
+                  f"{warmup} from {_number(per_epoch.get('warmup_lr_init', 0.0))}{f', {lag} epoch late' if lag else ''})")
+    elif schedule.get("warmup_style", "linear") == "linspace":
         warmup += f" linspace from {_number(schedule.get('warmup_lr', 0.0))}{scaled} (BEiT cosine_scheduler)"
     else:
         warmup += " linear from 0 (MAE lr_sched)"
@@ -148,11 +154,6 @@ def optimizer_rules(path: Path) -> list[str]:
              f"{lr_rule(optim, defaults.base_lr)}; "
              f"{clip(train.get('grad_clip'))}",
              "pretrain schedule: " + schedule_rule(data.get("schedule") or {}, optim)]
-    per_epoch = (data.get("schedule") or {}).get("epoch_cosine")
-    if per_epoch:  # Point-MAE: timm's CosineLRScheduler stepped once per epoch
-        lag = per_epoch.get("lag", 1)
-        lines[0] += (f"; lr per epoch (timm cosine, warmup from {_number(per_epoch.get('warmup_lr_init', 0.0))}"
-                     f"{f', {lag} epoch late' if lag else ''})")
     if train.get("grad_accumulation") == "sum":
         lines[0] += "; accumulated gradients summed"
     if ft:

@@ -99,9 +99,11 @@ def test_mmim_recipes_shows_the_rules():
     from mmim.engine.optim import optimizer_rules
 
     recipes = Path(__file__).resolve().parents[2] / "recipes"
-    line = optimizer_rules(recipes / "points" / "pointmae_shapenet55.yaml")[0]
+    line, schedule = optimizer_rules(recipes / "points" / "pointmae_shapenet55.yaml")[:2]
     assert "no decay on 1-D, biases, *_token" in line and "lr 0.001 (not scaled)" in line
-    assert "lr per epoch (timm cosine, warmup from 1e-06, 1 epoch late)" in line
     assert "accumulated gradients summed" in line
-    mae = optimizer_rules(recipes / "image" / "mae_vit_b16_in1k.yaml")[0]
-    assert "per epoch" not in mae and "summed" not in mae
+    assert schedule.startswith("pretrain schedule: lr per epoch (timm cosine over 300 epochs, 10 warmup epochs from "
+                               "1e-06, 1 epoch late)"), schedule
+    assert "MAE lr_sched" not in schedule  # the per-step rule it replaces is not described
+    mae = optimizer_rules(recipes / "image" / "mae_vit_b16_in1k.yaml")[:2]
+    assert "per epoch" not in " ".join(mae) and "summed" not in mae[0]
