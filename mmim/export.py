@@ -16,7 +16,6 @@ same features. A plugin may add its own format next to it (the image plugin: a t
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +26,12 @@ from torch import Tensor, nn
 
 from mmim import __version__
 from mmim.config.recipe import Recipe, recipe_from_dict, recipe_to_dict
+from mmim.files import usual_mode
 from mmim.model import MaskedModel, build_model
 
 FORMAT = "mmim-encoder/1"
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 STREAM_PARTS_LEFT_OUT = ("decoder", "target", "loss", "masker", "mask_token")  # not used by features()
-
-
-def usual_mode(path: str | Path) -> Path:
-    """Give ``path`` the mode of any other new file (0644 under the usual umask): safetensors creates its
-    files 0600, private to their owner."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-    return Path(path)
 
 
 def save_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mmim.export import usual_mode
+from mmim.files import usual_mode
 from mmim.timm_compat import import_transformers
 
 log = logging.getLogger(__name__)
