@@ -203,7 +203,8 @@ def _size(text: str) -> int:
 
 
 def _encode_options(pairs: list[str]) -> dict[str, object]:
-    """``--encode KEY=VALUE`` pairs as a dict, values read as YAML scalars (numbers, booleans, strings)."""
+    """``--encode KEY=VALUE`` pairs as a dict, values read as YAML scalars (numbers, booleans, strings); a value
+    with a colon stays a string (YAML 1.1 would read ``4:2:0`` as the base-60 number 14520)."""
     import yaml
 
     out: dict[str, object] = {}
@@ -211,7 +212,7 @@ def _encode_options(pairs: list[str]) -> dict[str, object]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"mmim pack: --encode expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = value.strip() if ":" in value else yaml.safe_load(value)
     return out
 
 

@@ -103,12 +103,12 @@ def test_jpeg_chroma_subsampling_is_what_was_asked(videos, tmp_path, video_regis
                 for a, b in zip(info["offsets"][:-1], info["offsets"][1:])}
 
     sizes = {}
-    for sub in ("444", "422", None):
+    for n, (sub, want) in enumerate((("444", "444"), ("422", "422"), ("4:2:0", "420"), (None, "420"))):
         encode = {"frames": "jpeg", **({"subsampling": sub} if sub else {})}
-        members = records(pack(spec(videos), tmp_path / str(sub), samples_per_shard=2, progress=False,
-                               encode=encode) and tmp_path / str(sub))
-        assert all(chroma(m) == {sub or "420"} for m in members)  # default: 4:2:0, as the source video is
-        sizes[sub or "420"] = sum(len(m["mjpeg"]) for m in members)
+        members = records(pack(spec(videos), tmp_path / str(n), samples_per_shard=2, progress=False,
+                               encode=encode) and tmp_path / str(n))
+        assert all(chroma(m) == {want} for m in members)  # default: 4:2:0, as the source video is
+        sizes[want] = sum(len(m["mjpeg"]) for m in members)
     assert sizes["420"] < sizes["422"] < sizes["444"]
     with pytest.raises(Exception, match="subsampling must be one of"):
         pack(spec(videos), tmp_path / "bad", progress=False, encode={"frames": "jpeg", "subsampling": "411"})
@@ -165,6 +165,7 @@ def test_cli_encode_pairs():
         {"keyint": 16, "frames": "jpeg", "short_side": 320}
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         _encode_options(["keyint"])
+    assert _encode_options(["subsampling=4:2:0", "quality=85"]) == {"subsampling": "4:2:0", "quality": 85}
 
 
 def test_frames_decode_from_mapped_shards_as_from_bytes(videos, tmp_path, video_registry):
