@@ -11,7 +11,8 @@ A dataset that can be packed and streamed implements two methods (the shard prot
   sample read from a shard equals the one read from its file.
 
 A dataset may also name, in a ``lazy_members`` attribute, member extensions it reads only parts of; the shard
-stream then hands those as ``memoryview`` slices of the memory-mapped local shard instead of bytes
+stream then hands those as :class:`~mmim.data.shards.MemberRange` (the member's place in the local shard: slices read
+just those bytes) instead of bytes
 (:func:`mmim.data.shards.iter_samples`). The video datasets do, for frames stored as images.
 
 The helpers here serve those methods: :func:`file_record` / :func:`spilled` let a reader that

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import tarfile
 from collections.abc import Collection, Iterator
@@ -132,14 +131,52 @@ def split_key(name: str) -> tuple[str, str]:
 READ_CHUNK = 1 << 20  # remote tar stream reads: 1 MiB at a time (tarfile's default 10 KiB: a 13 MB member, 60k reads)
 
 
+class MemberRange:
+    """A member of a local shard left in the file: ``len()`` is its size, a slice reads those bytes (``bytes()``
+    the whole member). Nothing stays open between reads, however many such members a shuffle buffer holds.
+
+    Raises:
+        DataError: on reading, the shard has become shorter or unreadable (names it and the member's range).
+    """
+
+    __slots__ = ("path", "offset", "size")
+
+    def __init__(self, path: str, offset: int, size: int) -> None:
+        self.path, self.offset, self.size = path, offset, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: slice) -> bytes:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("a shard member range reads contiguous slices only")
+        start, stop, _ = index.indices(self.size)
+        if stop <= start:
+            return b""
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                data = os.pread(f.fileno(), stop - start, self.offset + start)
+        except OSError as err:
+            raise DataError(f"{self.path}: cannot read bytes {self.offset + start}-{self.offset + stop} "
+                            f"({type(err).__name__}: {err})") from None
+        if len(data) != stop - start:
+            raise DataError(f"{self.path}: shard ends inside a member (bytes {self.offset + start}-{self.offset + stop})")
+        return data
+
+    def __bytes__(self) -> bytes:
+        return self[:]
+
+    def __repr__(self) -> str:
+        return f"MemberRange({self.path!r}, offset={self.offset}, size={self.size})"
+
+
 def iter_samples(url: str, lazy: Collection[str] = ()) -> Iterator[tuple[str, dict[str, bytes]]]:
     """``(key, {ext: bytes})`` for every sample of one shard, streamed in order.
 
-    Members whose extension is in ``lazy`` are not read from a local shard: they come as read-only
-    ``memoryview`` slices of the memory-mapped shard, so a decoder that needs a few ranges of a large member
-    (the frames of one clip out of a video's ``.mjpeg``) reads only the pages under them. A dataset asks for
-    this with a ``lazy_members`` attribute (the shard protocol, ``mmim/data/records.py``); remote shards are
-    read as usual.
+    Members whose extension is in ``lazy`` are not read from a local shard: they come as :class:`MemberRange`
+    (where they lie in the file), so a decoder that needs a few ranges of a large member (the frames of one clip
+    out of a video's ``.mjpeg``) reads only those. A dataset asks for this with a ``lazy_members`` attribute
+    (the shard protocol, ``mmim/data/records.py``); remote shards are read as usual.
 
     Raises:
         DataError: the shard cannot be opened or its tar data is broken (names the shard and the
@@ -147,23 +184,23 @@ def iter_samples(url: str, lazy: Collection[str] = ()) -> Iterator[tuple[str, di
     """
     stream = open_url(url)
     key, members, last = None, {}, "(start)"
-    mapped = None
+    size = None
     try:
         # a local file is read in place (seekable: each member read once, straight from the file); a remote
         # stream through tarfile's stream mode, in large chunks
         mode = "r|*" if is_remote(url) else "r:*"
-        if lazy and not is_remote(url) and os.fstat(stream.fileno()).st_size:
-            mapped = memoryview(mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ))
+        if lazy and not is_remote(url):
+            size = os.fstat(stream.fileno()).st_size
         with tarfile.open(fileobj=stream, mode=mode, bufsize=READ_CHUNK) as tar:
             for info in tar:
                 if not info.isfile():
                     continue
                 k, ext = split_key(info.name)
-                if mapped is not None and ext in lazy and not info.issparse():
-                    if info.offset_data + info.size > len(mapped):
+                if size is not None and ext in lazy and not info.issparse():
+                    if info.offset_data + info.size > size:
                         raise EOFError(f"member {info.name} ends at byte {info.offset_data + info.size}, "
-                                       f"the file has {len(mapped)}")
-                    data = mapped[info.offset_data:info.offset_data + info.size]
+                                       f"the file has {size}")
+                    data = MemberRange(url.removeprefix("file://"), info.offset_data, info.size)
                 else:
                     f = tar.extractfile(info)
                     data = f.read() if f is not None else b""
@@ -180,7 +217,7 @@ def iter_samples(url: str, lazy: Collection[str] = ()) -> Iterator[tuple[str, di
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DataError(f"{url}: broken shard after member {last} ({type(err).__name__}: {err})") from None
     finally:
-        stream.close()  # the map stays valid while slices of it are alive, and is unmapped with the last
+        stream.close()
 
 
 def sha256_file(path: str | Path) -> str:

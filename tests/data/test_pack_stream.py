@@ -17,7 +17,7 @@ from mmim.data.errors import DataError
 from mmim.data.loading import SeededDataset, mix_seed
 from mmim.data.pack import pack
 from mmim.data.records import build_decoder
-from mmim.data.shards import iter_samples, resolve, verify
+from mmim.data.shards import MemberRange, iter_samples, resolve, verify
 from mmim.data.stream import ShardStream
 
 MODALITIES = ["image", "video", "points", "audio", "multimodal", "timeseries"]
@@ -356,7 +356,7 @@ def _tar(path: Path, members: list[tuple[str, bytes]]) -> str:
     return str(path)
 
 
-def test_lazy_members_are_views_of_the_mapped_shard(tmp_path):
+def test_lazy_members_are_ranges_of_the_shard_file(tmp_path):
     big = os.urandom(300_000)
     url = _tar(tmp_path / "s.tar", [("000000000.big", big), ("000000000.json", b'{"label": 1}'),
                                      ("000000001.big", big[::-1]), ("000000001.json", b'{"label": 2}')])
@@ -364,9 +364,15 @@ def test_lazy_members_are_views_of_the_mapped_shard(tmp_path):
     mapped = list(iter_samples(url, {"big"}))
     assert [k for k, _ in plain] == [k for k, _ in mapped] == ["000000000", "000000001"]
     for (_, a), (_, b) in zip(plain, mapped):
-        assert isinstance(a["big"], bytes) and isinstance(b["big"], memoryview) and b["big"].readonly
-        assert isinstance(b["json"], bytes)  # only the named extensions are mapped
-        assert bytes(b["big"]) == a["big"] and b["json"] == a["json"]
+        assert isinstance(a["big"], bytes) and isinstance(b["big"], MemberRange)
+        assert isinstance(b["json"], bytes)  # only the named extensions are left in the file
+        assert bytes(b["big"]) == a["big"] and b["json"] == a["json"] and len(b["big"]) == len(a["big"])
+        assert b["big"][1000:1010] == a["big"][1000:1010] and b["big"][-5:] == a["big"][-5:] and b["big"][7:7] == b""
+    # a shard cut after the stream read its headers: the read names the file and the range
+    late = list(iter_samples(url, {"big"}))[0][1]["big"]
+    Path(url).write_bytes(Path(url).read_bytes()[:1000])
+    with pytest.raises(DataError, match="s.tar: shard ends inside a member"):
+        late[600:900]
     # a member cut short by a truncated file is a broken shard, named, not a short view
     cut = tmp_path / "cut.tar"
     cut.write_bytes(Path(url).read_bytes()[:400_000])
@@ -388,7 +394,7 @@ def test_the_stream_maps_what_the_dataset_names(tmp_path):
             seen.append(type(record["big"]))
             return {"x": torch.zeros(1)}
 
-    for lazy, kind in ((None, bytes), ({"big"}, memoryview)):
+    for lazy, kind in ((None, bytes), ({"big"}, MemberRange)):
         decoder = Decoder()
         if lazy:
             decoder.lazy_members = lazy

@@ -108,7 +108,7 @@ class VideoClips(Dataset):
             on CUDA) and crops, flips and normalises there (:mod:`mmim_video.gpu`). Evaluation decodes on the host.
     """
 
-    # frames stored as images are read a clip's frames at a time: the shard stream maps them (iter_samples)
+    # frames stored as images are read a clip's frames at a time: the shard stream leaves them in the file (iter_samples)
     lazy_members = frozenset({"mjpeg", "webpseq"})
 
     def __init__(self, samples: Sequence[tuple[str, int, int]], source: str, augment: bool, num_frames: int = 16,

@@ -12,7 +12,7 @@ import torch
 from mmim.cli import _encode_options
 from mmim.data import DataError
 from mmim.data.pack import pack
-from mmim.data.shards import iter_samples, resolve
+from mmim.data.shards import MemberRange, iter_samples, resolve
 from mmim_video import transcode
 from mmim_video.dataset import VideoList
 
@@ -168,15 +168,15 @@ def test_cli_encode_pairs():
     assert _encode_options(["subsampling=4:2:0", "quality=85"]) == {"subsampling": "4:2:0", "quality": 85}
 
 
-def test_frames_decode_from_mapped_shards_as_from_bytes(videos, tmp_path, video_registry):
-    """The stream hands frames members as views of the mapped shard (VideoClips.lazy_members): the clip is the
+def test_frames_decode_from_member_ranges_as_from_bytes(videos, tmp_path, video_registry):
+    """The stream hands frames members as ranges of the shard file (VideoClips.lazy_members): the clip is the
     one decoded from the member's bytes."""
     pack(spec(videos), tmp_path / "j", samples_per_shard=2, progress=False, encode={"frames": "jpeg"})
     shards = dataset(videos, True)
     assert "mjpeg" in shards.lazy_members
     for url in resolve(str(tmp_path / "j")).urls:
         for (_, plain), (_, mapped) in zip(iter_samples(url), iter_samples(url, shards.lazy_members)):
-            assert isinstance(mapped["mjpeg"], memoryview)
+            assert isinstance(mapped["mjpeg"], MemberRange)
             torch.manual_seed(3)
             a = shards.decode_record(plain, "shard")["video"]
             torch.manual_seed(3)
