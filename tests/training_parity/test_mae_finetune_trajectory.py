@@ -25,7 +25,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from trajectory_replay import Observed, ReplayNumpyDraws, ReplaySampler, fixture_sets, observe
+from trajectory_replay import (
+    Observed,
+    ReplayNumpyDraws,
+    ReplaySampler,
+    fixture_sets,
+    loss_and_norm,
+    max_relative,
+    observe,
+)
 from trajectory_replay import load_fixture as load
 
 from mmim.config.recipe import load_recipe, read_yaml
@@ -125,17 +133,15 @@ def differences(name: str, cfg: dict, traj: dict, seen: Observed, to_official: d
     the two do not have the same shape (another number of steps), or the mixup draws departed."""
     final = load(name)[3]
     out: dict[str, float] = {}
-    loss = torch.tensor(seen.loss, dtype=torch.float64)
-    norm = torch.tensor(seen.grad_norm, dtype=torch.float64)
-    if loss.shape != traj["loss"].flatten().shape or norm.shape != traj["grad_norm"].shape:
-        return {"steps": float("inf")}
-    micro = loss.shape[0]
+    series = loss_and_norm(seen.loss, seen.grad_norm, traj["loss"], traj["grad_norm"])
+    if "steps" in series:
+        return series
+    micro = len(seen.loss)
     if draws is None:  # mmim did not mix: right only if the official loop drew nothing either
         out["mixup_draws"] = float((traj["mixup_draw_kind"] >= 0).sum())
     else:
         out["mixup_draws"] = float(len(draws.mismatches) + (draws.used != list(range(micro))))
-    out["loss"] = float(((loss - traj["loss"].flatten()).abs() / traj["loss"].flatten().abs()).max())
-    out["grad_norm"] = float(((norm - traj["grad_norm"]).abs() / traj["grad_norm"]).max())
+    out.update(series)
     for what in ("lr", "weight_decay"):
         ours = seen.per_param(what)
         theirs = {n: traj[what][:, g] for g, names in enumerate(cfg["group_names"]) for n in names}
@@ -145,7 +151,7 @@ def differences(name: str, cfg: dict, traj: dict, seen: Observed, to_official: d
             if mmim_name not in ours:  # not trained by mmim
                 continue
             a, b = ours[mmim_name], theirs[official_name]
-            worst = max(worst, float(((a - b).abs() / b.abs().clamp_min(1e-30)).max()))
+            worst = max(worst, max_relative(a, b, floor=1e-30))
         out[what] = worst
     if set(seen.final) != set(final):
         out["params"] = float("inf")

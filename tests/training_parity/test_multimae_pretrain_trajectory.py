@@ -31,7 +31,7 @@ import pytest
 import torch
 from mmim_multimodal.converters.multimae import multimae_to_mmim
 from mmim_multimodal.derived import truncated_standardize
-from trajectory_replay import Observed, ReplayBudget, ReplaySampler, fixture_sets, observe
+from trajectory_replay import Observed, ReplayBudget, ReplaySampler, fixture_sets, loss_and_norm, max_relative, observe
 from trajectory_replay import load_fixture as load
 
 from mmim.config.recipe import apply_overrides, read_yaml, recipe_from_dict
@@ -158,13 +158,10 @@ def differences(name: str, cfg: dict, traj: dict, seen: Observed, budget: Replay
                 groups: dict[str, int]) -> dict[str, float]:
     """Largest relative/absolute differences between the official trajectory and mmim's; inf where
     the two do not even have the same shape (another number of steps)."""
-    loss = torch.tensor(seen.loss, dtype=torch.float64)
-    norm = torch.tensor(seen.grad_norm, dtype=torch.float64)
-    if loss.shape != traj["loss"].shape or norm.shape != traj["grad_norm"].shape:
-        return {"steps": float("inf")}
-    out = {"loss": float(((loss - traj["loss"]).abs() / traj["loss"].abs()).max()),
-           "grad_norm": float(((norm - traj["grad_norm"]).abs() / traj["grad_norm"]).max()),
-           "alpha": budget.alpha_error}
+    out = loss_and_norm(seen.loss, seen.grad_norm, traj["loss"], traj["grad_norm"])
+    if "steps" in out:
+        return out
+    out["alpha"] = budget.alpha_error
     heads = torch.tensor([[head_loss(p, h) for h in cfg["heads"]] for p in seen.parts], dtype=torch.float64)
     out["task_loss"] = float(((heads - traj["task_loss"]).abs() / traj["task_loss"].abs()).nan_to_num(float("inf")).max())
     visible = torch.stack(budget.visible) if budget.visible else torch.zeros(0)
@@ -178,7 +175,7 @@ def differences(name: str, cfg: dict, traj: dict, seen: Observed, budget: Replay
                 worst = float("inf")  # trained officially, not by mmim
                 continue
             a, b = ours[param], traj[what][:, group]
-            worst = max(worst, float(((a - b).abs() / b.abs().clamp_min(1e-30)).max()))
+            worst = max(worst, max_relative(a, b, floor=1e-30))
         out[what] = worst
     out["params"] = max(float(determined(k, seen.final[k] - v).abs().max()) for k, v in seen.official_final.items())
     out["params_all"] = max(float((seen.final[k] - v).abs().max()) for k, v in seen.official_final.items())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trajectory_replay import Observed, ReplayMasker, ReplaySampler, fixture_sets, observe
+from trajectory_replay import Observed, ReplayMasker, ReplaySampler, fixture_sets, loss_and_norm, max_relative, observe
 from trajectory_replay import load_fixture as load
 
 from mmim.config.recipe import load_recipe
@@ -110,12 +110,10 @@ def differences(name: str, cfg: dict, traj: dict, seen: Observed, to_official: d
     the two do not even have the same shape (another number of steps or micro-batches)."""
     final = load(name)[3]
     out: dict[str, float] = {}
-    loss = torch.tensor(seen.loss, dtype=torch.float64)
-    norm = torch.tensor(seen.grad_norm, dtype=torch.float64)
-    if loss.shape != traj["loss"].flatten().shape or norm.shape != traj["grad_norm"].shape:
-        return {"steps": float("inf")}
-    out["loss"] = float(((loss - traj["loss"].flatten()).abs() / traj["loss"].flatten().abs()).max())
-    out["grad_norm"] = float(((norm - traj["grad_norm"]).abs() / traj["grad_norm"]).max())
+    series = loss_and_norm(seen.loss, seen.grad_norm, traj["loss"], traj["grad_norm"])
+    if "steps" in series:
+        return series
+    out.update(series)
     for what in ("lr", "weight_decay"):
         ours = seen.per_param(what)
         theirs = {n: traj[what][:, g] for g, names in enumerate(cfg["group_names"]) for n in names}
@@ -123,7 +121,7 @@ def differences(name: str, cfg: dict, traj: dict, seen: Observed, to_official: d
         worst = 0.0
         for mmim_name in ours:
             a, b = ours[mmim_name], theirs[to_official[mmim_name]]
-            worst = max(worst, float(((a - b).abs() / b.abs().clamp_min(1e-30)).max()))
+            worst = max(worst, max_relative(a, b, floor=1e-30))
         out[what] = worst
     # parameters and BatchNorm statistics, but those that do not change the training loss (below)
     out["params"] = max(float((seen.final[k].double() - final[o].double()).abs().max())

@@ -27,6 +27,8 @@ from trajectory_replay import (
     ReplayMasker,
     ReplaySampler,
     fixture_sets,
+    loss_and_norm,
+    max_relative,
     observe,
     observe_clipping,
 )
@@ -132,13 +134,11 @@ def differences(name: str, cfg: dict, traj: dict, seen: Observed) -> dict[str, f
     the two do not even have the same shape (another number of steps)."""
     final = load(name)[3]
     out: dict[str, float] = {}
-    loss = torch.tensor(seen.loss, dtype=torch.float64)
     # the official loops log the norm before clipping (clip_grad_norm_'s return value)
-    norm = torch.tensor(seen.norm_before_clip or seen.grad_norm, dtype=torch.float64)
-    if loss.shape != traj["loss"].shape or norm.shape != traj["grad_norm"].shape:
-        return {"steps": float("inf")}
-    out["loss"] = float(((loss - traj["loss"]).abs() / traj["loss"].abs()).max())
-    out["grad_norm"] = float(((norm - traj["grad_norm"]).abs() / traj["grad_norm"]).max())
+    series = loss_and_norm(seen.loss, seen.norm_before_clip or seen.grad_norm, traj["loss"], traj["grad_norm"])
+    if "steps" in series:
+        return series
+    out.update(series)
     for what in ("lr", "weight_decay"):
         ours = seen.per_param(what)
         worst = 0.0
@@ -146,7 +146,7 @@ def differences(name: str, cfg: dict, traj: dict, seen: Observed) -> dict[str, f
             theirs = traj[what][:, g]
             for official in names:
                 a = ours[mmim_name(official)]
-                worst = max(worst, float(((a - theirs).abs() / theirs.abs().clamp_min(1e-30)).max()))
+                worst = max(worst, max_relative(a, theirs, floor=1e-30))
         out[what] = worst
     # mmim's qkv.bias has a key part the official model lacks (k has no bias there): dropped here
     ours = mmim_to_official(seen.final)

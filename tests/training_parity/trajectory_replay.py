@@ -54,6 +54,25 @@ def load_fixture(name: str) -> tuple[dict, dict, dict, dict]:
             load_file(root / "initial_state.safetensors"), load_file(root / "final_state.safetensors"))
 
 
+def max_relative(ours: Tensor, theirs: Tensor, floor: float | None = None) -> float:
+    """Largest ``|ours - theirs| / |theirs|`` (the denominator at least ``floor`` where given: an lr or weight
+    decay of 0 compares absolutely)."""
+    scale = theirs.abs() if floor is None else theirs.abs().clamp_min(floor)
+    return float(((ours - theirs).abs() / scale).max())
+
+
+def loss_and_norm(loss: list[float], grad_norm: list[float], official_loss: Tensor,
+                  official_norm: Tensor) -> dict[str, float]:
+    """``{"loss", "grad_norm"}``: the largest relative differences of mmim's per-micro-batch losses and per-step
+    gradient norms from the official ones; ``{"steps": inf}`` when even their counts differ."""
+    ours_loss = torch.tensor(loss, dtype=torch.float64)
+    ours_norm = torch.tensor(grad_norm, dtype=torch.float64)
+    official_loss = official_loss.flatten()
+    if ours_loss.shape != official_loss.shape or ours_norm.shape != official_norm.shape:
+        return {"steps": float("inf")}
+    return {"loss": max_relative(ours_loss, official_loss), "grad_norm": max_relative(ours_norm, official_norm)}
+
+
 class ReplaySampler(ResumableSampler):
     """Yields the official order ``flat_order`` (pool indices), in micro-batches of the trainer's
     batch size, continuing where the previous epoch stopped; steps and epochs are the trainer's."""
