@@ -70,7 +70,8 @@ class Schedule:
       where the recipe says ``schedule.scale_min_lr``);
     - ``weight_decay_end``: ``None`` keeps every group's weight decay; a number makes the groups
       that are decayed follow :func:`cosine_at` from ``weight_decay`` to it over the whole run;
-    - ``epoch_cosine`` (``EpochCosineConfig``, with ``steps_per_epoch``, ``epochs``, ``warmup_epochs``):
+    - ``epoch_cosine`` (``EpochCosineConfig``, with ``steps_per_epoch`` and ``warmup_epochs``; the run has
+      ``total_steps // steps_per_epoch`` epochs):
       the lr changes once per epoch, :func:`epoch_cosine_lr` (timm's ``CosineLRScheduler``, Point-MAE),
       in place of the per-step rule.
     """
@@ -85,13 +86,12 @@ class Schedule:
     weight_decay_end: float | None = None
     epoch_cosine: Any = None
     steps_per_epoch: int = 1
-    epochs: int = 1
     warmup_epochs: float = 0.0
 
     def lr(self, step: int) -> float:
         if self.epoch_cosine is not None:
-            c = self.epoch_cosine
-            return epoch_cosine_lr(step // max(1, self.steps_per_epoch), self.epochs, self.warmup_epochs, self.peak_lr,
+            c, per_epoch = self.epoch_cosine, max(1, self.steps_per_epoch)
+            return epoch_cosine_lr(step // per_epoch, self.total_steps // per_epoch, self.warmup_epochs, self.peak_lr,
                                    self.min_lr, c.warmup_lr_init, c.cycle_epochs, c.lag)
         if self.warmup_style == "linspace":
             return linspace_lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr, self.warmup_lr)
@@ -118,7 +118,7 @@ def build_schedule(settings: Any, total_steps: int, warmup_steps: int, peak_lr: 
                    effective_batch_size: int, steps_per_epoch: int = 1) -> Schedule:
     """The :class:`Schedule` of a run's loop settings (``LoopSettings``: ``min_lr``,
     ``warmup_style``, ``warmup_lr``, ``scale_min_lr``, ``weight_decay``, ``weight_decay_end``,
-    ``epoch_cosine``, ``epochs``, ``warmup_epochs``)."""
+    ``epoch_cosine``, ``warmup_epochs``)."""
     style = getattr(settings, "warmup_style", "linear")
     if style not in ("linear", "linspace"):
         raise ValueError(f"schedule.warmup_style: {style!r} is not one of 'linear', 'linspace'")
@@ -136,5 +136,4 @@ def build_schedule(settings: Any, total_steps: int, warmup_steps: int, peak_lr: 
     return Schedule(total_steps=total_steps, warmup_steps=warmup_steps, peak_lr=peak_lr, min_lr=min_lr,
                     warmup_style=style, warmup_lr=warmup_lr, weight_decay=settings.weight_decay,
                     weight_decay_end=getattr(settings, "weight_decay_end", None), epoch_cosine=per_epoch,
-                    steps_per_epoch=steps_per_epoch, epochs=getattr(settings, "epochs", 1),
-                    warmup_epochs=getattr(settings, "warmup_epochs", 0.0))
+                    steps_per_epoch=steps_per_epoch, warmup_epochs=getattr(settings, "warmup_epochs", 0.0))
